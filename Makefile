@@ -1,0 +1,54 @@
+# rollout — every task a person runs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-unknown-unknown
+CORE_WASM := target/$(WASM_TARGET)/wasm/rollout_policy.wasm
+POLICY := target/wasm/rollout_policy.wasm
+ROLLOUT := target/debug/rollout
+
+.PHONY: help setup policy build test test-rust vectors lint fmt run bench examples js clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## install what a fresh machine lacks (wasm target, Python xxhash, npm packages)
+	rustup target add $(WASM_TARGET)
+	python3 -m pip install --quiet --disable-pip-version-check -r tests/vectors/requirements.txt
+	@if [ -f js/package-lock.json ]; then cd js && npm ci --no-audit --no-fund; fi
+
+policy: ## build the reference policy component: target/wasm/rollout_policy.wasm
+	$(CARGO) build -q -p rollout-policy --target $(WASM_TARGET) --profile wasm
+	$(CARGO) run -q -p xtask -- componentize $(CORE_WASM) $(POLICY)
+
+build: policy ## build the policy and the rollout binary
+	$(CARGO) build -p rollout
+
+vectors: ## regenerate tests/vectors with the independent Python generator; fail if they drift
+	python3 tests/vectors/generate.py --check
+
+test: policy vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, JS suite
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) run -q -p rollout -- policy test --policy $(POLICY) tests/vectors
+	@if [ -f js/package.json ]; then $(MAKE) --no-print-directory js; fi
+
+js: policy ## build and test the JavaScript package (jco)
+	cd js && npm run build && npm test
+
+lint: ## rustfmt and clippy
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p rollout-policy --target $(WASM_TARGET) -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+run: policy ## evaluate the bundled example cases and print the decisions
+	$(CARGO) run -q -p rollout -- policy eval --policy $(POLICY) --case tests/vectors/examples/example.json
+
+bench: policy ## benchmarks; ends with `name: value` summary lines
+	$(CARGO) bench -p rollout --bench runtime
+
+clean: ## remove build output
+	$(CARGO) clean

@@ -1,0 +1,98 @@
+//! Health evaluation (SPEC §2.5).
+
+use crate::{Config, Health, HealthAction, HealthLevel, ProcessorWindow};
+
+/// Error rate above which the level is `critical`.
+const CRITICAL_RATE: f64 = 10.0;
+/// Error rate above which the level is `warning`.
+const WARNING_RATE: f64 = 2.5;
+
+/// Health of the rollout over the evaluation window the host computed.
+///
+/// `rollback` is decided only when auto-rollback is on, the rollout is above 0 % and not
+/// stopped, the window holds at least `min_jobs_for_rollback` jobs (the original wanted
+/// more than 10 where the design says 10) and the error rate exceeds `max_error_rate`.
+pub fn evaluate_health(config: &Config, windows: &[ProcessorWindow]) -> Health {
+    let errors = windows.iter().fold(0u64, |a, w| a.saturating_add(w.error_count));
+    let total = windows.iter().fold(0u64, |a, w| a.saturating_add(w.total_jobs));
+    let error_rate = if total == 0 { 0.0 } else { 100.0 * errors as f64 / total as f64 };
+    let level = if error_rate > CRITICAL_RATE {
+        HealthLevel::Critical
+    } else if error_rate > WARNING_RATE {
+        HealthLevel::Warning
+    } else {
+        HealthLevel::Ok
+    };
+    let max = config.max_error_rate;
+    let (action, reason) = if !config.auto_rollback_enabled {
+        (HealthAction::None, "auto-rollback is disabled".to_owned())
+    } else if config.emergency_stop {
+        (HealthAction::None, "the emergency stop is on; nothing to roll back".to_owned())
+    } else if config.rollout_percentage == 0 {
+        (HealthAction::None, "the rollout is already at 0%".to_owned())
+    } else if total < u64::from(config.min_jobs_for_rollback) {
+        (
+            HealthAction::None,
+            format!("{total} jobs in the window, fewer than the {} needed to judge", config.min_jobs_for_rollback),
+        )
+    } else if error_rate > max {
+        (
+            HealthAction::Rollback,
+            format!("error rate {error_rate:.2}% over {total} jobs exceeds the maximum {max:.2}%"),
+        )
+    } else {
+        (HealthAction::None, format!("error rate {error_rate:.2}% over {total} jobs is within the maximum {max:.2}%"))
+    };
+    Health { level, action, error_rate, total_jobs: total, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Processor;
+
+    fn window(errors: u64, total: u64) -> ProcessorWindow {
+        ProcessorWindow {
+            processor: Processor::GithubActions,
+            success_count: total - errors,
+            error_count: errors,
+            total_jobs: total,
+            average_processing_time: None,
+        }
+    }
+
+    fn live() -> Config {
+        Config { is_active: true, rollout_percentage: 25, ..Config::default() }
+    }
+
+    #[test]
+    fn exactly_min_jobs_is_enough() {
+        // The original required more than 10 (SPEC §7.9).
+        let h = evaluate_health(&live(), &[window(1, 10)]);
+        assert_eq!(h.action, HealthAction::Rollback);
+        assert_eq!(h.level, HealthLevel::Warning);
+        assert!((h.error_rate - 10.0).abs() < 1e-9);
+        let h = evaluate_health(&live(), &[window(9, 9)]);
+        assert_eq!(h.action, HealthAction::None);
+    }
+
+    #[test]
+    fn already_at_zero_does_not_fire_again() {
+        let c = Config { rollout_percentage: 0, ..live() };
+        assert_eq!(evaluate_health(&c, &[window(50, 100)]).action, HealthAction::None);
+    }
+
+    #[test]
+    fn no_jobs_is_rate_zero() {
+        let h = evaluate_health(&live(), &[]);
+        assert_eq!(h.error_rate, 0.0);
+        assert_eq!(h.level, HealthLevel::Ok);
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(evaluate_health(&live(), &[window(25, 1000)]).level, HealthLevel::Ok);
+        assert_eq!(evaluate_health(&live(), &[window(26, 1000)]).level, HealthLevel::Warning);
+        assert_eq!(evaluate_health(&live(), &[window(101, 1000)]).level, HealthLevel::Critical);
+    }
+}

@@ -1,0 +1,184 @@
+//! Repository identifiers: UUIDs in canonical form, anything else as given.
+
+use std::fmt;
+
+/// A repository identifier.
+///
+/// SPEC §2.1: the hash input is the canonical lowercase hyphenated UUID text; an id that
+/// is not a UUID is used as given. [`RepoId::parse`] is the one canonicalisation, used by
+/// the host for requests and by the policy for the configuration's id lists.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RepoId {
+    /// A UUID as a 128-bit number.
+    Uuid(u128),
+    /// Any other identifier, as given.
+    Text(String),
+}
+
+impl RepoId {
+    /// Parse an id: a UUID in hyphenated (any case), braced or 32-digit form becomes
+    /// [`RepoId::Uuid`]; any other string is kept as [`RepoId::Text`].
+    pub fn parse(s: &str) -> RepoId {
+        match parse_uuid(s) {
+            Some(v) => RepoId::Uuid(v),
+            None => RepoId::Text(s.to_owned()),
+        }
+    }
+
+    /// Whether this id is a UUID.
+    pub fn is_uuid(&self) -> bool {
+        matches!(self, RepoId::Uuid(_))
+    }
+
+    /// Append the canonical text of this id to `out`.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            RepoId::Uuid(v) => out.extend_from_slice(&uuid_text(*v)),
+            RepoId::Text(s) => out.extend_from_slice(s.as_bytes()),
+        }
+    }
+}
+
+impl fmt::Display for RepoId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepoId::Uuid(v) => {
+                let buf = uuid_text(*v);
+                // The buffer holds only ASCII hex digits and hyphens.
+                f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+            }
+            RepoId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `v` as lowercase hyphenated UUID text (8-4-4-4-12).
+pub(crate) fn uuid_text(v: u128) -> [u8; 36] {
+    let mut out = [0u8; 36];
+    let mut shift = 128u32;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+            continue;
+        }
+        shift -= 4;
+        let nibble = ((v >> shift) & 0xf) as usize;
+        *slot = HEX.get(nibble).copied().unwrap_or(b'0');
+    }
+    out
+}
+
+fn hex_value(c: u8) -> Option<u128> {
+    match c {
+        b'0'..=b'9' => Some(u128::from(c - b'0')),
+        b'a'..=b'f' => Some(u128::from(c - b'a' + 10)),
+        b'A'..=b'F' => Some(u128::from(c - b'A' + 10)),
+        _ => None,
+    }
+}
+
+/// Parse hyphenated (8-4-4-4-12), braced hyphenated, or 32-digit simple UUID text.
+fn parse_uuid(s: &str) -> Option<u128> {
+    let b = s.as_bytes();
+    let b = match b {
+        [b'{', inner @ .., b'}'] => inner,
+        _ => b,
+    };
+    let hyphenated = match b.len() {
+        36 => true,
+        32 => false,
+        _ => return None,
+    };
+    let mut v: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if hyphenated && matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        v = (v << 4) | hex_value(c)?;
+    }
+    Some(v)
+}
+
+/// A set of repository ids with fast membership tests, built once per configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdSet {
+    uuids: Vec<u128>,
+    texts: Vec<String>,
+}
+
+impl IdSet {
+    /// Build a set from id strings (each canonicalised with [`RepoId::parse`]).
+    pub fn from_strings<S: AsRef<str>>(ids: &[S]) -> IdSet {
+        let mut set = IdSet::default();
+        for id in ids {
+            match RepoId::parse(id.as_ref()) {
+                RepoId::Uuid(v) => set.uuids.push(v),
+                RepoId::Text(t) => set.texts.push(t),
+            }
+        }
+        set.uuids.sort_unstable();
+        set.uuids.dedup();
+        set.texts.sort_unstable();
+        set.texts.dedup();
+        set
+    }
+
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: &RepoId) -> bool {
+        match id {
+            RepoId::Uuid(v) => self.uuids.binary_search(v).is_ok(),
+            RepoId::Text(t) => self.texts.binary_search(t).is_ok(),
+        }
+    }
+
+    /// Number of distinct ids.
+    pub fn len(&self) -> usize {
+        self.uuids.len() + self.texts.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonicalises_case_braces_and_simple_form() {
+        let canonical = "6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11";
+        for form in [
+            canonical,
+            "6F1C9A3E-0C4B-4F5E-9D41-2B7A8E6F0C11",
+            "{6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11}",
+            "6f1c9a3e0c4b4f5e9d412b7a8e6f0c11",
+        ] {
+            let id = RepoId::parse(form);
+            assert!(id.is_uuid(), "{form}");
+            assert_eq!(id.to_string(), canonical, "{form}");
+        }
+    }
+
+    #[test]
+    fn non_uuids_are_kept_as_given() {
+        for form in ["owner/name", "", "6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c1", "6f1c9a3e_0c4b-4f5e-9d41-2b7a8e6f0c11", "g f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11"] {
+            assert_eq!(RepoId::parse(form), RepoId::Text(form.to_owned()));
+        }
+    }
+
+    #[test]
+    fn set_matches_any_form_of_a_uuid() {
+        let set = IdSet::from_strings(&["6F1C9A3E-0C4B-4F5E-9D41-2B7A8E6F0C11", "x", "x"]);
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(&RepoId::parse("6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11")));
+        assert!(set.contains(&RepoId::parse("x")));
+        assert!(!set.contains(&RepoId::parse("y")));
+    }
+}
