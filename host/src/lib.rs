@@ -1,1 +1,4 @@
-//! rollout
+//! rollout — the host of the rollout policy component.
+#![deny(missing_docs)]
+
+pub mod engine;

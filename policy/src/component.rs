@@ -185,6 +185,8 @@ fn eligibility_out(e: p::Eligibility) -> w::Eligibility {
             R::Uncategorized => W::Uncategorized,
             R::CategoryIncluded => W::CategoryIncluded,
             R::CategoryExcluded => W::CategoryExcluded,
+            // Never decided by a policy; the host's own fallback.
+            R::PolicyError => W::NotTargeted,
         },
         bucket: e.bucket,
     }

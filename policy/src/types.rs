@@ -156,6 +156,8 @@ named_enum!(
         CategoryIncluded = "category_included",
         /// Size strategy, threshold not reached.
         CategoryExcluded = "category_excluded",
+        /// The host could not get a decision from the policy (never returned by a policy).
+        PolicyError = "policy_error",
     }
 );
 
