@@ -1,0 +1,513 @@
+// @rollout/policy: an idiomatic JavaScript API over the rollout policy component.
+//
+// The component (wit/policy.wit, built by `make policy`) is transpiled by jco into
+// dist/generated/ (`npm run build`). This module is the hand-written layer over those
+// bindings: camelCase plain objects in and out, SPEC's snake_case names for every enum
+// value ('github_actions', 'repository_size', 'in_percentage', …), repository ids
+// canonicalised exactly as the Rust host does, and every bad input thrown as a
+// `PolicyError` that names the field.
+
+/** Enum values as SPEC and the case files spell them, in WIT declaration order. */
+export const STRATEGIES = Object.freeze(['percentage', 'whitelist', 'repository_size']);
+export const CATEGORIES = Object.freeze(['test', 'small', 'medium', 'large', 'enterprise']);
+export const TRIGGER_SOURCES = Object.freeze(['manual', 'scheduled', 'automatic']);
+export const PROCESSORS = Object.freeze(['inngest', 'github_actions']);
+
+/** The seed's configuration (SPEC §3): what every omitted config field takes. */
+export const DEFAULT_CONFIG = Object.freeze({
+  featureName: 'hybrid_progressive_capture',
+  rolloutPercentage: 0,
+  isActive: false,
+  targetRepositories: Object.freeze([]),
+  excludedRepositories: Object.freeze([]),
+  rolloutStrategy: 'percentage',
+  maxErrorRate: 5,
+  monitoringWindowHours: 24,
+  autoRollbackEnabled: true,
+  emergencyStop: false,
+  minJobsForRollback: 10,
+});
+
+const CONFIG_FIELDS = Object.freeze(Object.keys(DEFAULT_CONFIG));
+const REPOSITORY_FIELDS = Object.freeze(['id', 'category']);
+const JOB_FIELDS = Object.freeze(['jobType', 'timeRangeDays', 'prNumbers', 'triggerSource', 'maxItems']);
+const ROUTE_REQUEST_FIELDS = Object.freeze(['repository', 'job']);
+const STATS_FIELDS = Object.freeze(['starCount', 'contributorCount', 'prCount']);
+const WINDOW_FIELDS = Object.freeze(['processorType', 'successCount', 'errorCount', 'totalJobs', 'averageProcessingTime']);
+
+/** Input name (snake_case) → jco's name (kebab-case), and back. */
+function inMap(names) {
+  const m = Object.create(null);
+  for (const n of names) m[n] = n.replaceAll('_', '-');
+  return m;
+}
+function outMap(names) {
+  const m = Object.create(null);
+  for (const n of names) m[n.replaceAll('_', '-')] = n;
+  return m;
+}
+const STRATEGY_IN = inMap(STRATEGIES);
+const CATEGORY_IN = inMap(CATEGORIES);
+const TRIGGER_IN = inMap(TRIGGER_SOURCES);
+const PROCESSOR_IN = inMap(PROCESSORS);
+const CATEGORY_OUT = outMap(CATEGORIES);
+const PROCESSOR_OUT = outMap(PROCESSORS);
+const REASON_OUT = outMap([
+  'emergency_stop', 'inactive', 'excluded', 'targeted', 'not_targeted', 'in_percentage',
+  'outside_percentage', 'uncategorized', 'category_included', 'category_excluded',
+]);
+const RULE_OUT = outMap([
+  'not_eligible', 'recent_data', 'small_pr_batch', 'manual_small_batch', 'historical_range',
+  'large_batch', 'scheduled_bulk', 'default',
+]);
+const LEVEL_OUT = outMap(['ok', 'warning', 'critical']);
+const ACTION_OUT = outMap(['none', 'rollback']);
+
+/**
+ * Bad input: an unknown field, a value of the wrong type or out of range, an unknown enum
+ * value, or a configuration the policy refuses. `field` is the offending field's name as the
+ * caller spells it (camelCase), `path` where it is (`job.triggerSource`,
+ * `requests[3].repository.category`), `allowed` the allowed values or fields when there is
+ * such a list, `index` the position in a batch.
+ */
+export class PolicyError extends Error {
+  constructor(field, message, { path = field, allowed, index } = {}) {
+    super(message);
+    this.name = 'PolicyError';
+    this.field = field;
+    this.path = path;
+    if (allowed !== undefined) this.allowed = allowed;
+    if (index !== undefined) this.index = index;
+  }
+}
+
+// ---- validation helpers (`base` is the path of the enclosing object, `index` its batch slot)
+
+function join(base, index, field) {
+  const at = index === undefined ? base : base.replace('#', String(index));
+  return at ? `${at}.${field}` : field;
+}
+
+function fail(field, detail, base, index, allowed) {
+  const path = join(base, index, field);
+  throw new PolicyError(field, `invalid ${path}: ${detail}`, { path, allowed, index });
+}
+
+function show(v) {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'bigint') return `${v}n`;
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+function checkObject(value, what, base, index) {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    const path = index === undefined ? base : base.replace('#', String(index));
+    throw new PolicyError(what, `invalid ${path || what}: expected an object, got ${show(value)}`, { path: path || what, index });
+  }
+}
+
+function unknownField(key, allowed, base, index) {
+  const path = join(base, index, key);
+  throw new PolicyError(key, `unknown field ${path}; allowed fields are ${allowed.join(', ')}`, {
+    path,
+    allowed,
+    index,
+  });
+}
+
+function enumIn(map, names, value, field, base, index) {
+  const wire = typeof value === 'string' ? map[value] : undefined;
+  if (wire === undefined) fail(field, `unknown value ${show(value)}; allowed values are ${names.join(', ')}`, base, index, names);
+  return wire;
+}
+
+function intIn(value, max, field, base, index) {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+    fail(field, `expected an integer from 0 to ${max}, got ${show(value)}`, base, index);
+  }
+  return value;
+}
+
+const U32_MAX = 0xffff_ffff;
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+function u64In(value, field, base, index) {
+  if (typeof value === 'bigint') {
+    if (value >= 0n && value <= U64_MAX) return value;
+  } else if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) {
+    return BigInt(value);
+  }
+  return fail(field, `expected a non-negative integer (a number up to 2^53-1 or a bigint up to 2^64-1), got ${show(value)}`, base, index);
+}
+
+function boolIn(value, field, base) {
+  if (typeof value !== 'boolean') fail(field, `expected true or false, got ${show(value)}`, base);
+  return value;
+}
+
+function stringIn(value, field, base, index) {
+  if (typeof value !== 'string') fail(field, `expected a string, got ${show(value)}`, base, index);
+  return value;
+}
+
+function stringListIn(value, field, base) {
+  if (value == null) return [];
+  if (!Array.isArray(value)) fail(field, `expected an array of id strings, got ${show(value)}`, base);
+  for (let i = 0; i < value.length; i++) {
+    if (typeof value[i] !== 'string') fail(field, `expected an array of id strings; item ${i} is ${show(value[i])}`, base);
+  }
+  return Object.freeze([...value]);
+}
+
+// ---- repository ids (the Rust host's RepoId::parse, exactly)
+
+const HYPHENATED = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const SIMPLE = /^[0-9a-fA-F]{32}$/;
+
+/**
+ * The wire form of a repository id: a UUID in hyphenated (any case), `{braced}` or 32-hex
+ * form becomes `{tag: 'uuid', val: [hi, lo]}` (two u64 bigints, most significant first);
+ * anything else is `{tag: 'text', val: id}`, used as given.
+ */
+export function repositoryIdToWire(id) {
+  let s = id;
+  if (s.length >= 2 && s.charCodeAt(0) === 0x7b && s.charCodeAt(s.length - 1) === 0x7d) s = s.slice(1, -1);
+  let hex;
+  if (s.length === 36 && HYPHENATED.test(s)) {
+    hex = s.slice(0, 8) + s.slice(9, 13) + s.slice(14, 18) + s.slice(19, 23) + s.slice(24);
+  } else if (s.length === 32 && SIMPLE.test(s)) {
+    hex = s;
+  } else {
+    return { tag: 'text', val: id };
+  }
+  return { tag: 'uuid', val: [BigInt('0x' + hex.slice(0, 16)), BigInt('0x' + hex.slice(16))] };
+}
+
+/** The canonical text of a repository id: lowercase hyphenated for a UUID, else as given. */
+export function canonicalRepositoryId(id) {
+  if (typeof id !== 'string') throw new PolicyError('id', `invalid id: expected a string, got ${show(id)}`);
+  const wire = repositoryIdToWire(id);
+  if (wire.tag === 'text') return id;
+  const h = wire.val[0].toString(16).padStart(16, '0') + wire.val[1].toString(16).padStart(16, '0');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+// ---- inputs: caller's objects → jco's objects
+
+function configIn(config) {
+  if (config == null) config = {};
+  checkObject(config, 'config', 'config');
+  for (const k in config) if (!CONFIG_FIELDS.includes(k)) unknownField(k, CONFIG_FIELDS, 'config');
+  const d = DEFAULT_CONFIG;
+  const v = (k) => (config[k] == null ? d[k] : config[k]);
+  const c = {
+    featureName: stringIn(v('featureName'), 'featureName', 'config'),
+    rolloutPercentage: intIn(v('rolloutPercentage'), 100, 'rolloutPercentage', 'config'),
+    isActive: boolIn(v('isActive'), 'isActive', 'config'),
+    targetRepositories: stringListIn(v('targetRepositories'), 'targetRepositories', 'config'),
+    excludedRepositories: stringListIn(v('excludedRepositories'), 'excludedRepositories', 'config'),
+    rolloutStrategy: v('rolloutStrategy'),
+    maxErrorRate: v('maxErrorRate'),
+    monitoringWindowHours: intIn(v('monitoringWindowHours'), U32_MAX, 'monitoringWindowHours', 'config'),
+    autoRollbackEnabled: boolIn(v('autoRollbackEnabled'), 'autoRollbackEnabled', 'config'),
+    emergencyStop: boolIn(v('emergencyStop'), 'emergencyStop', 'config'),
+    minJobsForRollback: intIn(v('minJobsForRollback'), U32_MAX, 'minJobsForRollback', 'config'),
+  };
+  const strategy = enumIn(STRATEGY_IN, STRATEGIES, c.rolloutStrategy, 'rolloutStrategy', 'config');
+  if (typeof c.maxErrorRate !== 'number' || !Number.isFinite(c.maxErrorRate)) {
+    fail('maxErrorRate', `expected a finite number (a percentage), got ${show(c.maxErrorRate)}`, 'config');
+  }
+  return { config: Object.freeze(c), wire: { ...c, rolloutStrategy: strategy } };
+}
+
+function repositoryIn(repo, base, index) {
+  if (typeof repo === 'string') return { id: repositoryIdToWire(repo), category: undefined };
+  checkObject(repo, 'repository', base, index);
+  for (const k in repo) if (k !== 'id' && k !== 'category') unknownField(k, REPOSITORY_FIELDS, base, index);
+  const id = repo.id;
+  if (typeof id !== 'string') fail('id', `expected a repository id string, got ${show(id)}`, base, index);
+  const category = repo.category;
+  return {
+    id: repositoryIdToWire(id),
+    category: category == null ? undefined : enumIn(CATEGORY_IN, CATEGORIES, category, 'category', base, index),
+  };
+}
+
+const NO_PRS = new BigUint64Array(0);
+const EMPTY_JOB = Object.freeze({ prNumbers: NO_PRS });
+
+function prNumbersIn(value, base, index) {
+  if (value == null) return NO_PRS;
+  if (value instanceof BigUint64Array) return value;
+  if (!Array.isArray(value)) fail('prNumbers', `expected an array of pull request numbers, got ${show(value)}`, base, index);
+  if (value.length === 0) return NO_PRS;
+  const out = new BigUint64Array(value.length);
+  for (let i = 0; i < value.length; i++) out[i] = u64In(value[i], 'prNumbers', base, index);
+  return out;
+}
+
+function jobIn(job, base, index) {
+  if (job == null) return EMPTY_JOB;
+  checkObject(job, 'job', base, index);
+  for (const k in job) if (!JOB_FIELDS.includes(k)) unknownField(k, JOB_FIELDS, base, index);
+  const { jobType, timeRangeDays, prNumbers, triggerSource, maxItems } = job;
+  return {
+    jobType: jobType == null ? undefined : stringIn(jobType, 'jobType', base, index),
+    timeRangeDays: timeRangeDays == null ? undefined : intIn(timeRangeDays, U32_MAX, 'timeRangeDays', base, index),
+    prNumbers: prNumbersIn(prNumbers, base, index),
+    triggerSource:
+      triggerSource == null ? undefined : enumIn(TRIGGER_IN, TRIGGER_SOURCES, triggerSource, 'triggerSource', base, index),
+    maxItems: maxItems == null ? undefined : intIn(maxItems, U32_MAX, 'maxItems', base, index),
+  };
+}
+
+function statsIn(stats) {
+  checkObject(stats, 'stats', 'stats');
+  for (const k in stats) if (!STATS_FIELDS.includes(k)) unknownField(k, STATS_FIELDS, 'stats');
+  return {
+    starCount: intIn(stats.starCount, U32_MAX, 'starCount', 'stats'),
+    contributorCount: intIn(stats.contributorCount, U32_MAX, 'contributorCount', 'stats'),
+    prCount: intIn(stats.prCount, U32_MAX, 'prCount', 'stats'),
+  };
+}
+
+function windowIn(w, index) {
+  const base = 'windows[#]';
+  checkObject(w, 'windows', base, index);
+  for (const k in w) if (!WINDOW_FIELDS.includes(k)) unknownField(k, WINDOW_FIELDS, base, index);
+  const avg = w.averageProcessingTime;
+  if (avg != null && (typeof avg !== 'number' || !Number.isFinite(avg))) {
+    fail('averageProcessingTime', `expected a finite number of milliseconds, got ${show(avg)}`, base, index);
+  }
+  return {
+    processor: enumIn(PROCESSOR_IN, PROCESSORS, w.processorType, 'processorType', base, index),
+    successCount: u64In(w.successCount, 'successCount', base, index),
+    errorCount: u64In(w.errorCount, 'errorCount', base, index),
+    totalJobs: u64In(w.totalJobs, 'totalJobs', base, index),
+    averageProcessingTime: avg == null ? undefined : avg,
+  };
+}
+
+// ---- outputs: jco's objects → plain camelCase objects with snake_case enum values
+
+function eligibilityOut(e) {
+  return { eligible: e.eligible, reason: REASON_OUT[e.reason], bucket: e.bucket };
+}
+
+function decisionOut(d) {
+  const e = d.eligibility;
+  return {
+    processor: PROCESSOR_OUT[d.processor],
+    rule: RULE_OUT[d.rule],
+    eligible: e.eligible,
+    reason: REASON_OUT[e.reason],
+    bucket: e.bucket,
+  };
+}
+
+// ---- the API
+
+const JCO_DISPOSE = Symbol.dispose || Symbol.for('dispose');
+const DISPOSE = Symbol.dispose;
+
+function createRaw(rules, wire) {
+  try {
+    return rules.Evaluator.create(wire);
+  } catch (e) {
+    const p = e?.payload;
+    if (p && typeof p.field === 'string') {
+      const field = p.field.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+      throw new PolicyError(field, `invalid config.${field}: ${p.message}`, { path: `config.${field}` });
+    }
+    throw e;
+  }
+}
+
+function disposeRaw(raw) {
+  const d = raw[JCO_DISPOSE];
+  if (typeof d === 'function') d.call(raw);
+}
+
+/** A configuration checked once by the policy, then used for many decisions. */
+export class Evaluator {
+  #raw;
+
+  /** @internal Use `policy.evaluator(config)`. */
+  constructor(raw, config) {
+    this.#raw = raw;
+    /** The effective configuration (defaults filled in), frozen. */
+    this.config = config;
+  }
+
+  #live() {
+    const raw = this.#raw;
+    if (raw === null) throw new Error('this Evaluator has been disposed');
+    return raw;
+  }
+
+  /** Whether a repository (`{id, category?}` or an id string) takes part in the rollout. */
+  isEligible(repository) {
+    const raw = this.#live();
+    return eligibilityOut(raw.isEligible(repositoryIn(repository, 'repository')));
+  }
+
+  /** Eligibility of many repositories, in order. */
+  isEligibleBatch(repositories) {
+    const raw = this.#live();
+    if (!Array.isArray(repositories)) fail('repositories', `expected an array, got ${show(repositories)}`, '');
+    const wire = new Array(repositories.length);
+    for (let i = 0; i < repositories.length; i++) wire[i] = repositoryIn(repositories[i], 'repositories[#]', i);
+    const out = raw.isEligibleBatch(wire);
+    for (let i = 0; i < out.length; i++) out[i] = eligibilityOut(out[i]);
+    return out;
+  }
+
+  /** Where a job runs: `{processor, rule, eligible, reason, bucket}`. */
+  route(repository, job) {
+    const raw = this.#live();
+    return decisionOut(raw.route(repositoryIn(repository, 'repository'), jobIn(job, 'job')));
+  }
+
+  /** Where many jobs run (`[{repository, job?}]`), in order. */
+  routeBatch(requests) {
+    const raw = this.#live();
+    if (!Array.isArray(requests)) fail('requests', `expected an array, got ${show(requests)}`, '');
+    const wire = new Array(requests.length);
+    for (let i = 0; i < requests.length; i++) {
+      const r = requests[i];
+      checkObject(r, 'requests', 'requests[#]', i);
+      for (const k in r) if (k !== 'repository' && k !== 'job') unknownField(k, ROUTE_REQUEST_FIELDS, 'requests[#]', i);
+      wire[i] = { repository: repositoryIn(r.repository, 'requests[#].repository', i), job: jobIn(r.job, 'requests[#].job', i) };
+    }
+    const out = raw.routeBatch(wire);
+    for (let i = 0; i < out.length; i++) out[i] = decisionOut(out[i]);
+    return out;
+  }
+
+  /** Free the evaluator inside the component now (otherwise the garbage collector does). */
+  dispose() {
+    const raw = this.#raw;
+    if (raw === null) return;
+    this.#raw = null;
+    disposeRaw(raw);
+  }
+
+  /** `using ev = policy.evaluator(config)` disposes at the end of the scope. */
+  [DISPOSE ?? Symbol.for('dispose')]() {
+    this.dispose();
+  }
+}
+
+/** The loaded policy component. */
+export class Policy {
+  #rules;
+
+  /** @internal Use `loadPolicy()`. */
+  constructor(rules) {
+    this.#rules = rules;
+  }
+
+  /** Name and version of the policy: `{name, version}`. */
+  info() {
+    const i = this.#rules.info();
+    return { name: i.name, version: i.version };
+  }
+
+  /** Check a configuration (camelCase, omitted fields take the seed's defaults) and build an evaluator. */
+  evaluator(config) {
+    const { config: effective, wire } = configIn(config);
+    return new Evaluator(createRaw(this.#rules, wire), effective);
+  }
+
+  /** Category of a repository from `{starCount, contributorCount, prCount}`. */
+  categorize(stats) {
+    const c = this.#rules.categorize(statsIn(stats));
+    return {
+      category: CATEGORY_OUT[c.category],
+      priorityLevel: c.priorityLevel,
+      isTestRepository: c.isTestRepository,
+      monthlyActivityScore: c.monthlyActivityScore,
+    };
+  }
+
+  /**
+   * Health of the rollout over the evaluation window, from per-processor counts
+   * `[{processorType, successCount, errorCount, totalJobs, averageProcessingTime?}]`.
+   * The configuration is checked by the policy exactly as for `evaluator()`.
+   */
+  evaluateHealth(config, windows) {
+    const { wire } = configIn(config);
+    disposeRaw(createRaw(this.#rules, wire));
+    if (!Array.isArray(windows)) fail('windows', `expected an array, got ${show(windows)}`, '');
+    const h = this.#rules.evaluateHealth(wire, windows.map((w, i) => windowIn(w, i)));
+    return {
+      level: LEVEL_OUT[h.level],
+      action: ACTION_OUT[h.action],
+      errorRate: h.errorRate,
+      totalJobs: Number(h.totalJobs),
+      reason: h.reason,
+    };
+  }
+}
+
+const ROW_COLUMNS = Object.freeze({
+  feature_name: 'featureName',
+  rollout_percentage: 'rolloutPercentage',
+  is_active: 'isActive',
+  target_repositories: 'targetRepositories',
+  excluded_repositories: 'excludedRepositories',
+  rollout_strategy: 'rolloutStrategy',
+  max_error_rate: 'maxErrorRate',
+  monitoring_window_hours: 'monitoringWindowHours',
+  auto_rollback_enabled: 'autoRollbackEnabled',
+  emergency_stop: 'emergencyStop',
+  min_jobs_for_rollback: 'minJobsForRollback',
+});
+
+/**
+ * A config from a `rollout_configuration` row as a database client returns it (snake_case
+ * columns). Other columns (`id`, `metadata`, timestamps) are ignored, NULLs take the
+ * defaults, and a DECIMAL returned as a string (node-postgres does) becomes a number.
+ */
+export function configFromRow(row) {
+  checkObject(row, 'row', 'row');
+  const config = {};
+  for (const [column, key] of Object.entries(ROW_COLUMNS)) {
+    let v = row[column];
+    if (v == null) continue;
+    if ((key === 'maxErrorRate' || key === 'rolloutPercentage') && typeof v === 'string' && v.trim() !== '') {
+      const n = Number(v);
+      if (Number.isFinite(n)) v = n;
+    }
+    config[key] = v;
+  }
+  return config;
+}
+
+let loading = null;
+
+/**
+ * Load the transpiled policy component (once; later calls return the same promise).
+ * Fails with instructions when `npm run build` has not been run.
+ */
+export function loadPolicy() {
+  loading ??= import('../dist/generated/rollout_policy.js').then(
+    (m) => new Policy(m.rules),
+    (e) => {
+      loading = null;
+      if (e?.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes('rollout_policy.js')) {
+        throw new Error(
+          '@rollout/policy: the generated bindings (dist/generated/) are missing; run `npm run build` in js/ ' +
+            '(after `make policy` at the repository root)',
+          { cause: e },
+        );
+      }
+      throw e;
+    },
+  );
+  return loading;
+}
