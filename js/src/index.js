@@ -165,8 +165,11 @@ function stringListIn(value, field, base) {
 
 // ---- repository ids (the Rust host's RepoId::parse, exactly)
 
-const HYPHENATED = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-const SIMPLE = /^[0-9a-fA-F]{32}$/;
+const HEX_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 10; i++) HEX_VALUE[48 + i] = i;
+for (let i = 0; i < 6; i++) HEX_VALUE[65 + i] = HEX_VALUE[97 + i] = 10 + i;
+/** Scratch space to join four 32-bit words into two u64 bigints (big-endian). */
+const WORDS = new DataView(new ArrayBuffer(16));
 
 /**
  * The wire form of a repository id: a UUID in hyphenated (any case), `{braced}` or 32-hex
@@ -174,17 +177,55 @@ const SIMPLE = /^[0-9a-fA-F]{32}$/;
  * anything else is `{tag: 'text', val: id}`, used as given.
  */
 export function repositoryIdToWire(id) {
-  let s = id;
-  if (s.length >= 2 && s.charCodeAt(0) === 0x7b && s.charCodeAt(s.length - 1) === 0x7d) s = s.slice(1, -1);
-  let hex;
-  if (s.length === 36 && HYPHENATED.test(s)) {
-    hex = s.slice(0, 8) + s.slice(9, 13) + s.slice(14, 18) + s.slice(19, 23) + s.slice(24);
-  } else if (s.length === 32 && SIMPLE.test(s)) {
-    hex = s;
+  let o = 0;
+  let n = id.length;
+  if (n >= 2 && id.charCodeAt(0) === 0x7b && id.charCodeAt(n - 1) === 0x7d) {
+    o = 1;
+    n -= 2;
+  }
+  // Four 32-bit words of the UUID, most significant first; -1 marks a non-hex digit.
+  let w0, w1, w2, w3;
+  if (n === 36) {
+    const h = 0x2d; // '-'
+    if (id.charCodeAt(o + 8) !== h || id.charCodeAt(o + 13) !== h || id.charCodeAt(o + 18) !== h || id.charCodeAt(o + 23) !== h) {
+      return { tag: 'text', val: id };
+    }
+    w0 = hex(id, o, 8);
+    const a = hex(id, o + 9, 4);
+    const b = hex(id, o + 14, 4);
+    const c = hex(id, o + 19, 4);
+    const d = hex(id, o + 24, 4);
+    w3 = hex(id, o + 28, 8);
+    if (w0 < 0 || a < 0 || b < 0 || c < 0 || d < 0 || w3 < 0) return { tag: 'text', val: id };
+    w1 = a * 0x10000 + b;
+    w2 = c * 0x10000 + d;
+  } else if (n === 32) {
+    w0 = hex(id, o, 8);
+    w1 = hex(id, o + 8, 8);
+    w2 = hex(id, o + 16, 8);
+    w3 = hex(id, o + 24, 8);
+    if (w0 < 0 || w1 < 0 || w2 < 0 || w3 < 0) return { tag: 'text', val: id };
   } else {
     return { tag: 'text', val: id };
   }
-  return { tag: 'uuid', val: [BigInt('0x' + hex.slice(0, 16)), BigInt('0x' + hex.slice(16))] };
+  const dv = WORDS;
+  dv.setUint32(0, w0);
+  dv.setUint32(4, w1);
+  dv.setUint32(8, w2);
+  dv.setUint32(12, w3);
+  return { tag: 'uuid', val: [dv.getBigUint64(0), dv.getBigUint64(8)] };
+}
+
+/** The value of `n` (at most 8) hex digits of `s` from `i`, or -1 if one is not a hex digit. */
+function hex(s, i, n) {
+  let w = 0;
+  for (let k = 0; k < n; k++) {
+    const c = s.charCodeAt(i + k);
+    const v = c < 128 ? HEX_VALUE[c] : -1;
+    if (v < 0) return -1;
+    w = w * 16 + v;
+  }
+  return w;
 }
 
 /** The canonical text of a repository id: lowercase hyphenated for a UUID, else as given. */
