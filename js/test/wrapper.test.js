@@ -1,6 +1,7 @@
 // Tests of the JavaScript layer itself: id canonicalisation, error fields, camelCase
 // plain objects, defaults, batches, disposal, and the case runner's own strictness.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 
 import {
@@ -43,6 +44,13 @@ describe('loading', () => {
     assert.deepEqual(Object.keys(info), ['name', 'version']);
     assert.equal(info.name, 'rollout-reference');
     assert.match(info.version, /^\d+\.\d+\.\d+/);
+  });
+
+  test('every runtime export is declared in index.d.ts', async () => {
+    const dts = readFileSync(new URL('../src/index.d.ts', import.meta.url), 'utf8');
+    const declared = new Set([...dts.matchAll(/^export declare (?:const|function|class) (\w+)/gm)].map((m) => m[1]));
+    const exported = Object.keys(await import('../src/index.js')).sort();
+    assert.deepEqual(exported, [...declared].sort());
   });
 });
 
