@@ -1,1 +1,5 @@
-fn main() {}
+//! The `rollout` binary: a thin shell over [`rollout::cli`].
+
+fn main() -> std::process::ExitCode {
+    rollout::cli::main()
+}

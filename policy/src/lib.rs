@@ -41,7 +41,7 @@ mod id;
 mod routing;
 mod types;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 #[allow(unsafe_code, reason = "wit-bindgen's generated export glue")]
 mod component;
 
