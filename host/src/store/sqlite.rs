@@ -1,0 +1,704 @@
+//! The SQLite implementation of [`super::Store`].
+//!
+//! UUIDs are canonical text, id lists and metadata JSON text, timestamps fixed-width UTC
+//! text ([`ts`]) so that text order is time order. Every writing transaction starts with
+//! `BEGIN IMMEDIATE`, taking the write lock before the first read: the previous values it
+//! reads are the ones it replaces, and no transaction fails upgrading a read lock.
+
+use super::{
+    change_metadata, parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u64, to_u8, CategoryRow,
+    Change, ChangeOutcome, ChangeRequest, HistoryAction, HistoryEntry, MetricsBucket, MetricsDelta, NewHistory,
+    NewPolicyVersion, PolicyVersionRow, StoreError, StoreResult, StoredConfig, WindowRow,
+};
+use chrono::{DateTime, Utc};
+use rollout_policy::{Config, RepositoryStats};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Row, SqliteConnection};
+use uuid::Uuid;
+
+const CONFIG_COLUMNS: &str = "id, feature_name, rollout_percentage, is_active, target_repositories, \
+    excluded_repositories, rollout_strategy, max_error_rate, monitoring_window_hours, auto_rollback_enabled, \
+    emergency_stop, min_jobs_for_rollback, metadata, state_changed_at, created_at, updated_at";
+
+const HISTORY_COLUMNS: &str =
+    "id, seq, rollout_config_id, action, previous_percentage, new_percentage, reason, triggered_by, metadata, created_at";
+
+/// A timestamp as stored: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub(super) fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_ts(column: &'static str, s: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt { column, message: format!("`{s}` is not a timestamp: {e}") })
+}
+
+fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(column).map_err(|e| StoreError::Corrupt { column, message: e.to_string() })
+}
+
+fn get_ts(row: &SqliteRow, column: &'static str) -> StoreResult<DateTime<Utc>> {
+    parse_ts(column, &get::<String>(row, column)?)
+}
+
+fn get_opt_ts(row: &SqliteRow, column: &'static str) -> StoreResult<Option<DateTime<Utc>>> {
+    get::<Option<String>>(row, column)?.map(|s| parse_ts(column, &s)).transpose()
+}
+
+fn get_uuid(row: &SqliteRow, column: &'static str) -> StoreResult<Uuid> {
+    let s: String = get(row, column)?;
+    Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt { column, message: format!("`{s}`: {e}") })
+}
+
+fn get_opt_uuid(row: &SqliteRow, column: &'static str) -> StoreResult<Option<Uuid>> {
+    match get::<Option<String>>(row, column)? {
+        Some(s) => Uuid::parse_str(&s).map(Some).map_err(|e| StoreError::Corrupt { column, message: format!("`{s}`: {e}") }),
+        None => Ok(None),
+    }
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &'static str) -> StoreResult<T> {
+    let s: String = get(row, column)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt { column, message: e.to_string() })
+}
+
+fn config_from_row(row: &SqliteRow) -> StoreResult<StoredConfig> {
+    let config = Config {
+        feature_name: get(row, "feature_name")?,
+        rollout_percentage: to_u8("rollout_percentage", get(row, "rollout_percentage")?)?,
+        is_active: get(row, "is_active")?,
+        target_repositories: get_json(row, "target_repositories")?,
+        excluded_repositories: get_json(row, "excluded_repositories")?,
+        rollout_strategy: parse_strategy(&get::<String>(row, "rollout_strategy")?)?,
+        max_error_rate: get(row, "max_error_rate")?,
+        monitoring_window_hours: to_u32("monitoring_window_hours", get(row, "monitoring_window_hours")?)?,
+        auto_rollback_enabled: get(row, "auto_rollback_enabled")?,
+        emergency_stop: get(row, "emergency_stop")?,
+        min_jobs_for_rollback: to_u32("min_jobs_for_rollback", get(row, "min_jobs_for_rollback")?)?,
+    };
+    Ok(StoredConfig {
+        id: get_uuid(row, "id")?,
+        config,
+        metadata: get_json(row, "metadata")?,
+        state_changed_at: get_ts(row, "state_changed_at")?,
+        created_at: get_ts(row, "created_at")?,
+        updated_at: get_ts(row, "updated_at")?,
+    })
+}
+
+fn history_from_row(row: &SqliteRow) -> StoreResult<HistoryEntry> {
+    Ok(HistoryEntry {
+        id: get_uuid(row, "id")?,
+        seq: get(row, "seq")?,
+        rollout_config_id: get_opt_uuid(row, "rollout_config_id")?,
+        action: parse_action(&get::<String>(row, "action")?)?,
+        previous_percentage: get(row, "previous_percentage")?,
+        new_percentage: get(row, "new_percentage")?,
+        reason: get(row, "reason")?,
+        triggered_by: get(row, "triggered_by")?,
+        metadata: get_json(row, "metadata")?,
+        created_at: get_ts(row, "created_at")?,
+    })
+}
+
+pub(super) async fn get_config(pool: &SqlitePool, feature: &str) -> StoreResult<StoredConfig> {
+    let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = ?1");
+    let row = sqlx::query(&sql)
+        .bind(feature)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::db(format!("read the configuration of `{feature}`")))?;
+    match row {
+        Some(row) => config_from_row(&row),
+        None => Err(StoreError::UnknownFeature(feature.to_owned())),
+    }
+}
+
+pub(super) async fn list_configs(pool: &SqlitePool) -> StoreResult<Vec<StoredConfig>> {
+    let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration ORDER BY feature_name");
+    let rows = sqlx::query(&sql).fetch_all(pool).await.map_err(StoreError::db("list the configurations"))?;
+    rows.iter().map(config_from_row).collect()
+}
+
+fn new_uuid() -> String {
+    Uuid::new_v4().to_string()
+}
+
+async fn insert_history(
+    conn: &mut SqliteConnection,
+    config_id: Option<Uuid>,
+    feature: &str,
+    entry: &NewHistory,
+    now: DateTime<Utc>,
+) -> StoreResult<HistoryEntry> {
+    let sql = format!(
+        "INSERT INTO rollout_history (id, rollout_config_id, action, previous_percentage, new_percentage, reason, \
+         triggered_by, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING {HISTORY_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(new_uuid())
+        .bind(config_id.map(|u| u.to_string()))
+        .bind(entry.action.as_str())
+        .bind(entry.previous_percentage)
+        .bind(entry.new_percentage)
+        .bind(entry.reason.as_deref())
+        .bind(&entry.triggered_by)
+        .bind(entry.metadata.to_string())
+        .bind(ts(now))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::db(format!("write the `{}` history row of `{feature}`", entry.action.as_str())))?;
+    history_from_row(&row)
+}
+
+const BEGIN: &str = "BEGIN IMMEDIATE";
+
+pub(super) async fn ensure_config(pool: &SqlitePool, feature: &str, triggered_by: &str) -> StoreResult<StoredConfig> {
+    let ctx = format!("create the configuration of `{feature}`");
+    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
+    let now = Utc::now();
+    let inserted = sqlx::query(
+        "INSERT INTO rollout_configuration (id, feature_name, is_active, state_changed_at, created_at, updated_at) \
+         VALUES (?1, ?2, 1, ?3, ?3, ?3) ON CONFLICT (feature_name) DO NOTHING RETURNING id",
+    )
+    .bind(new_uuid())
+    .bind(feature)
+    .bind(ts(now))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(StoreError::db(ctx.clone()))?;
+    let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = ?1");
+    let row = sqlx::query(&sql).bind(feature).fetch_one(&mut *tx).await.map_err(StoreError::db(ctx.clone()))?;
+    let config = config_from_row(&row)?;
+    if inserted.is_some() {
+        let entry = NewHistory {
+            action: HistoryAction::Created,
+            previous_percentage: None,
+            new_percentage: Some(i32::from(config.config.rollout_percentage)),
+            reason: Some("configuration created".into()),
+            triggered_by: triggered_by.to_owned(),
+            metadata: serde_json::json!({ "new": config.to_json() }),
+        };
+        insert_history(&mut tx, Some(config.id), feature, &entry, now).await?;
+    }
+    tx.commit().await.map_err(StoreError::db(ctx))?;
+    Ok(config)
+}
+
+fn ids_json(ids: &[Uuid]) -> String {
+    serde_json::Value::Array(ids.iter().map(|u| serde_json::Value::String(u.to_string())).collect()).to_string()
+}
+
+pub(super) async fn apply_change(pool: &SqlitePool, feature: &str, request: &ChangeRequest) -> StoreResult<ChangeOutcome> {
+    let action = request.change.action();
+    let ctx = format!("apply `{}` to `{feature}`", action.as_str());
+    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
+    let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = ?1");
+    let before = match sqlx::query(&sql).bind(feature).fetch_optional(&mut *tx).await.map_err(StoreError::db(ctx.clone()))? {
+        Some(row) => config_from_row(&row)?,
+        None => return Err(StoreError::UnknownFeature(feature.to_owned())),
+    };
+    let now = ts(Utc::now());
+    let id = before.id.to_string();
+    let returning = format!("RETURNING {CONFIG_COLUMNS}");
+    let set_add = |col: &str| {
+        format!(
+            "UPDATE rollout_configuration SET {col} = (SELECT json_group_array(value) FROM (SELECT value, min(k) AS k \
+             FROM (SELECT value, key AS k FROM json_each(rollout_configuration.{col}) UNION ALL \
+             SELECT value, 1000000000 + key AS k FROM json_each(?2)) GROUP BY value ORDER BY k)), updated_at = ?3 \
+             WHERE id = ?1 {returning}"
+        )
+    };
+    let set_remove = |col: &str| {
+        format!(
+            "UPDATE rollout_configuration SET {col} = (SELECT json_group_array(value) FROM (SELECT value FROM \
+             json_each(rollout_configuration.{col}) WHERE lower(value) NOT IN (SELECT value FROM json_each(?2)) \
+             ORDER BY key)), updated_at = ?3 WHERE id = ?1 {returning}"
+        )
+    };
+    let row = match &request.change {
+        Change::SetPercentage(p) => {
+            let sql = format!(
+                "UPDATE rollout_configuration SET state_changed_at = CASE WHEN rollout_percentage <> ?2 THEN ?3 \
+                 ELSE state_changed_at END, rollout_percentage = ?2, updated_at = ?3 WHERE id = ?1 {returning}"
+            );
+            sqlx::query(&sql).bind(&id).bind(i64::from(*p)).bind(&now).fetch_optional(&mut *tx).await
+        }
+        Change::EmergencyStop | Change::Resume => {
+            let stop = matches!(request.change, Change::EmergencyStop);
+            let sql = format!(
+                "UPDATE rollout_configuration SET state_changed_at = CASE WHEN emergency_stop <> ?2 THEN ?3 \
+                 ELSE state_changed_at END, emergency_stop = ?2, updated_at = ?3 WHERE id = ?1 {returning}"
+            );
+            sqlx::query(&sql).bind(&id).bind(stop).bind(&now).fetch_optional(&mut *tx).await
+        }
+        Change::SetAutoRollback(on) => {
+            let sql = format!(
+                "UPDATE rollout_configuration SET auto_rollback_enabled = ?2, updated_at = ?3 WHERE id = ?1 {returning}"
+            );
+            sqlx::query(&sql).bind(&id).bind(*on).bind(&now).fetch_optional(&mut *tx).await
+        }
+        Change::Update(patch) => {
+            let sql = format!(
+                "UPDATE rollout_configuration SET is_active = COALESCE(?2, is_active), \
+                 state_changed_at = CASE WHEN ?3 IS NOT NULL AND ?3 <> rollout_strategy THEN ?8 \
+                 ELSE state_changed_at END, \
+                 rollout_strategy = COALESCE(?3, rollout_strategy), \
+                 max_error_rate = COALESCE(round(?4, 2), max_error_rate), \
+                 monitoring_window_hours = COALESCE(?5, monitoring_window_hours), \
+                 min_jobs_for_rollback = COALESCE(?6, min_jobs_for_rollback), \
+                 metadata = COALESCE(?7, metadata), updated_at = ?8 WHERE id = ?1 {returning}"
+            );
+            sqlx::query(&sql)
+                .bind(&id)
+                .bind(patch.is_active)
+                .bind(patch.rollout_strategy.map(|s| s.as_str()))
+                .bind(patch.max_error_rate)
+                .bind(patch.monitoring_window_hours.map(i64::from))
+                .bind(patch.min_jobs_for_rollback.map(i64::from))
+                .bind(patch.metadata.as_ref().map(|m| m.to_string()))
+                .bind(&now)
+                .fetch_optional(&mut *tx)
+                .await
+        }
+        Change::WhitelistAdd(ids) => {
+            sqlx::query(&set_add("target_repositories")).bind(&id).bind(ids_json(ids)).bind(&now).fetch_optional(&mut *tx).await
+        }
+        Change::ExcludeAdd(ids) => {
+            sqlx::query(&set_add("excluded_repositories")).bind(&id).bind(ids_json(ids)).bind(&now).fetch_optional(&mut *tx).await
+        }
+        Change::WhitelistRemove(ids) => {
+            sqlx::query(&set_remove("target_repositories")).bind(&id).bind(ids_json(ids)).bind(&now).fetch_optional(&mut *tx).await
+        }
+        Change::ExcludeRemove(ids) => {
+            sqlx::query(&set_remove("excluded_repositories")).bind(&id).bind(ids_json(ids)).bind(&now).fetch_optional(&mut *tx).await
+        }
+        Change::Rollback => {
+            let sql = format!(
+                "UPDATE rollout_configuration SET rollout_percentage = 0, state_changed_at = ?2, updated_at = ?2 \
+                 WHERE id = ?1 AND rollout_percentage > 0 AND NOT emergency_stop {returning}"
+            );
+            sqlx::query(&sql).bind(&id).bind(&now).fetch_optional(&mut *tx).await
+        }
+    }
+    .map_err(StoreError::db(ctx.clone()))?;
+    let Some(row) = row else {
+        tx.commit().await.map_err(StoreError::db(ctx))?;
+        return Ok(ChangeOutcome { applied: false, after: before.clone(), before, history: None });
+    };
+    let after = config_from_row(&row)?;
+    let entry = NewHistory {
+        action,
+        previous_percentage: Some(i32::from(before.config.rollout_percentage)),
+        new_percentage: Some(i32::from(after.config.rollout_percentage)),
+        reason: request.reason.clone(),
+        triggered_by: request.triggered_by.clone(),
+        metadata: change_metadata(request, &before, &after),
+    };
+    let history = insert_history(&mut tx, Some(before.id), feature, &entry, after.updated_at).await?;
+    tx.commit().await.map_err(StoreError::db(ctx))?;
+    Ok(ChangeOutcome { applied: true, before, after, history: Some(history) })
+}
+
+async fn config_id(pool: &SqlitePool, feature: &str) -> StoreResult<Uuid> {
+    let row = sqlx::query("SELECT id FROM rollout_configuration WHERE feature_name = ?1")
+        .bind(feature)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::db(format!("look up feature `{feature}`")))?;
+    match row {
+        Some(row) => get_uuid(&row, "id"),
+        None => Err(StoreError::UnknownFeature(feature.to_owned())),
+    }
+}
+
+pub(super) async fn append_history(pool: &SqlitePool, feature: Option<&str>, entry: &NewHistory) -> StoreResult<HistoryEntry> {
+    let id = match feature {
+        Some(f) => Some(config_id(pool, f).await?),
+        None => None,
+    };
+    let mut conn = pool.acquire().await.map_err(StoreError::db("write a history row"))?;
+    insert_history(&mut conn, id, feature.unwrap_or(""), entry, Utc::now()).await
+}
+
+pub(super) async fn history(pool: &SqlitePool, feature: &str, limit: u32) -> StoreResult<Vec<HistoryEntry>> {
+    let id = config_id(pool, feature).await?;
+    let sql = format!(
+        "SELECT {HISTORY_COLUMNS} FROM rollout_history WHERE rollout_config_id = ?1 OR rollout_config_id IS NULL \
+         ORDER BY seq DESC LIMIT ?2"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db(format!("read the history of `{feature}`")))?;
+    rows.iter().map(history_from_row).collect()
+}
+
+pub(super) async fn find_repository(pool: &SqlitePool, owner: &str, name: &str) -> StoreResult<Option<Uuid>> {
+    let row = sqlx::query("SELECT id FROM repositories WHERE lower(owner) = lower(?1) AND lower(name) = lower(?2)")
+        .bind(owner)
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::db(format!("look up repository `{owner}/{name}`")))?;
+    row.map(|r| get_uuid(&r, "id")).transpose()
+}
+
+pub(super) async fn upsert_repository(pool: &SqlitePool, owner: &str, name: &str, stats: &RepositoryStats) -> StoreResult<Uuid> {
+    let row = sqlx::query(
+        "INSERT INTO repositories (id, owner, name, stargazers_count, contributor_count, pull_request_count) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (lower(owner), lower(name)) DO UPDATE SET \
+         stargazers_count = excluded.stargazers_count, contributor_count = excluded.contributor_count, \
+         pull_request_count = excluded.pull_request_count RETURNING id",
+    )
+    .bind(new_uuid())
+    .bind(owner)
+    .bind(name)
+    .bind(i64::from(stats.star_count))
+    .bind(i64::from(stats.contributor_count))
+    .bind(i64::from(stats.pr_count))
+    .fetch_one(pool)
+    .await
+    .map_err(StoreError::db(format!("write repository `{owner}/{name}`")))?;
+    get_uuid(&row, "id")
+}
+
+fn stats_from_row(row: &SqliteRow) -> StoreResult<RepositoryStats> {
+    Ok(RepositoryStats {
+        star_count: to_u32("stargazers_count", get(row, "stargazers_count")?)?,
+        contributor_count: to_u32("contributor_count", get(row, "contributor_count")?)?,
+        pr_count: to_u32("pull_request_count", get(row, "pull_request_count")?)?,
+    })
+}
+
+pub(super) async fn repository_stats(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<RepositoryStats>> {
+    let row = sqlx::query("SELECT stargazers_count, contributor_count, pull_request_count FROM repositories WHERE id = ?1")
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::db(format!("read repository `{id}`")))?;
+    row.map(|r| stats_from_row(&r)).transpose()
+}
+
+pub(super) async fn list_repository_stats(pool: &SqlitePool) -> StoreResult<Vec<(Uuid, RepositoryStats)>> {
+    let rows = sqlx::query("SELECT id, stargazers_count, contributor_count, pull_request_count FROM repositories ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db("list the repositories"))?;
+    rows.iter().map(|r| Ok((get_uuid(r, "id")?, stats_from_row(r)?))).collect()
+}
+
+pub(super) async fn list_repository_ids(pool: &SqlitePool) -> StoreResult<Vec<Uuid>> {
+    let rows = sqlx::query("SELECT id FROM repositories UNION SELECT repository_id FROM repository_categories")
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db("list the repository ids"))?;
+    rows.iter().map(|r| get_uuid(r, "id")).collect()
+}
+
+pub(super) async fn upsert_categories(pool: &SqlitePool, rows: &[CategoryRow]) -> StoreResult<()> {
+    let ctx = format!("write {} categorisations", rows.len());
+    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
+    let now = ts(Utc::now());
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO repository_categories (id, repository_id, category, priority_level, is_test_repository, \
+             star_count, contributor_count, pr_count, monthly_activity_score, last_categorized_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10) ON CONFLICT (repository_id) DO UPDATE SET \
+             category = excluded.category, priority_level = excluded.priority_level, \
+             is_test_repository = excluded.is_test_repository, star_count = excluded.star_count, \
+             contributor_count = excluded.contributor_count, pr_count = excluded.pr_count, \
+             monthly_activity_score = excluded.monthly_activity_score, \
+             last_categorized_at = excluded.last_categorized_at, updated_at = excluded.updated_at",
+        )
+        .bind(new_uuid())
+        .bind(r.repository_id.to_string())
+        .bind(r.category.as_str())
+        .bind(i64::from(r.priority_level))
+        .bind(r.is_test_repository)
+        .bind(i64::from(r.stats.star_count))
+        .bind(i64::from(r.stats.contributor_count))
+        .bind(i64::from(r.stats.pr_count))
+        .bind(i64::from(r.monthly_activity_score))
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(format!("write the categorisation of `{}`", r.repository_id)))?;
+    }
+    tx.commit().await.map_err(StoreError::db(ctx))?;
+    Ok(())
+}
+
+pub(super) async fn list_categories(pool: &SqlitePool) -> StoreResult<Vec<CategoryRow>> {
+    let rows = sqlx::query(
+        "SELECT repository_id, category, priority_level, is_test_repository, star_count, contributor_count, pr_count, \
+         monthly_activity_score FROM repository_categories",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::db("list the categorisations"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(CategoryRow {
+                repository_id: get_uuid(r, "repository_id")?,
+                category: parse_category(&get::<String>(r, "category")?)?,
+                priority_level: to_u8("priority_level", get(r, "priority_level")?)?,
+                is_test_repository: get(r, "is_test_repository")?,
+                stats: RepositoryStats {
+                    star_count: to_u32("star_count", get(r, "star_count")?)?,
+                    contributor_count: to_u32("contributor_count", get(r, "contributor_count")?)?,
+                    pr_count: to_u32("pr_count", get(r, "pr_count")?)?,
+                },
+                monthly_activity_score: to_u8("monthly_activity_score", get(r, "monthly_activity_score")?)?,
+            })
+        })
+        .collect()
+}
+
+/// The batch upsert: one transaction (one fsync) for the whole batch.
+pub(super) async fn upsert_metrics(pool: &SqlitePool, deltas: &[MetricsDelta]) -> StoreResult<()> {
+    let ctx = format!("record {} metric buckets", deltas.len());
+    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
+    let now = ts(Utc::now());
+    for d in deltas {
+        let hour = ts(d.hour_start);
+        let end = ts(d.hour_start + chrono::TimeDelta::hours(1));
+        let done = sqlx::query(
+            "INSERT INTO rollout_metrics (id, rollout_config_id, repository_id, processor_type, success_count, \
+             error_count, total_jobs, total_processing_time_ms, timed_jobs, last_error_message, last_error_at, \
+             metrics_window_start, metrics_window_end, created_at, updated_at) \
+             SELECT ?1, c.id, ?3, ?4, ?5, ?6, ?5 + ?6, ?7, ?8, ?9, ?10, \
+             CASE WHEN c.state_changed_at > ?11 AND c.state_changed_at <= ?12 THEN c.state_changed_at ELSE ?11 END, \
+             ?13, ?14, ?14 FROM rollout_configuration c WHERE c.id = ?2 \
+             ON CONFLICT (rollout_config_id, repository_id, processor_type, metrics_window_start) DO UPDATE SET \
+             success_count = success_count + excluded.success_count, \
+             error_count = error_count + excluded.error_count, \
+             total_jobs = total_jobs + excluded.total_jobs, \
+             total_processing_time_ms = total_processing_time_ms + excluded.total_processing_time_ms, \
+             timed_jobs = timed_jobs + excluded.timed_jobs, \
+             last_error_message = CASE WHEN excluded.last_error_at IS NOT NULL AND (last_error_at IS NULL OR \
+             excluded.last_error_at >= last_error_at) THEN excluded.last_error_message ELSE last_error_message END, \
+             last_error_at = CASE WHEN excluded.last_error_at IS NOT NULL AND (last_error_at IS NULL OR \
+             excluded.last_error_at >= last_error_at) THEN excluded.last_error_at ELSE last_error_at END, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(new_uuid())
+        .bind(d.config_id.to_string())
+        .bind(d.repository_id.to_string())
+        .bind(d.processor.as_str())
+        .bind(d.success_count)
+        .bind(d.error_count)
+        .bind(d.processing_time_ms)
+        .bind(d.timed_jobs)
+        .bind(d.last_error_message.as_deref())
+        .bind(d.last_error_at.map(ts))
+        .bind(&hour)
+        .bind(ts(d.at))
+        .bind(&end)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(ctx.clone()))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt {
+                column: "rollout_config_id",
+                message: format!("configuration `{}` does not exist (deleted while recording?)", d.config_id),
+            });
+        }
+    }
+    tx.commit().await.map_err(StoreError::db(ctx))?;
+    Ok(())
+}
+
+pub(super) async fn metrics_window(
+    pool: &SqlitePool,
+    config_id: Uuid,
+    ends_after: DateTime<Utc>,
+    starts_at_or_after: DateTime<Utc>,
+) -> StoreResult<Vec<WindowRow>> {
+    let rows = sqlx::query(
+        "SELECT processor_type, metrics_window_start, sum(success_count) AS ok, sum(error_count) AS err, \
+         sum(total_jobs) AS total, sum(total_processing_time_ms) AS tsum, sum(timed_jobs) AS tcnt \
+         FROM rollout_metrics WHERE rollout_config_id = ?1 AND metrics_window_end > ?2 AND metrics_window_start >= ?3 \
+         GROUP BY processor_type, metrics_window_start ORDER BY metrics_window_start, processor_type",
+    )
+    .bind(config_id.to_string())
+    .bind(ts(ends_after))
+    .bind(ts(starts_at_or_after))
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::db(format!("read the metrics of configuration `{config_id}`")))?;
+    rows.iter()
+        .map(|r| {
+            Ok(WindowRow {
+                processor: parse_processor(&get::<String>(r, "processor_type")?)?,
+                window_start: get_ts(r, "metrics_window_start")?,
+                success_count: to_u64("success_count", get(r, "ok")?)?,
+                error_count: to_u64("error_count", get(r, "err")?)?,
+                total_jobs: to_u64("total_jobs", get(r, "total")?)?,
+                total_processing_time_ms: to_u64("total_processing_time_ms", get(r, "tsum")?)?,
+                timed_jobs: to_u64("timed_jobs", get(r, "tcnt")?)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn error_messages(
+    pool: &SqlitePool,
+    config_id: Uuid,
+    ends_after: DateTime<Utc>,
+    starts_at_or_after: DateTime<Utc>,
+) -> StoreResult<Vec<(Option<String>, u64)>> {
+    let rows = sqlx::query(
+        "SELECT last_error_message, sum(error_count) AS errors FROM rollout_metrics \
+         WHERE rollout_config_id = ?1 AND metrics_window_end > ?2 AND metrics_window_start >= ?3 AND error_count > 0 \
+         GROUP BY last_error_message",
+    )
+    .bind(config_id.to_string())
+    .bind(ts(ends_after))
+    .bind(ts(starts_at_or_after))
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::db(format!("read the errors of configuration `{config_id}`")))?;
+    rows.iter().map(|r| Ok((get(r, "last_error_message")?, to_u64("error_count", get(r, "errors")?)?))).collect()
+}
+
+pub(super) async fn list_buckets(pool: &SqlitePool, config_id: Uuid) -> StoreResult<Vec<MetricsBucket>> {
+    let rows = sqlx::query(
+        "SELECT rollout_config_id, repository_id, processor_type, success_count, error_count, total_jobs, \
+         total_processing_time_ms, timed_jobs, CAST(average_processing_time AS REAL) AS average_processing_time, \
+         last_error_message, last_error_at, \
+         metrics_window_start, metrics_window_end FROM rollout_metrics WHERE rollout_config_id = ?1 \
+         ORDER BY metrics_window_start, repository_id, processor_type",
+    )
+    .bind(config_id.to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::db(format!("list the metric buckets of configuration `{config_id}`")))?;
+    rows.iter()
+        .map(|r| {
+            Ok(MetricsBucket {
+                config_id: get_uuid(r, "rollout_config_id")?,
+                repository_id: get_uuid(r, "repository_id")?,
+                processor: parse_processor(&get::<String>(r, "processor_type")?)?,
+                success_count: get(r, "success_count")?,
+                error_count: get(r, "error_count")?,
+                total_jobs: get(r, "total_jobs")?,
+                total_processing_time_ms: get(r, "total_processing_time_ms")?,
+                timed_jobs: get(r, "timed_jobs")?,
+                average_processing_time: get(r, "average_processing_time")?,
+                last_error_message: get(r, "last_error_message")?,
+                last_error_at: get_opt_ts(r, "last_error_at")?,
+                window_start: get_ts(r, "metrics_window_start")?,
+                window_end: get_ts(r, "metrics_window_end")?,
+            })
+        })
+        .collect()
+}
+
+const POLICY_COLUMNS: &str =
+    "sha256, name, semver, notes, uploaded_by, uploaded_at, active, activated_at, length(bytes) AS size";
+
+fn policy_from_row(r: &SqliteRow) -> StoreResult<PolicyVersionRow> {
+    Ok(PolicyVersionRow {
+        sha256: get(r, "sha256")?,
+        name: get(r, "name")?,
+        semver: get(r, "semver")?,
+        notes: get(r, "notes")?,
+        uploaded_by: get(r, "uploaded_by")?,
+        uploaded_at: get_ts(r, "uploaded_at")?,
+        active: get(r, "active")?,
+        activated_at: get_opt_ts(r, "activated_at")?,
+        size: get(r, "size")?,
+    })
+}
+
+pub(super) async fn put_policy_version(pool: &SqlitePool, v: &NewPolicyVersion) -> StoreResult<PolicyVersionRow> {
+    let ctx = format!("store policy `{}`", v.sha256);
+    sqlx::query(
+        "INSERT INTO policy_versions (sha256, bytes, name, semver, notes, uploaded_by, uploaded_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(&v.sha256)
+    .bind(&v.bytes)
+    .bind(v.name.as_deref())
+    .bind(&v.semver)
+    .bind(v.notes.as_deref())
+    .bind(v.uploaded_by.as_deref())
+    .bind(ts(Utc::now()))
+    .execute(pool)
+    .await
+    .map_err(StoreError::db(ctx.clone()))?;
+    let sql = format!("SELECT {POLICY_COLUMNS} FROM policy_versions WHERE sha256 = ?1");
+    let row = sqlx::query(&sql).bind(&v.sha256).fetch_one(pool).await.map_err(StoreError::db(ctx))?;
+    policy_from_row(&row)
+}
+
+pub(super) async fn list_policy_versions(pool: &SqlitePool) -> StoreResult<Vec<PolicyVersionRow>> {
+    let sql = format!("SELECT {POLICY_COLUMNS} FROM policy_versions ORDER BY uploaded_at DESC, sha256");
+    let rows = sqlx::query(&sql).fetch_all(pool).await.map_err(StoreError::db("list the policy versions"))?;
+    rows.iter().map(policy_from_row).collect()
+}
+
+pub(super) async fn policy_bytes(pool: &SqlitePool, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
+    let row = sqlx::query("SELECT bytes FROM policy_versions WHERE sha256 = ?1")
+        .bind(sha256)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::db(format!("read policy `{sha256}`")))?;
+    row.map(|r| get(&r, "bytes")).transpose()
+}
+
+pub(super) async fn activate_policy_version(
+    pool: &SqlitePool,
+    sha256: &str,
+    revert: bool,
+    reason: Option<&str>,
+    triggered_by: &str,
+) -> StoreResult<Option<String>> {
+    let ctx = format!("activate policy `{sha256}`");
+    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
+    let exists = sqlx::query("SELECT 1 FROM policy_versions WHERE sha256 = ?1")
+        .bind(sha256)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db(ctx.clone()))?;
+    if exists.is_none() {
+        return Err(StoreError::UnknownPolicy(sha256.to_owned()));
+    }
+    let previous: Option<String> = sqlx::query("SELECT sha256 FROM policy_versions WHERE active = 1")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db(ctx.clone()))?
+        .map(|r| get::<String>(&r, "sha256"))
+        .transpose()?;
+    let now = ts(Utc::now());
+    sqlx::query("UPDATE policy_versions SET active = 0 WHERE active = 1 AND sha256 <> ?1")
+        .bind(sha256)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(ctx.clone()))?;
+    sqlx::query("UPDATE policy_versions SET active = 1, activated_at = ?2 WHERE sha256 = ?1")
+        .bind(sha256)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(ctx.clone()))?;
+    let entry = NewHistory {
+        action: if revert { HistoryAction::PolicyReverted } else { HistoryAction::PolicyActivated },
+        previous_percentage: None,
+        new_percentage: None,
+        reason: reason.map(str::to_owned),
+        triggered_by: triggered_by.to_owned(),
+        metadata: serde_json::json!({ "previous": { "policy_sha256": previous }, "new": { "policy_sha256": sha256 } }),
+    };
+    insert_history(&mut tx, None, "", &entry, Utc::now()).await?;
+    tx.commit().await.map_err(StoreError::db(ctx))?;
+    Ok(previous)
+}
