@@ -38,12 +38,23 @@ pub fn evaluate_health(config: &Config, windows: &[ProcessorWindow]) -> Health {
     } else if error_rate > max {
         (
             HealthAction::Rollback,
-            format!("error rate {error_rate:.2}% over {total} jobs exceeds the maximum {max:.2}%"),
+            format!("error rate {}% over {total} jobs exceeds the maximum {}%", percent(error_rate), percent(max)),
         )
     } else {
-        (HealthAction::None, format!("error rate {error_rate:.2}% over {total} jobs is within the maximum {max:.2}%"))
+        (
+            HealthAction::None,
+            format!("error rate {}% over {total} jobs is within the maximum {}%", percent(error_rate), percent(max)),
+        )
     };
     Health { level, action, error_rate, total_jobs: total, reason }
+}
+
+/// A percentage with two decimals (`12.50`), formatted with integer arithmetic: float
+/// formatting would add tens of kilobytes to the component for two reason strings.
+fn percent(x: f64) -> String {
+    // Rates are in 0..=100 (validated for the maximum, a ratio for the rate); clamp anyway.
+    let hundredths = (x.clamp(0.0, 1.0e12) * 100.0).round() as u64;
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
 }
 
 #[cfg(test)]
@@ -87,6 +98,14 @@ mod tests {
         let h = evaluate_health(&live(), &[]);
         assert_eq!(h.error_rate, 0.0);
         assert_eq!(h.level, HealthLevel::Ok);
+    }
+
+    #[test]
+    fn percent_formats_two_decimals() {
+        assert_eq!(percent(12.5), "12.50");
+        assert_eq!(percent(0.0), "0.00");
+        assert_eq!(percent(100.0 / 3.0), "33.33");
+        assert_eq!(percent(2.005), "2.01");
     }
 
     #[test]
