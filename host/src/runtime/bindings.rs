@@ -10,7 +10,6 @@ wasmtime::component::bindgen!({
     world: "policy",
 });
 
-pub use exports::rollout::policy::rules::Guest as Rules;
 pub use rollout::policy::types as w;
 
 /// Domain config → WIT config.

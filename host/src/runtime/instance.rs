@@ -1,45 +1,85 @@
 //! One policy instance: a wasmtime `Store` with the component instantiated in it, and the
-//! guest's evaluator resource for the configuration it saw last.
+//! guest's evaluator resources for the configurations it saw last.
 //!
-//! An instance is single-threaded (`&mut self`); the pooled runtime hands instances to
-//! threads. Every call is bounded by the store's epoch deadline and memory limit; after
-//! any trap the instance is poisoned and must be dropped (wasmtime refuses to re-enter an
-//! instance that trapped).
+//! An instance is single-threaded (`&mut self`); the pool hands instances to threads.
+//! Every call is bounded by the store's epoch deadline and memory limit; after any trap
+//! the instance is poisoned and must be dropped (wasmtime refuses to re-enter an instance
+//! that trapped).
 
 use super::bindings::{self, w, Policy, PolicyPre};
 use super::{CallError, Limits};
 use crate::engine::ConfigSnapshot;
 use rollout_policy as p;
 use wasmtime::component::ResourceAny;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 
-/// Per-store host state: only the resource limiter (the policy imports nothing).
+/// Evaluator resources an instance keeps, most recently used first. A host serving a few
+/// rollouts at once alternates between their configurations without rebuilding.
+const EVALUATORS: usize = 8;
+
+/// Per-store host state: the resource limiter and the deadline bookkeeping (the policy
+/// imports nothing).
 pub struct HostState {
-    limits: StoreLimits,
+    memory_cap: usize,
+    memory_denied: bool,
+    ticks_left: u64,
+    timed_out: bool,
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
 }
 
 /// A live instance of a policy component.
 pub struct PolicyInstance {
     store: Store<HostState>,
     bindings: Policy,
-    evaluator: Option<(u64, ResourceAny)>,
-    epoch_ticks: u64,
+    /// `(config version, resource)`, most recently used first.
+    evaluators: Vec<(u64, ResourceAny)>,
+    limits: Limits,
     poisoned: bool,
 }
 
 impl PolicyInstance {
     /// Instantiate `pre` in a fresh store bounded by `limits`.
     pub(crate) fn new(pre: &PolicyPre<HostState>, limits: &Limits) -> Result<PolicyInstance, CallError> {
-        let engine = pre.engine();
-        let state = HostState {
-            limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(4).tables(16).build(),
-        };
-        let mut store = Store::new(engine, state);
-        store.limiter(|s| &mut s.limits);
+        let state =
+            HostState { memory_cap: limits.memory_bytes, memory_denied: false, ticks_left: limits.epoch_ticks, timed_out: false };
+        let mut store = Store::new(pre.engine(), state);
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        // The deadline fires at every epoch tick the guest runs through; the callback
+        // charges one tick to the call and interrupts it when none are left. Counting ticks
+        // seen while running (rather than a fixed wall-clock deadline) keeps a thread that
+        // was preempted mid-call from timing out spuriously.
+        store.epoch_deadline_callback(|mut cx| {
+            let state = cx.data_mut();
+            if state.ticks_left == 0 {
+                state.timed_out = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            state.ticks_left -= 1;
+            Ok(UpdateDeadline::Continue(1))
+        });
         // The deadline must be set before instantiation, or instantiation itself traps.
-        store.set_epoch_deadline(limits.epoch_ticks);
-        let bindings = pre.instantiate(&mut store).map_err(CallError::trap)?;
-        Ok(PolicyInstance { store, bindings, evaluator: None, epoch_ticks: limits.epoch_ticks, poisoned: false })
+        store.set_epoch_deadline(1);
+        let bindings = pre.instantiate(&mut store).map_err(|e| {
+            if store.data().memory_denied {
+                CallError::MemoryExhausted(limits.memory_bytes)
+            } else {
+                CallError::Instantiate(format!("{e:#}"))
+            }
+        })?;
+        Ok(PolicyInstance { store, bindings, evaluators: Vec::with_capacity(EVALUATORS), limits: *limits, poisoned: false })
     }
 
     /// Whether a call trapped or timed out; a poisoned instance must be dropped.
@@ -48,6 +88,7 @@ impl PolicyInstance {
     }
 
     /// Run one guest call under a fresh deadline; any wasmtime error poisons the instance.
+    #[inline]
     fn call<T>(
         &mut self,
         f: impl FnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<T>,
@@ -55,13 +96,24 @@ impl PolicyInstance {
         if self.poisoned {
             return Err(CallError::Poisoned);
         }
-        self.store.set_epoch_deadline(self.epoch_ticks);
+        let state = self.store.data_mut();
+        state.ticks_left = self.limits.epoch_ticks;
+        state.timed_out = false;
+        state.memory_denied = false;
+        self.store.set_epoch_deadline(1);
         match f(&self.bindings, &mut self.store) {
             Ok(v) => Ok(v),
             Err(e) => {
                 self.poisoned = true;
-                self.evaluator = None;
-                Err(CallError::trap(e))
+                self.evaluators.clear();
+                let state = self.store.data();
+                Err(if state.timed_out {
+                    CallError::Timeout(self.limits.epoch_ticks)
+                } else if state.memory_denied {
+                    CallError::MemoryExhausted(self.limits.memory_bytes)
+                } else {
+                    CallError::trap(e)
+                })
             }
         }
     }
@@ -72,21 +124,38 @@ impl PolicyInstance {
         Ok((info.name, info.version))
     }
 
-    /// The evaluator resource for `config`, built when the configuration's version changed.
+    /// The evaluator resource for `config`, built when this instance has not seen the
+    /// configuration's version (or has evicted it).
+    #[inline]
     fn evaluator(&mut self, config: &ConfigSnapshot) -> Result<ResourceAny, CallError> {
-        if let Some((version, res)) = &self.evaluator {
-            if *version == config.version() {
-                return Ok(*res);
+        let version = config.version();
+        if let Some(&(v, res)) = self.evaluators.first() {
+            if v == version {
+                return Ok(res);
             }
         }
-        if let Some((_, old)) = self.evaluator.take() {
-            self.call(|_, s| old.resource_drop(s))?;
+        if let Some(i) = self.evaluators.iter().position(|(v, _)| *v == version) {
+            let hit = self.evaluators.remove(i);
+            self.evaluators.insert(0, hit);
+            return Ok(hit.1);
+        }
+        self.create_evaluator(config)
+    }
+
+    #[cold]
+    fn create_evaluator(&mut self, config: &ConfigSnapshot) -> Result<ResourceAny, CallError> {
+        if self.evaluators.len() >= EVALUATORS {
+            if let Some((_, old)) = self.evaluators.pop() {
+                // Runs the guest's destructor, so its memory does not grow with every
+                // configuration it ever saw.
+                self.call(|_, s| old.resource_drop(s))?;
+            }
         }
         let wc = bindings::config_out(config.config());
         let created = self.call(|b, s| b.rollout_policy_rules().evaluator().call_create(s, &wc))?;
         match created {
             Ok(res) => {
-                self.evaluator = Some((config.version(), res));
+                self.evaluators.insert(0, (config.version(), res));
                 Ok(res)
             }
             Err(e) => Err(CallError::Config(p::ConfigError { field: e.field, message: e.message })),
@@ -115,6 +184,9 @@ impl PolicyInstance {
         let ev = self.evaluator(config)?;
         let rs: Vec<w::Repository> = repos.iter().map(bindings::repository_out).collect();
         let out = self.call(|b, s| b.rollout_policy_rules().evaluator().call_is_eligible_batch(s, ev, &rs))?;
+        if out.len() != repos.len() {
+            return Err(CallError::Trap(format!("policy answered {} of {} repositories", out.len(), repos.len())));
+        }
         Ok(out.into_iter().map(bindings::eligibility_in).collect())
     }
 
@@ -143,6 +215,9 @@ impl PolicyInstance {
             .map(|(r, j)| w::RouteRequest { repository: bindings::repository_out(r), job: bindings::job_out(j) })
             .collect();
         let out = self.call(|b, s| b.rollout_policy_rules().evaluator().call_route_batch(s, ev, &rs))?;
+        if out.len() != requests.len() {
+            return Err(CallError::Trap(format!("policy answered {} of {} requests", out.len(), requests.len())));
+        }
         Ok(out.into_iter().map(bindings::decision_in).collect())
     }
 
@@ -163,14 +238,5 @@ impl PolicyInstance {
         let ws: Vec<w::ProcessorWindow> = windows.iter().map(bindings::window_out).collect();
         let h = self.call(|b, s| b.rollout_policy_rules().call_evaluate_health(s, &wc, &ws))?;
         Ok(bindings::health_in(h))
-    }
-}
-
-impl Drop for PolicyInstance {
-    fn drop(&mut self) {
-        if let (Some((_, res)), false) = (self.evaluator.take(), self.poisoned) {
-            // Dropping the store frees everything; this only runs the guest's destructor.
-            let _ = res.resource_drop(&mut self.store);
-        }
     }
 }

@@ -1,25 +1,86 @@
-//! The wasmtime runtime: compiles, checks and runs policy components.
+//! The wasmtime runtime: compiles, checks, pools and hot-swaps policy components.
 //!
-//! A component is compiled once per [`wasmtime::Engine`] into a [`CompiledPolicy`]: the
-//! component, its pre-instantiation (which proves the component satisfies the `policy`
-//! world and imports nothing the host does not give), its sha256 and its `info()`.
-//! [`PolicyInstance`]s are instantiated from it; each call is bounded by an epoch deadline
-//! and a memory cap ([`Limits`]).
+//! [`Runtime`] is what the rest of the host uses. It implements [`crate::engine::Decide`]
+//! (total functions: when the component cannot answer — a trap, a timeout, a memory
+//! failure, no policy loaded — the caller gets the `policy_error` fallback of SPEC §2.3),
+//! and it swaps policy versions while serving:
+//!
+//! - **one engine** per process ([`new_engine`]), with epoch interruption ticked every
+//!   millisecond by a background thread and the pooling instance allocator;
+//! - **compiled once**: a component is compiled with Cranelift and, when a cache directory
+//!   is configured, serialised to disk keyed by its sha256 and the engine's compatibility
+//!   hash, so a restart or a swap back to a known version skips compilation;
+//! - **checked before it serves**: compile, `instantiate_pre` and the typed pre-instance
+//!   (the `policy` world, nothing imported), `info()`, and the safety contract on a
+//!   generated sample ([`SafetyProperty`]); a refusal names the property and a
+//!   counterexample, and the previous version keeps serving;
+//! - **bounded calls**: every guest call runs under an epoch deadline (default 10 ms of
+//!   running time) and a memory cap (default 16 MiB per instance) ([`Limits`]); an instance
+//!   that trapped is discarded;
+//! - **pooled instances**: each serving version owns a few instances, each behind its own
+//!   lock, so threads decide in parallel; an instance keeps the guest evaluator resource of
+//!   the configurations it saw last ([`crate::engine::ConfigSnapshot::version`]);
+//! - **atomic swaps**: a call sees the old or the new version, never a mix; the previous
+//!   version is kept for [`Runtime::revert`]; a new version whose fallback rate over its
+//!   first calls passes a threshold is reverted automatically ([`RuntimeEvent`]).
+//!
+//! ```
+//! use rollout::engine::{ConfigSnapshot, Decide};
+//! use rollout::runtime::{Runtime, RuntimeOptions, BUNDLED_POLICY};
+//! use rollout_policy::{Config, Job, Processor, Repository, Strategy, TriggerSource};
+//!
+//! let runtime = Runtime::new(RuntimeOptions::default())?;
+//! let report = runtime.load_bytes(BUNDLED_POLICY, "bundled")?;
+//! assert_eq!(report.version.name, "rollout-reference");
+//!
+//! let config = ConfigSnapshot::new(Config {
+//!     is_active: true,
+//!     rollout_percentage: 100,
+//!     rollout_strategy: Strategy::Percentage,
+//!     ..Config::default()
+//! });
+//! let repo = Repository::parse("6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11", None);
+//! let job = Job { trigger_source: Some(TriggerSource::Scheduled), ..Job::default() };
+//! assert_eq!(runtime.route(&config, &repo, &job).processor, Processor::GithubActions);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod bindings;
+mod cache;
 mod instance;
+mod pool;
+mod safety;
+mod service;
+mod watch;
 
 pub use instance::{HostState, PolicyInstance};
+pub use safety::SafetyProperty;
+pub use service::{
+    CompileSource, ErrorRecord, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions, RuntimeStatus, SwapError,
+    SwapReport, VersionStatus,
+};
+pub use watch::WatchHandle;
 
 use sha2::{Digest, Sha256};
+use std::sync::OnceLock;
+use std::time::Duration;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// The reference policy component (`make policy` builds it into
+/// `target/wasm/rollout_policy.wasm`; `host/build.rs` insists it exists).
+pub static BUNDLED_POLICY: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm/rollout_policy.wasm"));
+
+/// How often the engine's epoch advances: the unit of [`Limits::epoch_ticks`].
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Bounds on every guest call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
-    /// Epoch ticks a call may run before it is interrupted (the runtime ticks the engine's
-    /// epoch once per millisecond, so this is the deadline in milliseconds).
+    /// Epoch ticks (milliseconds, see [`EPOCH_TICK`]) a call may run before it is
+    /// interrupted. Ticks are counted only while the call runs guest code, so a thread the
+    /// operating system preempts is not charged for the time it waits.
     pub epoch_ticks: u64,
     /// Most linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
@@ -62,14 +123,31 @@ pub enum LoadError {
         /// The failure.
         error: CallError,
     },
+    /// The compilation cache directory cannot be used.
+    #[error("cannot use the cache directory `{path}`: {message}")]
+    Cache {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Why a guest call gave no answer.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
-    /// The guest trapped, ran out of time or memory, or the call could not be made.
+    /// The guest trapped or the call could not be made.
     #[error("policy trapped: {0}")]
     Trap(String),
+    /// The call ran past its epoch deadline.
+    #[error("policy ran past its deadline of {0} ms")]
+    Timeout(u64),
+    /// The guest tried to grow its memory past the cap.
+    #[error("policy ran out of memory (cap {0} bytes)")]
+    MemoryExhausted(usize),
+    /// No instance could be made.
+    #[error("cannot instantiate the policy: {0}")]
+    Instantiate(String),
     /// The policy refused the configuration.
     #[error("policy refused the configuration: {0}")]
     Config(rollout_policy::ConfigError),
@@ -82,15 +160,64 @@ impl CallError {
     pub(crate) fn trap(e: wasmtime::Error) -> CallError {
         CallError::Trap(format!("{e:#}"))
     }
+
+    /// Whether the policy itself failed (trap, timeout, memory, instantiation), as opposed
+    /// to refusing a configuration.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, CallError::Config(_))
+    }
 }
 
-/// The engine configuration every runtime uses: Cranelift, epoch interruption, no
-/// component-model-async (it adds ~0.5 µs to every call; see TOOLCHAIN.md).
-pub fn new_engine() -> Result<Engine, LoadError> {
+/// Instances (and memories) the process-wide pooling allocator holds. Each runtime keeps
+/// a few instances per serving version; 256 leaves room for many runtimes in one process
+/// (tests) while reserving a bounded amount of address space.
+const POOL_INSTANCES: u32 = 256;
+
+fn engine_config(pooling: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
-    Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))
+    if pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES)
+            .total_memories(POOL_INSTANCES)
+            .total_tables(POOL_INSTANCES)
+            // Keep the first MiB of a reused memory resident: instantiating into a warm
+            // slot then resets it with a memset instead of page faults.
+            .linear_memory_keep_resident(1 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+
+/// The process's engine: Cranelift, epoch interruption, the pooling allocator, no
+/// component-model-async (it adds ~0.5 µs to every call; see TOOLCHAIN.md).
+///
+/// Made once; every call returns a handle to the same engine (cheap to clone). The first
+/// call starts the thread that advances the epoch every [`EPOCH_TICK`], which is what makes
+/// [`Limits::epoch_ticks`] a deadline in milliseconds. If the pooling allocator cannot
+/// reserve its address space, the engine falls back to on-demand allocation.
+pub fn new_engine() -> Result<Engine, LoadError> {
+    ENGINE
+        .get_or_init(|| {
+            let engine = Engine::new(&engine_config(true))
+                .or_else(|_| Engine::new(&engine_config(false)))
+                .map_err(|e| format!("{e:#}"))?;
+            let ticking = engine.clone();
+            std::thread::Builder::new()
+                .name("rollout-epoch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                })
+                .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+            Ok(engine)
+        })
+        .clone()
+        .map_err(LoadError::Engine)
 }
 
 /// A compiled and checked policy component.
@@ -105,7 +232,11 @@ pub struct CompiledPolicy {
 
 impl std::fmt::Debug for CompiledPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledPolicy").field("name", &self.name).field("version", &self.version).field("sha256", &self.sha256).finish()
+        f.debug_struct("CompiledPolicy")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("sha256", &self.sha256)
+            .finish()
     }
 }
 
@@ -118,8 +249,7 @@ impl CompiledPolicy {
     /// Compile `bytes` (named `source_name` in errors), prove it satisfies the world, and
     /// read its `info()` from a first instance.
     pub fn compile(engine: &Engine, bytes: &[u8], source_name: &str) -> Result<CompiledPolicy, LoadError> {
-        let component = Component::new(engine, bytes)
-            .map_err(|e| LoadError::Compile { source_name: source_name.to_owned(), message: format!("{e:#}") })?;
+        let component = compile_component(engine, bytes, source_name)?;
         Self::from_component(engine, component, sha256_hex(bytes), source_name)
     }
 
@@ -130,19 +260,29 @@ impl CompiledPolicy {
         sha256: String,
         source_name: &str,
     ) -> Result<CompiledPolicy, LoadError> {
+        Self::check(engine, component, sha256, source_name, &Limits::default()).map(|(compiled, _)| compiled)
+    }
+
+    /// Check a component and keep the instance that answered `info()`.
+    pub(crate) fn check(
+        engine: &Engine,
+        component: Component,
+        sha256: String,
+        source_name: &str,
+        limits: &Limits,
+    ) -> Result<(CompiledPolicy, PolicyInstance), LoadError> {
         let linker: Linker<HostState> = Linker::new(engine);
-        let world = |e: wasmtime::Error| LoadError::World { source_name: source_name.to_owned(), message: format!("{e:#}") };
+        let world =
+            |e: wasmtime::Error| LoadError::World { source_name: source_name.to_owned(), message: format!("{e:#}") };
         let instance_pre = linker.instantiate_pre(&component).map_err(world)?;
         let pre = bindings::PolicyPre::new(instance_pre).map_err(world)?;
         let mut compiled = CompiledPolicy { component, pre, sha256, name: String::new(), version: String::new() };
-        let mut first = compiled
-            .instantiate(&Limits::default())
-            .map_err(|error| LoadError::Call { source_name: source_name.to_owned(), error })?;
-        let (name, version) =
-            first.info().map_err(|error| LoadError::Call { source_name: source_name.to_owned(), error })?;
+        let call = |error| LoadError::Call { source_name: source_name.to_owned(), error };
+        let mut first = compiled.instantiate(limits).map_err(call)?;
+        let (name, version) = first.info().map_err(call)?;
         compiled.name = name;
         compiled.version = version;
-        Ok(compiled)
+        Ok((compiled, first))
     }
 
     /// A fresh instance bounded by `limits`.
@@ -169,4 +309,10 @@ impl CompiledPolicy {
     pub fn version(&self) -> &str {
         &self.version
     }
+}
+
+/// Compile component bytes with Cranelift.
+pub(crate) fn compile_component(engine: &Engine, bytes: &[u8], source_name: &str) -> Result<Component, LoadError> {
+    Component::new(engine, bytes)
+        .map_err(|e| LoadError::Compile { source_name: source_name.to_owned(), message: format!("{e:#}") })
 }
