@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 1 a failed check or test, 2 bad usage or input, 3 the database
 //! or policy could not be reached.
 
+mod ops;
 mod policy;
 
 use clap::{Parser, Subcommand};
@@ -75,6 +76,9 @@ pub enum Command {
     /// Author and check policies offline: test, eval.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Operator commands on the database: migrate, status, stats, history, set-percentage, …
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 /// Parse the command line, run the command, print errors, and give the exit status.
@@ -93,5 +97,6 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Policy(cmd) => policy::run(cmd, cli.json),
+        Command::Ops(cmd) => ops::run(cmd, &cli.database_url, &cli.feature, cli.json),
     }
 }
