@@ -4,3 +4,5 @@
 pub mod engine;
 pub mod store;
 pub mod demo;
+pub mod manager;
+pub mod env;

@@ -1,0 +1,277 @@
+//! The pieces of [`super::RolloutStats`] that are plain computation: error kinds, the
+//! hourly error-rate trend and its direction, and the cost estimate.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What kind of failure an error message describes (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Rate limits and quotas.
+    RateLimit,
+    /// Timeouts, resets, unreachable hosts, gateway errors.
+    Network,
+    /// Missing or refused credentials.
+    Auth,
+    /// Missing resources.
+    NotFound,
+    /// Database failures.
+    Database,
+    /// Bad input.
+    Validation,
+    /// Anything else (and errors without a message).
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::RateLimit,
+        ErrorKind::Network,
+        ErrorKind::Auth,
+        ErrorKind::NotFound,
+        ErrorKind::Database,
+        ErrorKind::Validation,
+        ErrorKind::Other,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::RateLimit => "rate_limit",
+            ErrorKind::Network => "network",
+            ErrorKind::Auth => "auth",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Database => "database",
+            ErrorKind::Validation => "validation",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// Classify an error message by keywords (case-insensitive; the first matching kind in the
+/// order rate_limit, auth, not_found, database, network, validation wins).
+pub fn classify_error(message: Option<&str>) -> ErrorKind {
+    let Some(message) = message else { return ErrorKind::Other };
+    let m = message.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&["rate limit", "rate-limit", "ratelimit", "too many requests", "429", "quota exceeded", "throttl"]) {
+        ErrorKind::RateLimit
+    } else if has(&[
+        "unauthorized",
+        "unauthorised",
+        "authentication",
+        "bad credentials",
+        "forbidden",
+        "permission denied",
+        "invalid token",
+        "token expired",
+        "401",
+        "403",
+    ]) {
+        ErrorKind::Auth
+    } else if has(&["not found", "404", "no such", "does not exist"]) {
+        ErrorKind::NotFound
+    } else if has(&["database", "postgres", "sqlite", "sql", "deadlock", "constraint", "duplicate key"]) {
+        ErrorKind::Database
+    } else if has(&[
+        "timeout",
+        "timed out",
+        "network",
+        "econnreset",
+        "econnrefused",
+        "connection",
+        "socket",
+        "dns",
+        "unreachable",
+        "502",
+        "503",
+        "504",
+        "fetch failed",
+    ]) {
+        ErrorKind::Network
+    } else if has(&["invalid", "validation", "malformed", "required", "422", "400", "parse"]) {
+        ErrorKind::Validation
+    } else {
+        ErrorKind::Other
+    }
+}
+
+/// Errors summed per kind, every kind present.
+pub fn errors_by_kind(messages: &[(Option<String>, u64)]) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = ErrorKind::ALL.iter().map(|k| (k.as_str().to_owned(), 0)).collect();
+    for (message, count) in messages {
+        *out.entry(classify_error(message.as_deref()).as_str().to_owned()).or_default() += count;
+    }
+    out
+}
+
+/// One hour of the trend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendPoint {
+    /// Start of the hour (UTC).
+    pub hour: DateTime<Utc>,
+    /// Jobs.
+    pub jobs: u64,
+    /// Errors.
+    pub errors: u64,
+    /// `100 × errors / jobs`.
+    pub error_rate: f64,
+}
+
+/// Where the error rate is heading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrendDirection {
+    /// The later half's rate is more than 5 % (relative) above the earlier half's.
+    Up,
+    /// More than 5 % below.
+    Down,
+    /// Within ±5 %, or too few hours to tell.
+    Flat,
+}
+
+/// The hourly error-rate trend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorTrend {
+    /// Hours with jobs, oldest first.
+    pub points: Vec<TrendPoint>,
+    /// The direction.
+    pub direction: TrendDirection,
+}
+
+/// Relative change beyond which a trend is not flat.
+const FLAT_BAND: f64 = 0.05;
+
+/// The direction of `points` (hours with jobs, oldest first): the error rate of the later
+/// half of the hours against the earlier half (the middle hour of an odd count left out).
+pub fn trend_direction(points: &[TrendPoint]) -> TrendDirection {
+    let points: Vec<&TrendPoint> = points.iter().filter(|p| p.jobs > 0).collect();
+    let half = points.len() / 2;
+    if half == 0 {
+        return TrendDirection::Flat;
+    }
+    let rate = |ps: &[&TrendPoint]| {
+        let jobs: u64 = ps.iter().map(|p| p.jobs).sum();
+        let errors: u64 = ps.iter().map(|p| p.errors).sum();
+        if jobs == 0 {
+            0.0
+        } else {
+            errors as f64 / jobs as f64
+        }
+    };
+    let early = rate(points.get(..half).unwrap_or(&[]));
+    let late = rate(points.get(points.len() - half..).unwrap_or(&[]));
+    if early == 0.0 {
+        return if late == 0.0 { TrendDirection::Flat } else { TrendDirection::Up };
+    }
+    let change = (late - early) / early;
+    if change > FLAT_BAND {
+        TrendDirection::Up
+    } else if change < -FLAT_BAND {
+        TrendDirection::Down
+    } else {
+        TrendDirection::Flat
+    }
+}
+
+/// Cost of the window's jobs from `metadata.cost_per_job`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostEstimate {
+    /// Cost of one job per processor (a processor without a price costs 0).
+    pub cost_per_job: BTreeMap<String, f64>,
+    /// What the window's jobs cost where they ran.
+    pub window_cost: f64,
+    /// What they would have cost all on inngest.
+    pub all_inngest_cost: f64,
+    /// `all_inngest_cost − window_cost`.
+    pub savings: f64,
+    /// Savings as a percentage of `all_inngest_cost` (`None` when that is 0).
+    pub savings_percent: Option<f64>,
+}
+
+/// The estimate for `jobs_per_processor`; `None` when `metadata` has no `cost_per_job`
+/// object with at least one number.
+pub fn cost_estimate(metadata: &serde_json::Value, jobs_per_processor: &BTreeMap<String, u64>) -> Option<CostEstimate> {
+    let costs = metadata.get("cost_per_job")?.as_object()?;
+    let cost_per_job: BTreeMap<String, f64> =
+        costs.iter().filter_map(|(k, v)| v.as_f64().filter(|c| c.is_finite()).map(|c| (k.clone(), c))).collect();
+    if cost_per_job.is_empty() {
+        return None;
+    }
+    let price = |p: &str| cost_per_job.get(p).copied().unwrap_or(0.0);
+    let window_cost: f64 = jobs_per_processor.iter().map(|(p, n)| price(p) * *n as f64).sum();
+    let total: u64 = jobs_per_processor.values().sum();
+    let all_inngest_cost = price("inngest") * total as f64;
+    let savings = all_inngest_cost - window_cost;
+    let savings_percent = (all_inngest_cost > 0.0).then(|| 100.0 * savings / all_inngest_cost);
+    Some(CostEstimate { cost_per_job, window_cost, all_inngest_cost, savings, savings_percent })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_each_kind() {
+        for (msg, kind) in [
+            ("API rate limit exceeded", ErrorKind::RateLimit),
+            ("HTTP 429 Too Many Requests", ErrorKind::RateLimit),
+            ("ETIMEDOUT: request timed out", ErrorKind::Network),
+            ("ECONNRESET", ErrorKind::Network),
+            ("Bad credentials (401)", ErrorKind::Auth),
+            ("403 Forbidden", ErrorKind::Auth),
+            ("Repository not found", ErrorKind::NotFound),
+            ("duplicate key value violates unique constraint", ErrorKind::Database),
+            ("invalid input: pr_numbers required", ErrorKind::Validation),
+            ("something odd", ErrorKind::Other),
+        ] {
+            assert_eq!(classify_error(Some(msg)), kind, "{msg}");
+        }
+        assert_eq!(classify_error(None), ErrorKind::Other);
+    }
+
+    #[test]
+    fn errors_by_kind_lists_every_kind() {
+        let m = errors_by_kind(&[(Some("timeout".into()), 3), (None, 2), (Some("429".into()), 1)]);
+        assert_eq!(m.len(), 7);
+        assert_eq!((m["network"], m["other"], m["rate_limit"], m["auth"]), (3, 2, 1, 0));
+    }
+
+    fn point(h: i64, jobs: u64, errors: u64) -> TrendPoint {
+        TrendPoint {
+            hour: DateTime::<Utc>::from_timestamp(h * 3600, 0).unwrap(),
+            jobs,
+            errors,
+            error_rate: 100.0 * errors as f64 / jobs as f64,
+        }
+    }
+
+    #[test]
+    fn direction_compares_halves_with_a_five_percent_band() {
+        assert_eq!(trend_direction(&[point(0, 100, 1), point(1, 100, 5)]), TrendDirection::Up);
+        assert_eq!(trend_direction(&[point(0, 100, 10), point(1, 100, 2)]), TrendDirection::Down);
+        assert_eq!(trend_direction(&[point(0, 1000, 100), point(1, 1000, 104)]), TrendDirection::Flat);
+        assert_eq!(trend_direction(&[point(0, 1000, 100), point(1, 1000, 106)]), TrendDirection::Up);
+        assert_eq!(trend_direction(&[point(0, 100, 0), point(1, 100, 0)]), TrendDirection::Flat);
+        assert_eq!(trend_direction(&[point(0, 100, 0), point(1, 100, 1)]), TrendDirection::Up);
+        assert_eq!(trend_direction(&[point(0, 100, 50)]), TrendDirection::Flat);
+        // the middle hour of three is left out
+        assert_eq!(trend_direction(&[point(0, 100, 5), point(1, 100, 90), point(2, 100, 5)]), TrendDirection::Flat);
+    }
+
+    #[test]
+    fn cost_needs_configured_prices() {
+        let jobs = BTreeMap::from([("inngest".to_owned(), 100u64), ("github_actions".to_owned(), 300u64)]);
+        assert_eq!(cost_estimate(&serde_json::json!({}), &jobs), None);
+        assert_eq!(cost_estimate(&serde_json::json!({"cost_per_job": {}}), &jobs), None);
+        let meta = serde_json::json!({"cost_per_job": {"inngest": 0.0004, "github_actions": 0.0001}});
+        let c = cost_estimate(&meta, &jobs).unwrap();
+        assert!((c.window_cost - (100.0 * 0.0004 + 300.0 * 0.0001)).abs() < 1e-12);
+        assert!((c.all_inngest_cost - 400.0 * 0.0004).abs() < 1e-12);
+        assert!((c.savings - (0.16 - 0.07)).abs() < 1e-12);
+        assert!((c.savings_percent.unwrap() - 56.25).abs() < 1e-9);
+    }
+}
