@@ -504,3 +504,73 @@ async fn unsupported_url_is_named() {
     assert!(!err.to_string().contains("secret"));
     let _ = StoreOptions::default();
 }
+
+/// Row level security (Postgres only): every table has it on; a non-service role reads and
+/// cannot write — neither for lack of privileges (`rollout_reader`) nor, given privileges,
+/// past the policies (a probe role granted INSERT/UPDATE but not `rollout_service`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_reads_for_everyone_writes_for_the_service_role() {
+    let Some(url) = pg_url("row_level_security") else { return };
+    let db = TestDatabase::postgres(&url).await.unwrap();
+    let Store::Postgres(pool) = &db.store else { panic!("postgres expected") };
+    let tables = ["rollout_configuration", "repository_categories", "rollout_metrics", "rollout_history", "policy_versions", "repositories"];
+    for t in tables {
+        let on: bool = sqlx::query_scalar("SELECT relrowsecurity FROM pg_class WHERE relname = $1 AND relkind = 'r'")
+            .bind(t)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert!(on, "row level security is off on {t}");
+    }
+
+    // rollout_reader: reads, cannot insert or update
+    for t in tables {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL ROLE rollout_reader").execute(&mut *tx).await.unwrap();
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut *tx).await.unwrap();
+        if t == "rollout_configuration" {
+            assert_eq!(n, 1, "the reader sees the seed row");
+        }
+        tx.rollback().await.unwrap();
+    }
+    let writes = [
+        "INSERT INTO rollout_history (action) VALUES ('updated')",
+        "UPDATE rollout_configuration SET rollout_percentage = 50",
+        "INSERT INTO rollout_metrics (rollout_config_id, repository_id, processor_type, metrics_window_start, metrics_window_end) \
+         SELECT id, gen_random_uuid(), 'inngest', now(), now() + interval '1 hour' FROM rollout_configuration",
+        "DELETE FROM rollout_history",
+    ];
+    for sql in writes {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL ROLE rollout_reader").execute(&mut *tx).await.unwrap();
+        let err = sqlx::query(sql).execute(&mut *tx).await.unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{sql}: {err}");
+        tx.rollback().await.unwrap();
+    }
+
+    // rollout_service: writes
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE rollout_service").execute(&mut *tx).await.unwrap();
+    let done = sqlx::query("UPDATE rollout_configuration SET rollout_percentage = 50").execute(&mut *tx).await.unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    sqlx::query("INSERT INTO rollout_history (action) VALUES ('updated')").execute(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    // a role with privileges but outside rollout_service is stopped by the policies
+    let probe = format!("rollout_probe_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE ROLE {probe} NOLOGIN")).execute(pool).await.unwrap();
+    sqlx::query(&format!("GRANT INSERT, UPDATE ON rollout_configuration, rollout_history TO {probe}")).execute(pool).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(&format!("SET LOCAL ROLE {probe}")).execute(&mut *tx).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rollout_configuration").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(n, 1, "everyone reads");
+    let done = sqlx::query("UPDATE rollout_configuration SET rollout_percentage = 50").execute(&mut *tx).await.unwrap();
+    assert_eq!(done.rows_affected(), 0, "no policy lets this role update a row");
+    let err = sqlx::query("INSERT INTO rollout_history (action) VALUES ('updated')").execute(&mut *tx).await.unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    tx.rollback().await.unwrap();
+    sqlx::query(&format!("REVOKE ALL ON rollout_configuration, rollout_history FROM {probe}")).execute(pool).await.unwrap();
+    sqlx::query(&format!("DROP ROLE {probe}")).execute(pool).await.unwrap();
+    assert_eq!(db.store.get_config(FEATURE).await.unwrap().config.rollout_percentage, 0);
+    db.cleanup().await;
+}
