@@ -6,6 +6,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-unknown-unknown
 CORE_WASM := target/$(WASM_TARGET)/wasm/rollout_policy.wasm
 POLICY := target/wasm/rollout_policy.wasm
+EXAMPLE := target/wasm/size_aware_policy.wasm
 ROLLOUT := target/debug/rollout
 
 .PHONY: help setup policy build test test-rust vectors lint fmt run bench examples js clean
@@ -22,15 +23,20 @@ policy: ## build the reference policy component: target/wasm/rollout_policy.wasm
 	$(CARGO) build -q -p rollout-policy --target $(WASM_TARGET) --profile wasm
 	$(CARGO) run -q -p xtask -- componentize $(CORE_WASM) $(POLICY)
 
+examples: ## build the example policy (examples/size-aware-policy): target/wasm/size_aware_policy.wasm
+	$(CARGO) build -q -p size-aware-policy --target $(WASM_TARGET) --profile wasm
+	$(CARGO) run -q -p xtask -- componentize target/$(WASM_TARGET)/wasm/size_aware_policy.wasm $(EXAMPLE)
+
 build: policy ## build the policy and the rollout binary
 	$(CARGO) build -p rollout
 
 vectors: ## regenerate tests/vectors with the independent Python generator; fail if they drift
 	python3 tests/vectors/generate.py --check
 
-test: policy vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, JS suite
+test: policy examples vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p rollout -- policy test --policy $(POLICY) tests/vectors
+	$(CARGO) run -q -p rollout -- policy test --policy $(EXAMPLE) tests/vectors examples/size-aware-policy/cases
 	@if [ -f js/package.json ]; then $(MAKE) --no-print-directory js; fi
 
 js: policy ## build and test the JavaScript package (jco)

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod authoring;
 pub mod store;
 pub mod demo;
 pub mod manager;

@@ -71,7 +71,12 @@ mod tests {
     const ID: &str = "6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11";
 
     fn evaluator(pct: u8) -> Evaluator {
-        let config = Config { rollout_percentage: pct, is_active: true, rollout_strategy: Strategy::Percentage, ..Config::default() };
+        let config = Config {
+            rollout_percentage: pct,
+            is_active: true,
+            rollout_strategy: Strategy::Percentage,
+            ..Config::default()
+        };
         match Evaluator::new(config) {
             Ok(e) => e,
             Err(e) => panic!("config refused: {e}"),
@@ -80,7 +85,9 @@ mod tests {
 
     fn jobs() -> Vec<Job> {
         let mut out = Vec::new();
-        for trigger in [None, Some(TriggerSource::Manual), Some(TriggerSource::Scheduled), Some(TriggerSource::Automatic)] {
+        for trigger in
+            [None, Some(TriggerSource::Manual), Some(TriggerSource::Scheduled), Some(TriggerSource::Automatic)]
+        {
             for days in [None, Some(0), Some(1), Some(2), Some(30)] {
                 for prs in [0usize, 1, 10, 11] {
                     for items in [None, Some(0), Some(50), Some(51)] {
@@ -103,7 +110,14 @@ mod tests {
         let mut changed = 0;
         for pct in [0u8, 100] {
             let ev = evaluator(pct);
-            for category in [None, Some(Category::Test), Some(Category::Small), Some(Category::Medium), Some(Category::Large), Some(Category::Enterprise)] {
+            for category in [
+                None,
+                Some(Category::Test),
+                Some(Category::Small),
+                Some(Category::Medium),
+                Some(Category::Large),
+                Some(Category::Enterprise),
+            ] {
                 let repo = Repository::parse(ID, category);
                 for job in jobs() {
                     let (reference, ours) = (ev.route(&repo, &job), route(&ev, &repo, &job));

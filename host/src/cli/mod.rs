@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 1 a failed check or test, 2 bad usage or input, 3 the database
 //! or policy could not be reached.
 
+mod explain;
 mod ops;
 mod policy;
 
@@ -73,9 +74,11 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Author and check policies offline: test, eval.
+    /// Author and check policies offline: test, eval, simulate, diff, bench.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The chain of checks of SPEC §2 in words for one case, with the line that decided.
+    Explain(explain::ExplainArgs),
     /// Operator commands on the database: migrate, status, stats, history, set-percentage, …
     #[command(flatten)]
     Ops(ops::OpsCommand),
@@ -96,7 +99,8 @@ pub fn main() -> ExitCode {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Policy(cmd) => policy::run(cmd, cli.json),
+        Command::Policy(cmd) => policy::run(cmd, &cli.feature, cli.json),
+        Command::Explain(args) => explain::run(args, &cli.feature, cli.json),
         Command::Ops(cmd) => ops::run(cmd, &cli.database_url, &cli.feature, cli.json),
     }
 }
