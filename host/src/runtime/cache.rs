@@ -59,18 +59,19 @@ impl DiskCache {
     /// The compiled component for `sha256`, if this engine cached one.
     pub fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
         let path = self.artifact(sha256);
-        if !path.is_file() {
-            return None;
-        }
-        // SAFETY: `deserialize_file` trusts the file to be an artifact this wasmtime wrote
-        // for a compatible engine; a crafted file could run arbitrary native code. The
-        // file is only ever written by `store` below (into a directory the operator gives
-        // the host and must keep writable by the host alone), under a name derived from the
-        // component's sha256 and this engine's compatibility hash, and it is written to a
-        // temporary name and renamed, so it is never read half-written. wasmtime also checks
-        // the artifact's header (version, target, flags) and refuses a mismatch.
+        // Read into memory rather than `deserialize_file`'s mmap: a file truncated under a
+        // mapping (an operator cleaning the directory) would crash the process with SIGBUS.
+        let bytes = std::fs::read(&path).ok()?;
+        // SAFETY: `deserialize` trusts the bytes to be an artifact this wasmtime wrote for a
+        // compatible engine; crafted bytes could run arbitrary native code. The file is only
+        // ever written by `store` below (into a directory the operator gives the host and
+        // must keep writable by the host alone), under a name derived from the component's
+        // sha256 and this engine's compatibility hash, written to a temporary name and
+        // renamed so it is never read half-written. wasmtime also checks the artifact's
+        // header (version, target, flags) and refuses a mismatch, which is how a damaged or
+        // foreign file is caught and recompiled.
         #[allow(unsafe_code, reason = "deserialising our own compilation cache; see the SAFETY comment")]
-        let component = unsafe { Component::deserialize_file(engine, &path) };
+        let component = unsafe { Component::deserialize(engine, &bytes) };
         match component {
             Ok(c) => Some(c),
             Err(e) => {

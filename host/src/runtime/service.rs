@@ -230,6 +230,22 @@ pub enum RuntimeEvent {
     },
 }
 
+/// Safety verdicts of this process, by `(sha256, sample size)`: the check is deterministic
+/// and the policy imports nothing, so bytes that passed once pass again (every runtime of
+/// the process shares them; the disk cache shares them across processes).
+static VERDICTS: Mutex<Vec<(String, usize, u64)>> = Mutex::new(Vec::new());
+
+fn known_verdict(sha256: &str, sample: usize) -> Option<u64> {
+    lock(&VERDICTS).iter().find(|(s, n, _)| s == sha256 && *n == sample).map(|(_, _, d)| *d)
+}
+
+fn record_verdict(sha256: &str, sample: usize, decisions: u64) {
+    let mut verdicts = lock(&VERDICTS);
+    if !verdicts.iter().any(|(s, n, _)| s == sha256 && *n == sample) {
+        verdicts.push((sha256.to_owned(), sample, decisions));
+    }
+}
+
 /// Loaded versions kept in memory for swaps back and forth without recompiling.
 const KNOWN_VERSIONS: usize = 16;
 
@@ -431,7 +447,9 @@ impl Runtime {
                 let (compiled, first) =
                     CompiledPolicy::check(&inner.engine, component, sha256.to_owned(), source, &limits)?;
                 let version = Arc::new(Version::new(compiled, source));
-                if let Some(decisions) = inner.cache.as_ref().and_then(|c| c.verdict_of(sha256, inner.sample)) {
+                let verdict = known_verdict(sha256, inner.sample)
+                    .or_else(|| inner.cache.as_ref().and_then(|c| c.verdict_of(sha256, inner.sample)));
+                if let Some(decisions) = verdict {
                     let _ = version.validated.set(decisions);
                 }
                 (version, Some(first), from)
@@ -451,6 +469,7 @@ impl Runtime {
                     .run()
                     .map_err(|v| SwapError::Unsafe { property: v.property, counterexample: v.counterexample })?;
                 let _ = version.validated.set(checked);
+                record_verdict(sha256, inner.sample, checked);
                 if let Some(cache) = &inner.cache {
                     cache.record_verdict(sha256, inner.sample, checked);
                 }
@@ -633,6 +652,12 @@ impl Runtime {
         self.inner.active.load().as_ref().map(|s| s.version.info.sha256.clone())
     }
 
+    /// The version serving now; `None` before the first load (the same as
+    /// [`Decide::policy_version`], callable without the trait in scope).
+    pub fn policy_version(&self) -> Option<PolicyVersion> {
+        self.inner.active.load().as_ref().map(|s| s.version.info.clone())
+    }
+
     /// Instances alive in the serving version's pool (for tests and the status page).
     pub fn live_instances(&self) -> usize {
         self.inner.active.load().as_ref().map_or(0, |s| s.live_instances())
@@ -673,6 +698,6 @@ impl Decide for Runtime {
     }
 
     fn policy_version(&self) -> Option<PolicyVersion> {
-        self.inner.active.load().as_ref().map(|s| s.version.info.clone())
+        Runtime::policy_version(self)
     }
 }

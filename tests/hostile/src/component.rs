@@ -40,19 +40,16 @@ fn check_id(id: &p::RepoId) {
     }
 }
 
-/// The exported resource: a checked configuration.
-struct EvaluatorResource(p::Evaluator);
+/// The exported resource: a checked configuration (and, for `ignores-stop`, the same
+/// configuration without its emergency stop).
+struct EvaluatorResource(p::Evaluator, Option<p::Evaluator>);
 
 impl EvaluatorResource {
     fn is_eligible(&self, r: &p::Repository) -> p::Eligibility {
         check_id(&r.id);
         let c = self.0.config();
-        if cfg!(feature = "ignores-stop") && c.emergency_stop {
-            let mut unstopped = c.clone();
-            unstopped.emergency_stop = false;
-            if let Ok(e) = p::Evaluator::new(unstopped) {
-                return e.is_eligible(r);
-            }
+        if let Some(unstopped) = &self.1 {
+            return unstopped.is_eligible(r);
         }
         let mut e = self.0.is_eligible(r);
         if cfg!(feature = "nonmonotonic")
@@ -152,8 +149,11 @@ impl GuestEvaluator for EvaluatorResource {
         if let Some(b) = Behaviour::of(&config.feature_name) {
             misbehave(b);
         }
+        let unstopped = (cfg!(feature = "ignores-stop") && config.emergency_stop)
+            .then(|| p::Evaluator::new(p::Config { emergency_stop: false, ..config.clone() }).ok())
+            .flatten();
         match p::Evaluator::new(config) {
-            Ok(e) => Ok(exports::rollout::policy::rules::Evaluator::new(EvaluatorResource(e))),
+            Ok(e) => Ok(exports::rollout::policy::rules::Evaluator::new(EvaluatorResource(e, unstopped))),
             Err(e) => Err(w::ConfigError { field: e.field, message: e.message }),
         }
     }
