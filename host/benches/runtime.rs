@@ -1,0 +1,2 @@
+//! The runtime benchmark (`make bench`); being written.
+fn main() {}
