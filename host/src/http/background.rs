@@ -129,10 +129,21 @@ pub async fn reconcile_policy(state: &AppState) {
         }
         _ => false,
     };
-    let Some(sha) = active.filter(|_| changed) else { return };
+    let Some(sha) = active.filter(|_| changed) else {
+        // prepare the newest stored versions not prepared yet, so activating them is quick
+        for row in rows.iter().filter(|r| !r.active).take(PREPARE_NEWEST) {
+            if policies::prepared(state, &row.sha256).is_none() {
+                let (state, sha) = (state.clone(), row.sha256.clone());
+                tokio::spawn(async move { policies::prepare(&state, &sha).await });
+            }
+        }
+        return;
+    };
     if state.runtime().policy_version().is_some_and(|v| v.sha256 == sha) {
         return;
     }
+    // wait for a preparation already under way instead of compiling twice
+    let _ = policies::prepare(state, &sha).await;
     let bytes = state.store().policy_bytes(&sha).await.map_err(ManagerError::from);
     state.db().observe(&bytes);
     match bytes {
@@ -154,6 +165,9 @@ pub async fn reconcile_policy(state: &AppState) {
         }
     }
 }
+
+/// Stored versions prepared ahead of activation at each re-read.
+const PREPARE_NEWEST: usize = 3;
 
 async fn reload_loop(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
@@ -207,6 +221,13 @@ async fn listen_loop(state: AppState, mut stop: watch::Receiver<bool>) {
                     let payload = notification.payload().to_owned();
                     if payload.is_empty() {
                         reload_all(&state).await;
+                    } else if let Some(sha) = payload.strip_prefix(policies::UPLOADED_PREFIX) {
+                        // compile and validate it now, beside the requests
+                        let (state, sha) = (state.clone(), sha.to_owned());
+                        tokio::spawn(async move {
+                            let r = policies::prepare(&state, &sha).await;
+                            tracing::info!("prepared uploaded policy `{sha}`: {r:?}");
+                        });
                     } else if let Some(feature) = state.inner.features.load().get(&payload).cloned() {
                         reload_feature(&state, &feature).await;
                     }

@@ -296,6 +296,8 @@ pub(crate) struct Shared {
     uncategorized_rx: Mutex<Option<mpsc::Receiver<(Arc<Feature>, String)>>>,
     /// The active policy digest in the database as last reconciled.
     seen_policy: Mutex<Option<String>>,
+    /// Stored policy versions this process compiled and validated (or refused), by digest.
+    prepared: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<bool>>>>,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -342,6 +344,7 @@ impl AppState {
                 uncategorized: tx,
                 uncategorized_rx: Mutex::new(Some(rx)),
                 seen_policy: Mutex::new(None),
+                prepared: Mutex::new(HashMap::new()),
             }),
         };
         let default = state.inner.options.default_feature.clone();

@@ -44,13 +44,74 @@ pub(crate) async fn load(state: &AppState, bytes: std::sync::Arc<Vec<u8>>, sourc
     }
 }
 
-/// `GET /v1/policies`: the stored versions (newest first) and the one serving here.
+fn cell(state: &AppState, sha256: &str) -> std::sync::Arc<tokio::sync::OnceCell<bool>> {
+    match state.inner.prepared.lock() {
+        Ok(mut map) => map.entry(sha256.to_owned()).or_default().clone(),
+        Err(_) => std::sync::Arc::default(),
+    }
+}
+
+/// Whether this process has compiled and validated the stored version `sha256` (`None`:
+/// not tried yet).
+pub(crate) fn prepared(state: &AppState, sha256: &str) -> Option<bool> {
+    state.inner.prepared.lock().ok().and_then(|m| m.get(sha256).and_then(|c| c.get().copied()))
+}
+
+/// Compile and validate the stored version `sha256` once in this process (concurrent callers
+/// wait for the same work), so activating it later is a quick swap. `Ok(false)`: refused.
+pub(crate) async fn prepare(state: &AppState, sha256: &str) -> Result<bool, crate::store::StoreError> {
+    let cell = cell(state, sha256);
+    let result = cell
+        .get_or_try_init(|| async {
+            let bytes = state.inner.store.policy_bytes(sha256).await?;
+            let Some(bytes) = bytes else { return Ok(false) };
+            match validate(state, std::sync::Arc::new(bytes), format!("database {sha256}")).await {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    tracing::error!("stored policy `{sha256}` is refused here: {e}");
+                    Ok(false)
+                }
+            }
+        })
+        .await;
+    result.copied()
+}
+
+/// `GET /v1/policies`: the stored versions (newest first, each with whether this process has
+/// it compiled and validated) and the one serving here.
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     state.require_db()?;
     let result = state.inner.store.list_policy_versions().await.map_err(crate::manager::ManagerError::from);
     state.inner.db.observe(&result);
     let versions: Vec<PolicyVersionRow> = result?;
+    let versions: Vec<serde_json::Value> = versions
+        .iter()
+        .map(|v| {
+            let mut j = serde_json::to_value(v).unwrap_or_default();
+            if let Some(o) = j.as_object_mut() {
+                o.insert("prepared_here".into(), json!(prepared(&state, &v.sha256)));
+            }
+            j
+        })
+        .collect();
     Ok(Json(json!({ "serving": state.inner.runtime.policy_version(), "versions": versions })))
+}
+
+/// The notification payload announcing an upload.
+pub(crate) const UPLOADED_PREFIX: &str = "policy_uploaded:";
+
+/// Tell the other instances (Postgres) that `sha256` was uploaded, so they prepare it.
+async fn announce_upload(state: &AppState, sha256: &str) {
+    if let crate::store::Store::Postgres(pool) = &state.inner.store {
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::store::CHANGE_CHANNEL)
+            .bind(format!("{UPLOADED_PREFIX}{sha256}"))
+            .execute(pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!("cannot announce the upload of `{sha256}`: {e}");
+        }
+    }
 }
 
 /// `POST /v1/policies` with an `application/wasm` body: validated by the runtime, then stored
@@ -99,6 +160,8 @@ pub async fn upload(writer: Writer, State(state): State<AppState>, request: Requ
     let result = state.inner.store.put_policy_version(&new).await.map_err(crate::manager::ManagerError::from);
     state.inner.db.observe(&result);
     let row = result?;
+    let _ = cell(&state, &row.sha256).set(true);
+    announce_upload(&state, &row.sha256).await;
     Ok((StatusCode::CREATED, Json(json!({ "policy": row, "validated": true }))).into_response())
 }
 
@@ -139,6 +202,7 @@ async fn activate_stored(
     let source = format!("database {sha256}");
     // validate first: a refusal leaves both the database and the serving version unchanged
     validate(state, bytes.clone(), source.clone()).await?;
+    let _ = cell(state, sha256).set(true);
     let result = store
         .activate_policy_version(sha256, revert, reason.as_deref(), actor)
         .await
