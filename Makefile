@@ -9,7 +9,7 @@ POLICY := target/wasm/rollout_policy.wasm
 EXAMPLE := target/wasm/size_aware_policy.wasm
 ROLLOUT := target/debug/rollout
 
-.PHONY: help setup policy build test test-rust vectors lint fmt run bench examples js clean
+.PHONY: help setup policy build test test-rust vectors lint fmt run bench examples js clean fixtures
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,13 +27,23 @@ examples: ## build the example policy (examples/size-aware-policy): target/wasm/
 	$(CARGO) build -q -p size-aware-policy --target $(WASM_TARGET) --profile wasm
 	$(CARGO) run -q -p xtask -- componentize target/$(WASM_TARGET)/wasm/size_aware_policy.wasm $(EXAMPLE)
 
+HOSTILE_CORE := target/$(WASM_TARGET)/wasm/rollout_hostile.wasm
+HOSTILE := triggers nonmonotonic ignores-stop routes-ineligible loop-info
+
+fixtures: ## build the hostile test policies (tests/hostile) into target/wasm/hostile-*.wasm
+	@set -e; for f in $(HOSTILE); do \
+		if [ $$f = triggers ]; then features=; else features="--features $$f"; fi; \
+		$(CARGO) build -q -p rollout-hostile --target $(WASM_TARGET) --profile wasm $$features; \
+		$(CARGO) run -q -p xtask -- componentize $(HOSTILE_CORE) target/wasm/hostile-$$f.wasm; \
+	done
+
 build: policy ## build the policy and the rollout binary
 	$(CARGO) build -p rollout
 
 vectors: ## regenerate tests/vectors with the independent Python generator; fail if they drift
 	python3 tests/vectors/generate.py --check
 
-test: policy examples vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
+test: policy fixtures examples vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p rollout -- policy test --policy $(POLICY) tests/vectors
 	$(CARGO) run -q -p rollout -- policy test --policy $(EXAMPLE) tests/vectors examples/size-aware-policy/cases
@@ -46,6 +56,7 @@ lint: ## rustfmt and clippy
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p rollout-policy --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p rollout-hostile --target $(WASM_TARGET) -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all
@@ -53,8 +64,11 @@ fmt: ## format the code
 run: policy ## evaluate the bundled example cases and print the decisions
 	$(CARGO) run -q -p rollout -- policy eval --policy $(POLICY) --case tests/vectors/examples/example.json
 
-bench: policy ## benchmarks; ends with `name: value` summary lines
-	$(CARGO) bench -p rollout --bench runtime
+bench: policy ## every benchmark (host/benches/*) in one run, logged to target/bench.log; ends with the summary
+	@mkdir -p target
+	@set -o pipefail; $(CARGO) bench -p rollout --bench '*' 2>&1 | tee target/bench.log
+	@echo "== summary =="
+	@sed -n 's/^SUMMARY //p' target/bench.log
 
 clean: ## remove build output
 	$(CARGO) clean
