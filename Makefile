@@ -61,8 +61,32 @@ lint: ## rustfmt and clippy
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-run: policy ## evaluate the bundled example cases and print the decisions
-	$(CARGO) run -q -p rollout -- policy eval --policy $(POLICY) --case tests/vectors/examples/example.json
+# `make run`: the demo on this machine (see docs/operations.md). Override with
+# `make run RUN_DATABASE=… RUN_LISTEN=…`; set ROLLOUT_SERVICE_TOKEN to choose the token.
+RUN_DATABASE ?= sqlite://rollout.db
+RUN_LISTEN ?= 127.0.0.1:8080
+RUN_FEATURE := hybrid_progressive_capture
+
+run: build ## build, migrate ./rollout.db, seed a demo, print the URL, a token and curl examples, serve on 127.0.0.1:8080
+	@set -euo pipefail; \
+	db='$(RUN_DATABASE)'; url='http://$(RUN_LISTEN)'; api="$$url/v1/features/$(RUN_FEATURE)"; \
+	$(ROLLOUT) --database-url "$$db" migrate; \
+	seed=$$($(ROLLOUT) --database-url "$$db" demo seed); echo "$$seed"; \
+	repo=$$(echo "$$seed" | grep -o '[0-9a-f]\{8\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{12\}' | tail -n 1 || true); \
+	token="$${ROLLOUT_SERVICE_TOKEN:-}"; \
+	if [ -z "$$token" ]; then token=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'); fi; \
+	echo; \
+	echo "rollout: $$url/  (status page; JSON API under /v1, Prometheus at /metrics)"; \
+	echo "token:   $$token"; \
+	echo; \
+	echo "# where does a scheduled job of a demo repository run? (reads need no token)"; \
+	echo "curl -s -X POST $$api/route -H 'content-type: application/json' -d '{\"repository_id\":\"$$repo\",\"job\":{\"trigger_source\":\"scheduled\"}}'"; \
+	echo "# ramp to 50 % (writes need the token)"; \
+	echo "curl -s -X PUT $$api/percentage -H 'authorization: Bearer $$token' -H 'content-type: application/json' -d '{\"percentage\":50,\"reason\":\"next step\"}'"; \
+	echo "# the statistics"; \
+	echo "curl -s $$api/stats"; \
+	echo; \
+	exec env ROLLOUT_SERVICE_TOKEN="$$token" $(ROLLOUT) --database-url "$$db" serve --listen '$(RUN_LISTEN)'
 
 bench: policy ## every benchmark (host/benches/*) in one run, logged to target/bench.log; ends with the summary
 	@mkdir -p target

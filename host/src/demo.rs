@@ -18,7 +18,7 @@ use crate::manager::{Manager, ManagerResult, OutcomeInput};
 use crate::store::recorder::{aggregate, Outcome};
 use crate::store::ConfigPatch;
 use chrono::{DateTime, TimeDelta, Utc};
-use rollout_policy::{Job, Processor, RepositoryStats, TriggerSource};
+use rollout_policy::{EligibilityReason, Job, Processor, RepositoryStats, TriggerSource};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -65,6 +65,11 @@ pub struct DemoSummary {
     pub percentage_set: bool,
     /// The percentage now in the database.
     pub percentage: u8,
+    /// A demo repository (`owner/name`) the rollout admits by percentage — the one the
+    /// `make run` examples route — or the first one when none is admitted.
+    pub example_repository: Option<String>,
+    /// Its id.
+    pub example_repository_id: Option<Uuid>,
 }
 
 /// A small deterministic generator (SplitMix64), so every seed writes the same data.
@@ -143,10 +148,28 @@ pub async fn seed(manager: &Manager, options: &DemoOptions) -> ManagerResult<Dem
         errors_recorded: 0,
         percentage_set: false,
         percentage: config.config.rollout_percentage,
+        example_repository: None,
+        example_repository_id: None,
     };
-    if !first_run || ids.is_empty() {
-        return Ok(summary);
+    if first_run && !ids.is_empty() {
+        first_seed(manager, options, &ids, &mut summary).await?;
     }
+    let example = ids
+        .iter()
+        .position(|id| manager.is_eligible(&id.to_string()).reason == EligibilityReason::InPercentage)
+        .or_else(|| (!ids.is_empty()).then_some(0));
+    if let Some(i) = example {
+        let (owner, name) = demo_name(i as u32);
+        summary.example_repository = Some(format!("{owner}/{name}"));
+        summary.example_repository_id = Some(ids[i]);
+    }
+    Ok(summary)
+}
+
+/// The configuration changes and outcomes of the first run.
+async fn first_seed(manager: &Manager, options: &DemoOptions, ids: &[Uuid], summary: &mut DemoSummary) -> ManagerResult<()> {
+    let store = manager.store();
+    let config = manager.stored_config();
 
     if config.metadata.get("cost_per_job").is_none() {
         let mut metadata = match &config.metadata {
@@ -213,7 +236,7 @@ pub async fn seed(manager: &Manager, options: &DemoOptions) -> ManagerResult<Dem
     }
     store.upsert_metrics(&aggregate(&past)).await?;
     manager.record_metrics_batch(current).await?;
-    Ok(summary)
+    Ok(())
 }
 
 #[cfg(test)]

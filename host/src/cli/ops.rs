@@ -33,6 +33,7 @@ use rollout_policy::{Processor, RepositoryStats};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
+use std::str::FromStr;
 use std::sync::Arc;
 use table::{pairs, Table};
 
@@ -318,6 +319,9 @@ fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(path))
 }
 
+/// How long the CLI waits for a Postgres connection.
+pub const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connect; unless `create`, insist the database exists and is migrated.
 pub(crate) async fn connect(ctx: &Ctx, create: bool) -> Result<Store, CliError> {
     let shown = ctx.redacted();
@@ -330,7 +334,22 @@ pub(crate) async fn connect(ctx: &Ctx, create: bool) -> Result<Store, CliError> 
             }
         }
     }
-    let store = Store::connect(&ctx.url).await.map_err(store_err(format!("cannot open the database `{shown}`")))?;
+    let store = if ctx.url.starts_with("postgres://") || ctx.url.starts_with("postgresql://") {
+        // a short acquire timeout: an unreachable server answers in seconds, not in 30
+        let opts = sqlx::postgres::PgConnectOptions::from_str(&ctx.url)
+            .with_context(|| format!("invalid database url `{shown}`"))
+            .map_err(CliError::usage)?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(PG_CONNECT_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("cannot connect to the database `{shown}`"))
+            .map_err(CliError::unavailable)?;
+        Store::Postgres(pool)
+    } else {
+        Store::connect(&ctx.url).await.map_err(store_err(format!("cannot open the database `{shown}`")))?
+    };
     if !create && !is_migrated(&store).await.map_err(store_err(format!("cannot read the database `{shown}`")))? {
         return Err(CliError::unavailable(anyhow!(
             "database `{shown}` has no rollout tables: run `rollout migrate` first"
@@ -386,9 +405,17 @@ impl PolicyInfo {
     }
 }
 
-/// A runtime for one-off checks and decisions: one instance, no automatic revert.
+/// Running time a guest call of the CLI may take. The CLI answers one operator at a
+/// time, so it gives calls (and the safety check of a load) far more room than a server's
+/// 10 ms: a busy machine must not make `rollout status` fail. A server checks a version
+/// again with its own limits when it loads it.
+pub const CLI_CALL_LIMIT_MS: u64 = 1000;
+
+/// A runtime for one-off checks and decisions: one instance, no automatic revert,
+/// [`CLI_CALL_LIMIT_MS`] per call.
 pub(crate) fn new_runtime() -> Result<Runtime, CliError> {
-    let options = RuntimeOptions { pool_size: 1, auto_revert_window: 0, ..RuntimeOptions::default() };
+    let limits = crate::runtime::Limits { epoch_ticks: CLI_CALL_LIMIT_MS, ..crate::runtime::Limits::default() };
+    let options = RuntimeOptions { limits, pool_size: 1, auto_revert_window: 0, ..RuntimeOptions::default() };
     Runtime::new(options).context("cannot start the policy runtime").map_err(CliError::unavailable)
 }
 
@@ -1119,6 +1146,9 @@ async fn demo_seed(ctx: &Ctx, options: crate::demo::DemoOptions) -> CliResult {
             if summary.outcomes_recorded == 0 { " (already seeded)" } else { "" },
             policy.line()
         );
+        if let (Some(name), Some(id)) = (&summary.example_repository, &summary.example_repository_id) {
+            println!("example repository: {name} {id}");
+        }
     }
     Ok(Exit::Ok)
 }
