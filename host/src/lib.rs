@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod authoring;
 pub mod store;
+pub mod http;
 pub mod demo;
 pub mod manager;
 pub mod env;

@@ -455,3 +455,30 @@ async fn status_marks_environment_overrides_and_the_page_shows_the_configuration
     assert!(html.contains("rollout-reference"));
     fx.db.cleanup().await;
 }
+
+#[tokio::test]
+async fn newly_seen_repositories_are_categorised_in_the_background() {
+    let fx = fixture().await;
+    let background = Background::spawn(&fx.state);
+    let r = &fx.router;
+    let stats = rollout_policy::RepositoryStats { star_count: 0, contributor_count: 1, pr_count: 3 };
+    let id = fx.db.store.upsert_repository("octo", "tiny", &stats).await.unwrap().to_string();
+    let manager = &fx.state.features()[0].manager;
+    let patch = rollout::store::ConfigPatch { rollout_strategy: Some(rollout_policy::Strategy::RepositorySize), ..Default::default() };
+    manager.update(patch, Some("by size"), "test").await.unwrap();
+    write(r, "PUT", &path("/percentage"), json!({"percentage": 10})).await;
+
+    let (_, v) = call(r, "POST", &path("/route"), Some(json!({"repository_id": id})), None).await;
+    assert_eq!(v["reason"], "uncategorized", "{v}");
+    let categorised = e2e_support::poll(Duration::from_secs(5), || async {
+        let (_, v) = call(r, "POST", &path("/eligibility"), Some(json!({"repository_id": id})), None).await;
+        (v["reason"] == "category_included").then_some(())
+    })
+    .await;
+    assert!(categorised.is_some(), "the test repository was not categorised in the background");
+    let rows = fx.db.store.list_categories().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].category, rollout_policy::Category::Test);
+    background.shutdown().await;
+    fx.db.cleanup().await;
+}

@@ -6,6 +6,7 @@
 mod explain;
 mod ops;
 mod policy;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -82,6 +83,8 @@ pub enum Command {
     /// Operator commands on the database: migrate, status, stats, history, set-percentage, …
     #[command(flatten)]
     Ops(ops::OpsCommand),
+    /// Serve the HTTP API, the status page and /metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// Parse the command line, run the command, print errors, and give the exit status.
@@ -102,5 +105,6 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Policy(cmd) => policy::run(cmd, &cli.feature, cli.json),
         Command::Explain(args) => explain::run(args, &cli.feature, cli.json),
         Command::Ops(cmd) => ops::run(cmd, &cli.database_url, &cli.feature, cli.json),
+        Command::Serve(args) => serve::run(args, &cli.database_url, &cli.feature),
     }
 }

@@ -118,6 +118,9 @@ impl DecisionCounters {
     }
 }
 
+/// The methods with a latency histogram of their own; anything else counts as `OTHER`.
+const METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OTHER"];
+
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 14] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -149,7 +152,8 @@ impl Histogram {
 #[derive(Default)]
 pub struct Metrics {
     features: RwLock<BTreeMap<String, Arc<DecisionCounters>>>,
-    latency: RwLock<BTreeMap<(String, String), Arc<Histogram>>>,
+    /// Per route, one histogram per method of [`METHODS`].
+    latency: RwLock<BTreeMap<String, Arc<[Histogram; METHODS.len()]>>>,
     config_reloads: AtomicU64,
     notifications: AtomicU64,
     health_checks: AtomicU64,
@@ -199,15 +203,18 @@ impl Metrics {
 
     /// Record one request's latency.
     pub fn observe_request(&self, method: &str, route: &str, elapsed: Duration) {
-        let found = read(&self.latency).get(&(method.to_owned(), route.to_owned())).cloned();
-        let h = match found {
+        let m = METHODS.iter().position(|x| *x == method).unwrap_or(METHODS.len() - 1);
+        let found = read(&self.latency).get(route).cloned();
+        let per_method = match found {
             Some(h) => h,
             None => write(&self.latency)
-                .entry((method.to_owned(), route.to_owned()))
-                .or_insert_with(|| Arc::new(Histogram::new()))
+                .entry(route.to_owned())
+                .or_insert_with(|| Arc::new(std::array::from_fn(|_| Histogram::new())))
                 .clone(),
         };
-        h.observe(elapsed);
+        if let Some(h) = per_method.get(m) {
+            h.observe(elapsed);
+        }
     }
 
     /// Count a configuration reload.
@@ -336,7 +343,11 @@ impl Metrics {
 
         let _ = writeln!(out, "# HELP rollout_http_request_duration_seconds Time to answer HTTP requests, by method and route.");
         let _ = writeln!(out, "# TYPE rollout_http_request_duration_seconds histogram");
-        for ((method, route), h) in read(&self.latency).iter() {
+        for (route, per_method) in read(&self.latency).iter() {
+          for (method, h) in METHODS.iter().zip(per_method.iter()) {
+            if h.count.load(Relaxed) == 0 {
+                continue;
+            }
             let labels = format!("method=\"{}\",route=\"{}\"", escape(method), escape(route));
             let mut cumulative = 0;
             for (i, bound) in BUCKETS.iter().enumerate() {
@@ -351,6 +362,7 @@ impl Metrics {
                 h.sum_ns.load(Relaxed) as f64 / 1e9
             );
             let _ = writeln!(out, "rollout_http_request_duration_seconds_count{{{labels}}} {count}");
+          }
         }
         out
     }

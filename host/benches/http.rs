@@ -1,0 +1,212 @@
+//! HTTP benchmark: route decisions per second and p99 latency of `rollout serve` over
+//! loopback, and its idle RSS with the policy loaded.
+//!
+//! `cargo bench --bench http` starts the release `rollout serve` on a temporary SQLite
+//! database with the bundled policy, reads its idle RSS (`VmRSS` of `/proc/PID/status`),
+//! then drives `POST /v1/features/{f}/route` from keep-alive connections (a minimal HTTP/1.1
+//! client on one thread, so the server gets the rest of the machine) for a bounded time, and
+//! prints the `SUMMARY` lines. Targets: ≥ 50,000 decisions/s, p99 ≤ 5 ms, idle RSS ≤ 64 MiB.
+//!
+//! Under `cargo test` (no `--bench` argument) it makes a short smoke run instead.
+//! Environment: `HTTP_BENCH_SECS` (default 10, at most 30), `HTTP_BENCH_CONNECTIONS`
+//! (default 32).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark")]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const FEATURE: &str = "hybrid_progressive_capture";
+const TOKEN: &str = "bench-token";
+
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(db: &std::path::Path) -> ServerProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollout"))
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", db.display()))
+        .args(["serve", "--listen", "127.0.0.1:0", "--health-interval", "3600"])
+        .env("ROLLOUT_SERVICE_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start rollout serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    let start = Instant::now();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("rollout serve did not start");
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or("").parse().expect("address");
+            // keep draining stdout so the server never blocks on it
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return ServerProcess { child, addr };
+        }
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn request(method: &str, path: &str, body: &str, token: bool) -> Vec<u8> {
+    let auth = if token { format!("Authorization: Bearer {TOKEN}\r\n") } else { String::new() };
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One request and its response on a keep-alive connection; the status code.
+async fn exchange(stream: &mut tokio::net::TcpStream, req: &[u8], buf: &mut Vec<u8>) -> u16 {
+    stream.write_all(req).await.expect("write");
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..head_end]).expect("utf-8 head");
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok()).flatten()
+                })
+                .expect("content-length");
+            if buf.len() >= head_end + 4 + length {
+                let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+                return status;
+            }
+        }
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+struct LoadResult {
+    decisions: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+async fn load(addr: SocketAddr, connections: usize, duration: Duration) -> LoadResult {
+    let requests: Vec<Vec<u8>> = (0..1024u128)
+        .map(|i| {
+            let id = uuid::Uuid::from_u128(0x9e37_79b9_7f4a_4c15_8000_0000_0000_0000 ^ (i * 0x0001_0000_0001)).to_string();
+            let trigger = ["manual", "scheduled", "automatic"][(i % 3) as usize];
+            let body = format!("{{\"repository_id\":\"{id}\",\"job\":{{\"trigger_source\":\"{trigger}\",\"max_items\":{}}}}}", i % 100);
+            request("POST", &format!("/v1/features/{FEATURE}/route"), &body, false)
+        })
+        .collect();
+    let requests = std::sync::Arc::new(requests);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let requests = requests.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let mut buf = Vec::with_capacity(8192);
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut i = c * 31;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let status = exchange(&mut stream, &requests[i % requests.len()], &mut buf).await;
+                latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                assert_eq!(status, 200, "route answered {status}: {}", String::from_utf8_lossy(&buf));
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await.expect("connection task"));
+    }
+    let elapsed = start.elapsed();
+    LoadResult { decisions: latencies_us.len() as u64, elapsed, latencies_us }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i.min(sorted.len() - 1)]) / 1000.0
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let secs: u64 = std::env::var("HTTP_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10).clamp(1, 30);
+    let connections: usize =
+        std::env::var("HTTP_BENCH_CONNECTIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(32).clamp(1, 1024);
+    let (duration, connections) =
+        if bench { (Duration::from_secs(secs), connections) } else { (Duration::from_millis(500), 2) };
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(&dir.path().join("bench.db"));
+    let pid = server.child.id();
+    // one thread for the load generator: the server keeps the other core(s)
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+
+    rt.block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+        let mut buf = Vec::new();
+        let set = request("PUT", &format!("/v1/features/{FEATURE}/percentage"), "{\"percentage\":50,\"reason\":\"bench\"}", true);
+        assert_eq!(exchange(&mut stream, &set, &mut buf).await, 200, "{}", String::from_utf8_lossy(&buf));
+    });
+    std::thread::sleep(Duration::from_millis(if bench { 2000 } else { 200 }));
+    let idle_rss_kib = vm_rss_kib(pid);
+
+    // warm up the connections and the policy instances, then measure
+    rt.block_on(load(server.addr, connections, Duration::from_millis(if bench { 1000 } else { 100 })));
+    let result = rt.block_on(load(server.addr, connections, duration));
+    let loaded_rss_kib = vm_rss_kib(pid);
+
+    let mut sorted = result.latencies_us;
+    sorted.sort_unstable();
+    let rps = result.decisions as f64 / result.elapsed.as_secs_f64();
+    let (p50, p99, max) = (percentile(&sorted, 0.50), percentile(&sorted, 0.99), percentile(&sorted, 1.0));
+    let idle_mib = idle_rss_kib as f64 / 1024.0;
+    println!(
+        "http route: {} decisions in {:.2} s over {connections} keep-alive connections: {rps:.0}/s, \
+         p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
+        result.decisions,
+        result.elapsed.as_secs_f64()
+    );
+    println!("rollout serve RSS: idle {idle_mib:.1} MiB, after load {:.1} MiB", loaded_rss_kib as f64 / 1024.0);
+    if bench {
+        println!("SUMMARY http_route_rps: {rps:.0}");
+        println!("SUMMARY http_route_p99_ms: {p99:.3}");
+        println!("SUMMARY idle_rss_mib: {idle_mib:.1}");
+    } else {
+        assert!(result.decisions > 0, "no decisions in the smoke run");
+        assert!(idle_rss_kib > 0, "cannot read the server's RSS");
+    }
+}
