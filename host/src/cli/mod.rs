@@ -75,7 +75,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Author and check policies offline: test, eval, simulate, diff, bench.
+    /// Policies: test, eval, simulate, diff, bench offline; upload, list, activate, revert in the database.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     /// The chain of checks of SPEC §2 in words for one case, with the line that decided.

@@ -1,6 +1,7 @@
-//! `rollout policy …`: offline authoring tools (test, eval, simulate, diff, bench). The
-//! logic lives in [`crate::cases`] and [`crate::authoring`]; this file parses arguments,
-//! prints and maps failures to exit statuses.
+//! `rollout policy …`: offline authoring tools (test, eval, simulate, diff, bench) and the
+//! policy versions in the database (upload, list, activate, revert: `ops::store_policy`).
+//! The logic lives in [`crate::cases`] and [`crate::authoring`]; this file parses
+//! arguments, prints and maps failures to exit statuses.
 
 use super::{CliError, CliResult, Exit};
 use crate::authoring::{self, bench, diff, simulate, Component, OfflinePolicy};
