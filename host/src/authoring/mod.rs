@@ -4,7 +4,7 @@
 //!   check that raising the percentage only ever adds repositories;
 //! - [`diff`]: evaluate two policy versions on the same case files or recorded requests and
 //!   group the decisions that change;
-//! - [`bench`]: decisions per second of a component, one call per decision and batched;
+//! - [`mod@bench`]: decisions per second of a component, one call per decision and batched;
 //! - [`explain`]: the chain of checks of SPEC §2 in words, with the line that decided.
 //!
 //! The CLI (`rollout policy simulate|diff|bench`, `rollout explain`) is a thin shell over
@@ -104,7 +104,7 @@ impl OfflinePolicy for Component {
     }
 }
 
-/// The reference rules linked natively (no WebAssembly): a baseline for [`bench`] and the
+/// The reference rules linked natively (no WebAssembly): a baseline for [`mod@bench`] and the
 /// subject of the tools' own tests.
 #[derive(Debug, Default)]
 pub struct NativeReference {
