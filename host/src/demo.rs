@@ -167,7 +167,12 @@ pub async fn seed(manager: &Manager, options: &DemoOptions) -> ManagerResult<Dem
 }
 
 /// The configuration changes and outcomes of the first run.
-async fn first_seed(manager: &Manager, options: &DemoOptions, ids: &[Uuid], summary: &mut DemoSummary) -> ManagerResult<()> {
+async fn first_seed(
+    manager: &Manager,
+    options: &DemoOptions,
+    ids: &[Uuid],
+    summary: &mut DemoSummary,
+) -> ManagerResult<()> {
     let store = manager.store();
     let config = manager.stored_config();
 
@@ -185,9 +190,7 @@ async fn first_seed(manager: &Manager, options: &DemoOptions, ids: &[Uuid], summ
         manager.whitelist_add(&[format!("{owner}/{name}")], Some("demo: an early adopter"), DEMO_TRIGGER).await?;
     }
     if config.config.rollout_percentage == 0 && options.percentage > 0 {
-        manager
-            .set_percentage(u32::from(options.percentage), Some("demo: first ramp step"), DEMO_TRIGGER)
-            .await?;
+        manager.set_percentage(u32::from(options.percentage), Some("demo: first ramp step"), DEMO_TRIGGER).await?;
         summary.percentage_set = true;
         summary.percentage = options.percentage;
     }

@@ -72,7 +72,8 @@ impl Db {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let text = self.ok(&all);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("`rollout {}` printed no JSON ({e}): {text}", args.join(" ")))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("`rollout {}` printed no JSON ({e}): {text}", args.join(" ")))
     }
 
     /// Run, insist on `code`, return stderr.
@@ -179,9 +180,19 @@ fn emergency_stop_needs_a_terminal_or_yes(db: &Db) {
     let history = db.json(&["history", "--limit", "1"]);
     assert_eq!(history[0]["action"], "emergency_stop");
     assert_eq!(history[0]["reason"], "incident 42");
+    assert_eq!(db.json(&["emergency-stop", "--reason", "again", "--yes"])["applied"], false, "already stopped");
     db.ok(&["resume", "--reason", "fixed"]);
     assert_eq!(db.json(&["status"])["config"]["emergency_stop"]["value"], false);
     assert_eq!(db.json(&["history", "--limit", "1"])[0]["action"], "resume");
+    assert_eq!(db.json(&["resume", "--reason", "again"])["applied"], false, "nothing to resume");
+    let stops = db
+        .json(&["history"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["action"] == "emergency_stop" || h["action"] == "resume")
+        .count();
+    assert_eq!(stops, 2, "no-op stops and resumes write no history");
 }
 
 fn bad_input_exits_2_naming_the_field(db: &Db) {
@@ -258,7 +269,13 @@ fn whitelist_and_exclusions_edit_the_lists(db: &Db) {
     assert_eq!(status["config"]["excluded_repositories"], serde_json::json!([UUID_B]));
     assert_eq!(db.json(&["route", UUID_A])["reason"], "targeted");
     assert_eq!(db.json(&["route", UUID_B])["reason"], "excluded");
-    let actions: Vec<String> = db.json(&["history", "--limit", "3"]).as_array().unwrap().iter().map(|h| h["action"].as_str().unwrap_or("").to_owned()).collect();
+    let actions: Vec<String> = db
+        .json(&["history", "--limit", "3"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap_or("").to_owned())
+        .collect();
     assert_eq!(actions, ["exclude_add", "whitelist_remove", "whitelist_add"]);
 }
 
@@ -324,7 +341,11 @@ fn check_health_fails_when_critical_and_applies_the_rollback(db: &Db) {
     assert_eq!(report["level"], "critical");
     assert_eq!(report["action"], "rollback");
     assert_eq!(report["rolled_back"], false);
-    assert_eq!(db.json(&["status"])["config"]["rollout_percentage"]["value"], 10, "a check without --apply changes nothing");
+    assert_eq!(
+        db.json(&["status"])["config"]["rollout_percentage"]["value"],
+        10,
+        "a check without --apply changes nothing"
+    );
     let out = db.run(&["--json", "check-health", "--apply"]);
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -411,7 +432,8 @@ fn json_output_of_a_fresh_sqlite_file_parses() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db { url: format!("sqlite://{}", dir.path().join("r.db").display()), env: Vec::new() };
     db.ok(&["migrate"]);
-    for args in [&["status"][..], &["stats"], &["history"], &["check-health"], &["policy", "list"], &["route", UUID_A]] {
+    for args in [&["status"][..], &["stats"], &["history"], &["check-health"], &["policy", "list"], &["route", UUID_A]]
+    {
         let v = db.json(args);
         assert!(v.is_object() || v.is_array(), "{args:?}: {v}");
     }

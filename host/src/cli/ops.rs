@@ -16,6 +16,23 @@
 //! command's own environment apply as they do for a server start (SPEC §4): shown by
 //! `status`, used by decisions, and recorded as an `env_override` history row.
 
+/// `print!` that ignores a closed stdout (`rollout history | head` must not panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` that ignores a closed stdout.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod store_policy;
 pub mod table;
 
@@ -24,7 +41,9 @@ pub use store_policy::PolicyStoreCommand;
 use super::{CliError, CliResult, Exit};
 use crate::engine::{Decide, NativePolicy, PolicyVersion};
 use crate::env::EnvOverrides;
-use crate::manager::{EffectiveConfig, HealthReport, Manager, ManagerError, OutcomeInput, ProcessorStats, Sourced, ValueSource};
+use crate::manager::{
+    EffectiveConfig, HealthReport, Manager, ManagerError, OutcomeInput, ProcessorStats, Sourced, ValueSource,
+};
 use crate::runtime::{sha256_hex, Runtime, RuntimeOptions, BUNDLED_POLICY};
 use crate::store::{redact_url, HistoryEntry, Store, StoreError};
 use anyhow::{anyhow, Context};
@@ -344,8 +363,8 @@ pub(crate) async fn connect(ctx: &Ctx, create: bool) -> Result<Store, CliError> 
             .acquire_timeout(PG_CONNECT_TIMEOUT)
             .connect_with(opts)
             .await
-            .with_context(|| format!("cannot connect to the database `{shown}`"))
-            .map_err(CliError::unavailable)?;
+            // the driver's message only: its source chain repeats it
+            .map_err(|e| CliError::unavailable(anyhow!("cannot connect to the database `{shown}`: {e}")))?;
         Store::Postgres(pool)
     } else {
         Store::connect(&ctx.url).await.map_err(store_err(format!("cannot open the database `{shown}`")))?
@@ -400,7 +419,8 @@ impl PolicyInfo {
     }
 
     fn line(&self) -> String {
-        let source = if self.source == "bundled" { "bundled reference, none activated" } else { "active in policy_versions" };
+        let source =
+            if self.source == "bundled" { "bundled reference, none activated" } else { "active in policy_versions" };
         format!("{} {} (sha256 {}, {source})", self.name, self.version, short(&self.sha256))
     }
 }
@@ -422,8 +442,10 @@ pub(crate) fn new_runtime() -> Result<Runtime, CliError> {
 /// The policy the servers run: the active stored version, else the bundled one.
 pub(crate) async fn load_policy(store: &Store, shown: &str) -> Result<(Runtime, PolicyInfo), CliError> {
     let runtime = new_runtime()?;
-    let versions =
-        store.list_policy_versions().await.map_err(store_err(format!("cannot read the policy versions of `{shown}`")))?;
+    let versions = store
+        .list_policy_versions()
+        .await
+        .map_err(store_err(format!("cannot read the policy versions of `{shown}`")))?;
     if let Some(active) = versions.into_iter().find(|v| v.active) {
         let bytes = store
             .policy_bytes(&active.sha256)
@@ -459,9 +481,11 @@ async fn open_for_changes(ctx: &Ctx) -> Result<Manager, CliError> {
     let overrides = overrides()?;
     let store = connect(ctx, false).await?;
     let policy: Arc<dyn Decide> = Arc::new(NativePolicy);
-    Manager::open(store, policy, &ctx.feature, overrides)
-        .await
-        .map_err(manager_err(format!("cannot open the rollout `{}` in `{}`", ctx.feature, ctx.redacted())))
+    Manager::open(store, policy, &ctx.feature, overrides).await.map_err(manager_err(format!(
+        "cannot open the rollout `{}` in `{}`",
+        ctx.feature,
+        ctx.redacted()
+    )))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -469,8 +493,10 @@ async fn open_for_changes(ctx: &Ctx) -> Result<Manager, CliError> {
 
 /// Print `value` as pretty JSON on stdout.
 pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value).context("cannot encode the output as JSON").map_err(CliError::unavailable)?;
-    println!("{text}");
+    let text = serde_json::to_string_pretty(value)
+        .context("cannot encode the output as JSON")
+        .map_err(CliError::unavailable)?;
+    outln!("{text}");
     Ok(())
 }
 
@@ -606,7 +632,7 @@ async fn migrate(ctx: &Ctx) -> CliResult {
             "rollout_percentage": config.config.rollout_percentage,
         }))?;
     } else {
-        println!(
+        outln!(
             "migrated {shown} ({}); rollout `{}` is at {} %",
             name_of(&store.backend()),
             ctx.feature,
@@ -652,7 +678,10 @@ async fn status(ctx: &Ctx) -> CliResult {
         ("max error rate", sourced(&config.max_error_rate, |r| pct(*r))),
         (
             "health window",
-            format!("{} h, at least {} jobs to roll back", config.monitoring_window_hours, config.min_jobs_for_rollback),
+            format!(
+                "{} h, at least {} jobs to roll back",
+                config.monitoring_window_hours, config.min_jobs_for_rollback
+            ),
         ),
         ("whitelist", list_summary(&config.target_repositories)),
         ("exclusions", list_summary(&config.excluded_repositories)),
@@ -661,14 +690,14 @@ async fn status(ctx: &Ctx) -> CliResult {
         ("state changed", time(&config.state_changed_at)),
         ("updated", time(&config.updated_at)),
     ];
-    print!("{}", pairs(&rows));
+    out!("{}", pairs(&rows));
     if !config.env_overrides.is_empty() {
-        println!();
+        outln!();
         let mut t = Table::new(["environment override", "field", "value"]);
         for o in &config.env_overrides {
             t.row([o.variable.to_owned(), o.field.to_owned(), o.value.clone()]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
     Ok(Exit::Ok)
 }
@@ -705,7 +734,10 @@ async fn stats(ctx: &Ctx) -> CliResult {
             "repositories",
             format!(
                 "{} known, {} categorised, {} eligible ({} categorised)",
-                s.total_repositories, s.categorized_repositories, s.eligible_repositories, s.eligible_categorized_repositories
+                s.total_repositories,
+                s.categorized_repositories,
+                s.eligible_repositories,
+                s.eligible_categorized_repositories
             ),
         ),
         ("participation", pct(s.participation_rate)),
@@ -722,29 +754,31 @@ async fn stats(ctx: &Ctx) -> CliResult {
         ),
         ("error trend", format!("{} over {} hours", name_of(&s.error_trend.direction), s.error_trend.points.len())),
     ];
-    print!("{}", pairs(&rows));
+    out!("{}", pairs(&rows));
     if let Some(cost) = &s.cost {
         let saving = cost.savings_percent.map_or(String::new(), |p| format!(" ({p:.1} %)"));
-        println!(
+        outln!(
             "cost:           {:.4} in the window; all on inngest {:.4}; saving {:.4}{saving}",
-            cost.window_cost, cost.all_inngest_cost, cost.savings
+            cost.window_cost,
+            cost.all_inngest_cost,
+            cost.savings
         );
     }
-    println!();
-    print!("{}", processors_table(&s.processors));
-    println!();
+    outln!();
+    out!("{}", processors_table(&s.processors));
+    outln!();
     let mut t = Table::new(["category", "repositories"]).right(1);
     for (c, n) in &s.categories {
         t.row([c.clone(), n.to_string()]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     if s.error_count > 0 {
-        println!();
+        outln!();
         let mut t = Table::new(["error kind", "errors"]).right(1);
         for (k, n) in s.errors_by_kind.iter().filter(|(_, n)| **n > 0) {
             t.row([k.clone(), n.to_string()]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
     Ok(Exit::Ok)
 }
@@ -753,14 +787,18 @@ async fn history(ctx: &Ctx, limit: u32) -> CliResult {
     let store = connect(ctx, false).await?;
     let shown = ctx.redacted();
     // the feature must exist; a typo in --feature must not read as an empty history
-    store.get_config(&ctx.feature).await.map_err(store_err(format!("cannot read the rollout `{}` in `{shown}`", ctx.feature)))?;
-    let rows = store.history(&ctx.feature, limit).await.map_err(store_err(format!("cannot read the history of `{shown}`")))?;
+    store
+        .get_config(&ctx.feature)
+        .await
+        .map_err(store_err(format!("cannot read the rollout `{}` in `{shown}`", ctx.feature)))?;
+    let rows =
+        store.history(&ctx.feature, limit).await.map_err(store_err(format!("cannot read the history of `{shown}`")))?;
     if ctx.json {
         print_json(&rows)?;
     } else if rows.is_empty() {
-        println!("no history for `{}`", ctx.feature);
+        outln!("no history for `{}`", ctx.feature);
     } else {
-        print!("{}", history_table(&rows));
+        out!("{}", history_table(&rows));
     }
     Ok(Exit::Ok)
 }
@@ -811,7 +849,7 @@ async fn set_percentage(ctx: &Ctx, percentage: &str, reason: &str) -> CliResult 
     if ctx.json {
         print_json(&change_json(&outcome, serde_json::json!({"rollout_percentage": p})))?;
     } else {
-        println!(
+        outln!(
             "percentage of `{}`: {} % → {} % ({})",
             ctx.feature,
             outcome.before.config.rollout_percentage,
@@ -828,11 +866,7 @@ fn confirm(question: &str) -> Result<bool, CliError> {
     let _ = write!(err, "{question} [y/N] ");
     let _ = err.flush();
     let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .context("cannot read the confirmation")
-        .map_err(CliError::usage)?;
+    std::io::stdin().lock().read_line(&mut answer).context("cannot read the confirmation").map_err(CliError::usage)?;
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
@@ -855,16 +889,17 @@ async fn emergency_stop(ctx: &Ctx, reason: &str, yes: bool) -> CliResult {
         }
     }
     let manager = open_for_changes(ctx).await?;
+    if manager.stored_config().config.emergency_stop {
+        return unchanged(ctx, "the emergency stop of `{}` is already on; nothing changed", true);
+    }
     let outcome = manager
         .emergency_stop(reason, &triggered_by())
         .await
         .map_err(manager_err(format!("cannot stop the rollout `{}`", ctx.feature)))?;
     if ctx.json {
         print_json(&change_json(&outcome, serde_json::json!({"emergency_stop": true})))?;
-    } else if outcome.before.config.emergency_stop {
-        println!("emergency stop of `{}` was already on ({})", ctx.feature, history_note(&outcome));
     } else {
-        println!(
+        outln!(
             "emergency stop of `{}` is on; the percentage stays {} % for `rollout resume` ({})",
             ctx.feature,
             outcome.after.config.rollout_percentage,
@@ -877,6 +912,10 @@ async fn emergency_stop(ctx: &Ctx, reason: &str, yes: bool) -> CliResult {
 async fn resume(ctx: &Ctx, reason: &str) -> CliResult {
     let reason = reason_arg(reason)?;
     let manager = open_for_changes(ctx).await?;
+    if !manager.stored_config().config.emergency_stop {
+        warn_override(crate::env::EMERGENCY_STOP, manager.overrides().emergency_stop == Some(true));
+        return unchanged(ctx, "the emergency stop of `{}` is not on; nothing to resume", false);
+    }
     let outcome = manager
         .resume(reason, &triggered_by())
         .await
@@ -885,12 +924,22 @@ async fn resume(ctx: &Ctx, reason: &str) -> CliResult {
     if ctx.json {
         print_json(&change_json(&outcome, serde_json::json!({"emergency_stop": false})))?;
     } else {
-        println!(
+        outln!(
             "emergency stop of `{}` is off; rolling out to {} % ({})",
             ctx.feature,
             outcome.after.config.rollout_percentage,
             history_note(&outcome)
         );
+    }
+    Ok(Exit::Ok)
+}
+
+/// A stop or resume with nothing to do: no change, no history row.
+fn unchanged(ctx: &Ctx, message: &str, emergency_stop: bool) -> CliResult {
+    if ctx.json {
+        print_json(&serde_json::json!({"applied": false, "emergency_stop": emergency_stop, "history": null}))?;
+    } else {
+        outln!("{}", message.replace("{}", &ctx.feature));
     }
     Ok(Exit::Ok)
 }
@@ -935,7 +984,7 @@ async fn list_edit(ctx: &Ctx, kind: ListKind, edit: ListEdit) -> CliResult {
         print_json(&change_json(&outcome, serde_json::json!({ key: after })))?;
     } else {
         let changed = after.len().abs_diff(before.len());
-        println!(
+        outln!(
             "{what} of `{}`: {} {} ({} now; {})",
             ctx.feature,
             if add { "added" } else { "removed" },
@@ -944,7 +993,7 @@ async fn list_edit(ctx: &Ctx, kind: ListKind, edit: ListEdit) -> CliResult {
             history_note(&outcome)
         );
         for id in &after {
-            println!("  {id}");
+            outln!("  {id}");
         }
     }
     Ok(Exit::Ok)
@@ -960,12 +1009,12 @@ async fn categorize(ctx: &Ctx, args: CategorizeArgs) -> CliResult {
         if ctx.json {
             print_json(&summary)?;
         } else {
-            println!("categorised {} of {} repositories", summary.categorized, summary.total);
+            outln!("categorised {} of {} repositories", summary.categorized, summary.total);
             let mut t = Table::new(["category", "repositories"]).right(1);
             for (c, n) in &summary.by_category {
                 t.row([c.clone(), n.to_string()]);
             }
-            print!("{}", t.render());
+            out!("{}", t.render());
         }
         if !summary.failed.is_empty() {
             return Err(CliError::unavailable(anyhow!(
@@ -992,7 +1041,7 @@ async fn categorize(ctx: &Ctx, args: CategorizeArgs) -> CliResult {
         doc.insert("repository_id".into(), id.clone().into());
         print_json(&doc)?;
     } else {
-        print!(
+        out!(
             "{}",
             pairs(&[
                 ("repository", id.clone()),
@@ -1008,12 +1057,8 @@ async fn categorize(ctx: &Ctx, args: CategorizeArgs) -> CliResult {
 
 async fn check_health(ctx: &Ctx, apply: bool) -> CliResult {
     let (manager, _policy) = open(ctx).await?;
-    let report = if apply {
-        manager.check_and_trigger_auto_rollback().await
-    } else {
-        manager.check_health().await
-    }
-    .map_err(manager_err(format!("cannot check the health of `{}`", ctx.feature)))?;
+    let report = if apply { manager.check_and_trigger_auto_rollback().await } else { manager.check_health().await }
+        .map_err(manager_err(format!("cannot check the health of `{}`", ctx.feature)))?;
     if ctx.json {
         print_json(&report)?;
     } else {
@@ -1028,7 +1073,7 @@ async fn check_health(ctx: &Ctx, apply: bool) -> CliResult {
         } else {
             report.action.clone()
         };
-        print!(
+        out!(
             "{}",
             pairs(&[
                 ("feature", report.feature_name.clone()),
@@ -1039,8 +1084,8 @@ async fn check_health(ctx: &Ctx, apply: bool) -> CliResult {
                 ("reason", report.reason.clone()),
             ])
         );
-        println!();
-        print!("{}", processors_table(&report.processors));
+        outln!();
+        out!("{}", processors_table(&report.processors));
     }
     Ok(match report.level.as_str() {
         "ok" => Exit::Ok,
@@ -1082,7 +1127,7 @@ async fn route(ctx: &Ctx, id: &str, job: &str) -> CliResult {
         print_json(&doc)?;
     } else {
         let e = &decision.eligibility;
-        print!(
+        out!(
             "{}",
             pairs(&[
                 ("repository", repository_id.clone()),
@@ -1097,7 +1142,8 @@ async fn route(ctx: &Ctx, id: &str, job: &str) -> CliResult {
 }
 
 async fn record(ctx: &Ctx, args: RecordArgs) -> CliResult {
-    let processor = Processor::parse(args.processor.trim()).map_err(|e| usage(format!("invalid `--processor`: {e}")))?;
+    let processor =
+        Processor::parse(args.processor.trim()).map_err(|e| usage(format!("invalid `--processor`: {e}")))?;
     let error_message = match args.error {
         Some(m) if m.trim().is_empty() => return Err(usage("invalid `--error`: the message must not be empty")),
         other => other,
@@ -1122,9 +1168,10 @@ async fn record(ctx: &Ctx, args: RecordArgs) -> CliResult {
             "error_message": error_message,
         }))?;
     } else {
-        let outcome = if success { "success".to_owned() } else { format!("error ({})", error_message.unwrap_or_default()) };
+        let outcome =
+            if success { "a success".to_owned() } else { format!("an error ({})", error_message.unwrap_or_default()) };
         let time = args.time_ms.map_or(String::new(), |ms| format!(" in {ms} ms"));
-        println!("recorded a {outcome} on {} for `{}`{time}", processor.as_str(), args.id);
+        outln!("recorded {outcome} on {} for `{}`{time}", processor.as_str(), args.id);
     }
     Ok(Exit::Ok)
 }
@@ -1136,7 +1183,7 @@ async fn demo_seed(ctx: &Ctx, options: crate::demo::DemoOptions) -> CliResult {
         print_json(&summary)?;
     } else {
         let categories: Vec<String> = summary.by_category.iter().map(|(c, n)| format!("{c} {n}")).collect();
-        println!(
+        outln!(
             "demo: {} repositories ({}); rollout at {} %{}; {} outcomes recorded{} (policy {})",
             summary.repositories,
             categories.join(", "),
@@ -1147,7 +1194,7 @@ async fn demo_seed(ctx: &Ctx, options: crate::demo::DemoOptions) -> CliResult {
             policy.line()
         );
         if let (Some(name), Some(id)) = (&summary.example_repository, &summary.example_repository_id) {
-            println!("example repository: {name} {id}");
+            outln!("example repository: {name} {id}");
         }
     }
     Ok(Exit::Ok)

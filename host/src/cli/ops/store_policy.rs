@@ -102,7 +102,13 @@ fn reason_of(reason: Option<&str>) -> Result<Option<&str>, CliError> {
     }
 }
 
-async fn upload(ctx: &Ctx, file: &std::path::Path, notes: Option<String>, activate: bool, reason: Option<&str>) -> CliResult {
+async fn upload(
+    ctx: &Ctx,
+    file: &std::path::Path,
+    notes: Option<String>,
+    activate: bool,
+    reason: Option<&str>,
+) -> CliResult {
     let reason = reason_of(reason)?;
     let bytes = std::fs::read(file)
         .with_context(|| format!("cannot read policy `{}`", file.display()))
@@ -142,11 +148,11 @@ async fn upload(ctx: &Ctx, file: &std::path::Path, notes: Option<String>, activa
             "previous_sha256": previous.flatten(),
         }))?;
     } else {
-        println!("uploaded {} {} (sha256 {}, {} bytes)", version.name, version.version, row.sha256, row.size);
+        outln!("uploaded {} {} (sha256 {}, {} bytes)", version.name, version.version, row.sha256, row.size);
         if activate {
-            println!("activated it; previously {}", previous.flatten().as_deref().map_or("the bundled policy", short));
+            outln!("activated it; previously {}", previous.flatten().as_deref().map_or("the bundled policy", short));
         } else {
-            println!("activate it with: rollout policy activate {}", short(&row.sha256));
+            outln!("activate it with: rollout policy activate {}", short(&row.sha256));
         }
     }
     Ok(Exit::Ok)
@@ -166,7 +172,12 @@ async fn list(ctx: &Ctx) -> CliResult {
     }
     if rows.is_empty() {
         let b = super::bundled_info();
-        println!("no stored policy versions; servers run the bundled {} {} (sha256 {})", b.name, b.version, short(&b.sha256));
+        outln!(
+            "no stored policy versions; servers run the bundled {} {} (sha256 {})",
+            b.name,
+            b.version,
+            short(&b.sha256)
+        );
         return Ok(Exit::Ok);
     }
     let mut t = Table::new(["", "sha256", "name", "version", "size", "uploaded", "by", "activated"]).right(4);
@@ -182,15 +193,18 @@ async fn list(ctx: &Ctx) -> CliResult {
             r.activated_at.map_or(String::new(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     if !rows.iter().any(|r| r.active) {
-        println!("(none active: servers run the bundled reference policy)");
+        outln!("(none active: servers run the bundled reference policy)");
     }
     Ok(Exit::Ok)
 }
 
 async fn versions(store: &Store, ctx: &Ctx) -> Result<Vec<PolicyVersionRow>, CliError> {
-    store.list_policy_versions().await.map_err(store_err(format!("cannot read the policy versions of `{}`", ctx.redacted())))
+    store
+        .list_policy_versions()
+        .await
+        .map_err(store_err(format!("cannot read the policy versions of `{}`", ctx.redacted())))
 }
 
 /// A full sha256 from a digest or a unique prefix of at least 6 hex digits.
@@ -205,8 +219,12 @@ async fn resolve(store: &Store, ctx: &Ctx, given: &str) -> Result<String, CliErr
         versions(store, ctx).await?.into_iter().map(|r| r.sha256).filter(|s| s.starts_with(&g)).collect();
     match matches.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(CliError::usage(anyhow!("unknown policy `{given}`: no stored version has this sha256 (see `rollout policy list`)"))),
-        _ => Err(CliError::usage(anyhow!("ambiguous policy `{given}`: {} stored versions start with it", matches.len()))),
+        [] => Err(CliError::usage(anyhow!(
+            "unknown policy `{given}`: no stored version has this sha256 (see `rollout policy list`)"
+        ))),
+        _ => {
+            Err(CliError::usage(anyhow!("ambiguous policy `{given}`: {} stored versions start with it", matches.len())))
+        }
     }
 }
 
@@ -246,7 +264,7 @@ async fn activate_cmd(ctx: &Ctx, given: &str, reason: Option<&str>) -> CliResult
             "previous_sha256": previous,
         }))?;
     } else {
-        println!(
+        outln!(
             "activated {} {} (sha256 {}); previously {}",
             version.name,
             version.version,
@@ -264,9 +282,8 @@ async fn revert(ctx: &Ctx, reason: Option<&str>) -> CliResult {
         .history(&ctx.feature, 1000)
         .await
         .map_err(store_err(format!("cannot read the history of `{}`", ctx.redacted())))?;
-    let last = history
-        .iter()
-        .find(|h| matches!(h.action, HistoryAction::PolicyActivated | HistoryAction::PolicyReverted));
+    let last =
+        history.iter().find(|h| matches!(h.action, HistoryAction::PolicyActivated | HistoryAction::PolicyReverted));
     let target = last
         .and_then(|h| h.metadata.pointer("/previous/policy_sha256"))
         .and_then(serde_json::Value::as_str)
@@ -283,7 +300,7 @@ async fn revert(ctx: &Ctx, reason: Option<&str>) -> CliResult {
             "previous_sha256": previous,
         }))?;
     } else {
-        println!(
+        outln!(
             "reverted to {} {} (sha256 {}); previously {}",
             version.name,
             version.version,
