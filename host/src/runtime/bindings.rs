@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
     world: "policy",
 });
 
-pub use rollout::policy::types as w;
+pub use self::rollout::policy::types as w;
 
 /// Domain config → WIT config.
 pub fn config_out(c: &p::Config) -> w::Config {
