@@ -1,7 +1,7 @@
 //! Decisions: eligibility, route, route batch. Memory only — no database round trip.
 
 use super::error::ApiResult;
-use super::input::{self, JsonObject};
+use super::input::{self, FastDecision, RawBody};
 use super::{AppState, Feature};
 use crate::engine::PolicyVersion;
 use axum::extract::{Path, State};
@@ -69,20 +69,37 @@ pub struct BatchView {
 fn repository(state: &AppState, feature: &Arc<Feature>, id: &str) -> Repository {
     let repo = feature.manager.repository(id);
     if repo.category.is_none() {
-        state.note_uncategorized(feature, id);
+        state.note_uncategorized(feature, &repo.id);
     }
     repo
+}
+
+/// The repository id and job of a decision request: the typed fast path, else the
+/// field-by-field checks whose errors name the field.
+fn decision_input(bytes: &[u8], with_job: bool) -> ApiResult<(String, Job)> {
+    if let Ok(fast) = serde_json::from_slice::<FastDecision<'_>>(bytes) {
+        if let Some(accepted) = fast.accept(with_job) {
+            return Ok(accepted);
+        }
+    }
+    let body = input::object(bytes)?;
+    if with_job {
+        input::only(&body, "", &["repository_id", "job"])?;
+        Ok((input::repository_uuid(&body, "")?, input::job(&body, "")?))
+    } else {
+        input::only(&body, "", &["repository_id"])?;
+        Ok((input::repository_uuid(&body, "")?, Job::default()))
+    }
 }
 
 /// `POST /v1/features/{feature}/eligibility` `{repository_id}`.
 pub async fn eligibility(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    JsonObject(body): JsonObject,
+    RawBody(bytes): RawBody,
 ) -> ApiResult<Json<EligibilityView>> {
     let feature = state.feature(&name).await?;
-    input::only(&body, "", &["repository_id"])?;
-    let id = input::repository_uuid(&body, "")?;
+    let (id, _) = decision_input(&bytes, false)?;
     let repo = repository(&state, &feature, &id);
     let policy = &state.inner.policy;
     let decision = policy.is_eligible(&feature.manager.snapshot(), &repo);
@@ -94,12 +111,10 @@ pub async fn eligibility(
 pub async fn route(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    JsonObject(body): JsonObject,
+    RawBody(bytes): RawBody,
 ) -> ApiResult<Json<RouteView>> {
     let feature = state.feature(&name).await?;
-    input::only(&body, "", &["repository_id", "job"])?;
-    let id = input::repository_uuid(&body, "")?;
-    let job = input::job(&body, "")?;
+    let (id, job) = decision_input(&bytes, true)?;
     let repo = repository(&state, &feature, &id);
     let policy = &state.inner.policy;
     let decision = policy.route(&feature.manager.snapshot(), &repo, &job);
@@ -111,7 +126,7 @@ pub async fn route(
 pub async fn route_batch(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    JsonObject(body): JsonObject,
+    input::JsonObject(body): input::JsonObject,
 ) -> ApiResult<Json<BatchView>> {
     let feature = state.feature(&name).await?;
     input::only(&body, "", &["requests"])?;

@@ -24,14 +24,87 @@ impl FromRequest<AppState> for JsonObject {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, state).await?;
-        if bytes.is_empty() {
-            return Err(ApiError::Malformed("the request body is empty: expected a JSON object".into()));
-        }
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(JsonObject(map)),
-            Ok(other) => Err(ApiError::Malformed(format!("the request body is {}: expected a JSON object", kind(&other)))),
-            Err(e) => Err(ApiError::Malformed(format!("the request body is not valid JSON: {e}"))),
-        }
+        object(&bytes).map(JsonObject)
+    }
+}
+
+/// Parse a body that must be a JSON object.
+pub fn object(bytes: &[u8]) -> ApiResult<Map<String, Value>> {
+    if bytes.is_empty() {
+        return Err(ApiError::Malformed("the request body is empty: expected a JSON object".into()));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(ApiError::Malformed(format!("the request body is {}: expected a JSON object", kind(&other)))),
+        Err(e) => Err(ApiError::Malformed(format!("the request body is not valid JSON: {e}"))),
+    }
+}
+
+/// A request body, unparsed (for handlers with a typed fast path).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        read_body(req, state).await.map(RawBody)
+    }
+}
+
+/// A job as the fast path reads it (borrowed, unknown fields refused).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastJob<'a> {
+    #[serde(borrow, default)]
+    job_type: Option<&'a str>,
+    #[serde(default)]
+    time_range_days: Option<u32>,
+    #[serde(default)]
+    pr_numbers: Option<Vec<u64>>,
+    #[serde(borrow, default)]
+    trigger_source: Option<&'a str>,
+    #[serde(default)]
+    max_items: Option<u32>,
+}
+
+/// A decision request as the fast path reads it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastDecision<'a> {
+    #[serde(borrow)]
+    repository_id: &'a str,
+    #[serde(borrow, default)]
+    job: Option<FastJob<'a>>,
+}
+
+impl FastDecision<'_> {
+    /// The canonical repository id and the job, when both are valid; `None` sends the
+    /// request to the field-by-field checks, which name what is wrong.
+    pub fn accept(&self, with_job: bool) -> Option<(String, Job)> {
+        let RepoId::Uuid(v) = RepoId::parse(self.repository_id.trim()) else { return None };
+        let job = match &self.job {
+            None => Job::default(),
+            Some(_) if !with_job => return None,
+            Some(j) => {
+                let trigger_source = match j.trigger_source {
+                    None => None,
+                    Some(t) => Some(TriggerSource::parse(t).ok()?),
+                };
+                let pr_numbers = j.pr_numbers.clone().unwrap_or_default();
+                if pr_numbers.len() > MAX_PR_NUMBERS {
+                    return None;
+                }
+                Job {
+                    job_type: j.job_type.map(str::to_owned),
+                    time_range_days: j.time_range_days,
+                    pr_numbers,
+                    trigger_source,
+                    max_items: j.max_items,
+                }
+            }
+        };
+        Some((uuid::Uuid::from_u128(v).to_string(), job))
     }
 }
 

@@ -225,6 +225,8 @@ pub struct Feature {
     pub counters: Arc<metrics::DecisionCounters>,
     /// Outcomes waiting for the database.
     buffer: Mutex<VecDeque<OutcomeInput>>,
+    /// Outcomes taken from the buffer and being written now.
+    flushing: std::sync::atomic::AtomicUsize,
     /// When the configuration was last read from (or written to) the database, unix ms.
     loaded_at_ms: AtomicI64,
     /// Set when outcomes were recorded since the last health check.
@@ -247,7 +249,7 @@ impl Feature {
 
     /// Outcomes waiting for the database.
     pub fn buffered(&self) -> usize {
-        self.buffer.lock().map_or(0, |b| b.len())
+        self.buffer.lock().map_or(0, |b| b.len()) + self.flushing.load(Ordering::Relaxed)
     }
 
     /// Note that the configuration was just read from the database.
@@ -294,6 +296,8 @@ pub(crate) struct Shared {
     /// Newly seen repositories, for background categorisation.
     uncategorized: mpsc::Sender<(Arc<Feature>, String)>,
     uncategorized_rx: Mutex<Option<mpsc::Receiver<(Arc<Feature>, String)>>>,
+    /// Repositories queued for categorisation recently (forgotten every ten minutes).
+    queued: Mutex<(std::collections::HashSet<u128>, Instant)>,
     /// The active policy digest in the database as last reconciled.
     seen_policy: Mutex<Option<String>>,
     /// Stored policy versions this process compiled and validated (or refused), by digest.
@@ -343,6 +347,7 @@ impl AppState {
                 health_kick: Notify::new(),
                 uncategorized: tx,
                 uncategorized_rx: Mutex::new(Some(rx)),
+                queued: Mutex::new((std::collections::HashSet::new(), Instant::now())),
                 seen_policy: Mutex::new(None),
                 prepared: Mutex::new(HashMap::new()),
             }),
@@ -369,6 +374,7 @@ impl AppState {
             manager,
             counters: self.inner.metrics.feature(name),
             buffer: Mutex::new(VecDeque::new()),
+            flushing: std::sync::atomic::AtomicUsize::new(0),
             loaded_at_ms: AtomicI64::new(now_ms()),
             health_due: AtomicBool::new(false),
             last_health: Mutex::new(None),
@@ -510,10 +516,31 @@ impl AppState {
     }
 
     async fn flush_feature(&self, feature: &Arc<Feature>) -> usize {
+        /// Only these errors drop an outcome: retrying cannot make them succeed.
+        fn refused(e: &ManagerError) -> bool {
+            matches!(
+                e,
+                ManagerError::Store(
+                    crate::store::StoreError::InvalidRepositoryId(_) | crate::store::StoreError::UnknownRepository(_)
+                )
+            )
+        }
+        let requeue = |outcomes: Vec<OutcomeInput>| {
+            if let Ok(mut b) = feature.buffer.lock() {
+                for o in outcomes.into_iter().rev() {
+                    b.push_front(o);
+                }
+            }
+            feature.flushing.store(0, Ordering::Relaxed);
+            feature.counters.set_buffered(feature.buffered());
+            feature.buffered()
+        };
         loop {
+            // counted as buffered until committed, so the status never shows them as gone early
             let chunk: Vec<OutcomeInput> = match feature.buffer.lock() {
                 Ok(mut b) if !b.is_empty() => {
                     let n = b.len().min(self.inner.options.max_batch);
+                    feature.flushing.store(n, Ordering::Relaxed);
                     b.drain(..n).collect()
                 }
                 _ => return 0,
@@ -526,34 +553,48 @@ impl AppState {
                     feature.health_due.store(true, Ordering::Relaxed);
                     self.inner.health_kick.notify_one();
                 }
-                Err(ManagerError::Store(e)) if error::is_unreachable(&e) => {
-                    let mut b = match feature.buffer.lock() {
-                        Ok(b) => b,
-                        Err(_) => return chunk.len(),
-                    };
-                    for o in chunk.into_iter().rev() {
-                        b.push_front(o);
-                    }
-                    feature.counters.set_buffered(b.len());
-                    return b.len();
-                }
-                Err(_) => {
-                    // a refusal (e.g. an owner/name that does not resolve): keep the others
+                Err(e) if refused(&e) => {
+                    // one bad outcome (an owner/name that does not resolve): keep the others
+                    let mut again = Vec::new();
                     for o in chunk {
                         let id = o.repository_id.clone();
-                        if let Err(e) = feature.manager.record_metrics(o).await {
-                            tracing::error!(feature = feature.name(), repository = %id, "dropped a buffered outcome: {e}");
+                        let one = feature.manager.record_metrics(o.clone()).await;
+                        self.inner.db.observe(&one);
+                        match one {
+                            Ok(()) => {}
+                            Err(e) if refused(&e) => {
+                                tracing::error!(feature = feature.name(), repository = %id, "dropped a buffered outcome: {e}");
+                            }
+                            Err(_) => again.push(o),
                         }
                     }
+                    if !again.is_empty() {
+                        return requeue(again);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(feature = feature.name(), "cannot flush buffered outcomes yet: {e}");
+                    return requeue(chunk);
                 }
             }
+            feature.flushing.store(0, Ordering::Relaxed);
             feature.counters.set_buffered(feature.buffered());
         }
     }
 
     /// Queue a repository with no category for background categorisation.
-    pub(crate) fn note_uncategorized(&self, feature: &Arc<Feature>, id: &str) {
-        let _ = self.inner.uncategorized.try_send((feature.clone(), id.to_owned()));
+    pub(crate) fn note_uncategorized(&self, feature: &Arc<Feature>, id: &rollout_policy::RepoId) {
+        let rollout_policy::RepoId::Uuid(v) = id else { return };
+        // the hot path never waits: when the set is busy, the next decision queues it
+        let Ok(mut queued) = self.inner.queued.try_lock() else { return };
+        if queued.1.elapsed() > Duration::from_secs(600) || queued.0.len() > 100_000 {
+            queued.0.clear();
+            queued.1 = Instant::now();
+        }
+        if queued.0.insert(*v) {
+            drop(queued);
+            let _ = self.inner.uncategorized.try_send((feature.clone(), uuid::Uuid::from_u128(*v).to_string()));
+        }
     }
 
     /// Check the `Authorization` header of a write.
