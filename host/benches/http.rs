@@ -33,6 +33,7 @@ impl Drop for ServerProcess {
     }
 }
 
+#[allow(clippy::zombie_processes, reason = "every failure path kills and waits; the success path hands the child to ServerProcess, whose drop waits")]
 fn start_server(db: &std::path::Path) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollout"))
         .arg("--database-url")
@@ -52,6 +53,7 @@ fn start_server(db: &std::path::Path) -> ServerProcess {
         line.clear();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || start.elapsed() > Duration::from_secs(120) {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("rollout serve did not start");
         }
         if let Some(rest) = line.split("listening on http://").nth(1) {
@@ -117,9 +119,13 @@ struct LoadResult {
 async fn load(addr: SocketAddr, connections: usize, duration: Duration) -> LoadResult {
     let requests: Vec<Vec<u8>> = (0..1024u128)
         .map(|i| {
-            let id = uuid::Uuid::from_u128(0x9e37_79b9_7f4a_4c15_8000_0000_0000_0000 ^ (i * 0x0001_0000_0001)).to_string();
+            let id =
+                uuid::Uuid::from_u128(0x9e37_79b9_7f4a_4c15_8000_0000_0000_0000 ^ (i * 0x0001_0000_0001)).to_string();
             let trigger = ["manual", "scheduled", "automatic"][(i % 3) as usize];
-            let body = format!("{{\"repository_id\":\"{id}\",\"job\":{{\"trigger_source\":\"{trigger}\",\"max_items\":{}}}}}", i % 100);
+            let body = format!(
+                "{{\"repository_id\":\"{id}\",\"job\":{{\"trigger_source\":\"{trigger}\",\"max_items\":{}}}}}",
+                i % 100
+            );
             request("POST", &format!("/v1/features/{FEATURE}/route"), &body, false)
         })
         .collect();
@@ -178,7 +184,12 @@ fn main() {
     rt.block_on(async {
         let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
         let mut buf = Vec::new();
-        let set = request("PUT", &format!("/v1/features/{FEATURE}/percentage"), "{\"percentage\":50,\"reason\":\"bench\"}", true);
+        let set = request(
+            "PUT",
+            &format!("/v1/features/{FEATURE}/percentage"),
+            "{\"percentage\":50,\"reason\":\"bench\"}",
+            true,
+        );
         assert_eq!(exchange(&mut stream, &set, &mut buf).await, 200, "{}", String::from_utf8_lossy(&buf));
     });
     std::thread::sleep(Duration::from_millis(if bench { 2000 } else { 200 }));

@@ -33,12 +33,17 @@ fn outcome(success: bool) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_keeps_decisions_buffers_outcomes_and_refuses_operations() {
-    let Some(base) = postgres_base("postgres_outage_keeps_decisions_buffers_outcomes_and_refuses_operations") else { return };
+    let Some(base) = postgres_base("postgres_outage_keeps_decisions_buffers_outcomes_and_refuses_operations") else {
+        return;
+    };
     let db = TestDatabase::postgres(&base).await.expect("a fresh Postgres database");
     let proxy = Proxy::start(postgres_addr(&db.url)).await;
-    let server = Server::start(&via(&db.url, proxy.addr), &["--reload-interval", "1", "--health-interval", "3600"], &[]);
+    let server =
+        Server::start(&via(&db.url, proxy.addr), &["--reload-interval", "1", "--health-interval", "3600"], &[]);
     let c = client();
-    let (s, v) = send(&c, Method::PUT, &feature(&server, "/percentage"), Some(json!({"percentage": 100, "reason": "all"}))).await;
+    let (s, v) =
+        send(&c, Method::PUT, &feature(&server, "/percentage"), Some(json!({"percentage": 100, "reason": "all"})))
+            .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = send(&c, Method::POST, &feature(&server, "/outcomes"), Some(outcome(true))).await;
     assert_eq!((s, v["durable"].as_bool()), (200, Some(true)), "{v}");
@@ -130,7 +135,8 @@ async fn sigterm_loses_nothing_acknowledged(database_url: &str, store: &Store) {
             }
         }));
     }
-    let progressed = poll(Duration::from_secs(30), || async { (acked.load(Ordering::SeqCst) >= 200).then_some(()) }).await;
+    let progressed =
+        poll(Duration::from_secs(30), || async { (acked.load(Ordering::SeqCst) >= 200).then_some(()) }).await;
     assert!(progressed.is_some(), "no outcomes were recorded");
     server.sigterm();
     let status = server.wait(Duration::from_secs(60));

@@ -55,7 +55,8 @@ async fn two_instances_on_one_database_serve_each_others_changes() {
     assert_eq!(v["eligible"], false, "0 % at start: {v}");
 
     // 25 % through A is served by B within 1 s
-    let (s, v) = send(&c, Method::PUT, &feature(&a, "/percentage"), Some(json!({"percentage": 25, "reason": "step 1"}))).await;
+    let (s, v) =
+        send(&c, Method::PUT, &feature(&a, "/percentage"), Some(json!({"percentage": 25, "reason": "step 1"}))).await;
     assert_eq!(s, 200, "{v}");
     let served = poll(Duration::from_secs(1), || async {
         let (_, v) = send(&c, Method::POST, &feature(&b, "/eligibility"), Some(json!({"repository_id": low}))).await;
@@ -81,11 +82,17 @@ async fn two_instances_on_one_database_serve_each_others_changes() {
     // the upload is announced: A compiles and validates it beside its requests
     let prepared = poll(Duration::from_secs(30), || async {
         let (_, v) = get(&c, &a.url("/v1/policies")).await;
-        v["versions"].as_array().unwrap().iter().any(|p| p["sha256"] == sha.as_str() && p["prepared_here"] == true).then_some(())
+        v["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["sha256"] == sha.as_str() && p["prepared_here"] == true)
+            .then_some(())
     })
     .await;
     assert!(prepared.is_some(), "A did not prepare the uploaded policy");
-    let (s, v) = send(&c, Method::POST, &b.url(&format!("/v1/policies/{sha}/activate")), Some(json!({"reason": "try"}))).await;
+    let (s, v) =
+        send(&c, Method::POST, &b.url(&format!("/v1/policies/{sha}/activate")), Some(json!({"reason": "try"}))).await;
     assert_eq!(s, 200, "{v}");
     let served = poll(Duration::from_secs(1), || async {
         let (_, v) = send(&c, Method::POST, &feature(&a, "/route"), Some(json!({"repository_id": low}))).await;
@@ -110,7 +117,8 @@ async fn two_instances_on_one_database_serve_each_others_changes() {
         let entries = v["entries"].as_array().unwrap();
         assert_eq!(count(entries, |e| e["action"] == "updated" && e["new_percentage"] == 25), 1, "{entries:?}");
         assert_eq!(
-            count(entries, |e| e["action"] == "policy_activated" && e["metadata"]["new"]["policy_sha256"] == sha.as_str()),
+            count(entries, |e| e["action"] == "policy_activated"
+                && e["metadata"]["new"]["policy_sha256"] == sha.as_str()),
             1,
             "{entries:?}"
         );

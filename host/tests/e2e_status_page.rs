@@ -74,7 +74,13 @@ async fn the_page_shows_the_new_percentage_after_a_change() {
     assert!(before.contains("id=\"error-chart\""), "the chart is in the DOM");
     assert!(before.contains("rollout-reference"), "the policy version is shown");
 
-    let (s, v) = send(&c, Method::PUT, &server.url("/v1/features/hybrid_progressive_capture/percentage"), Some(json!({"percentage": 42, "reason": "browser test"}))).await;
+    let (s, v) = send(
+        &c,
+        Method::PUT,
+        &server.url("/v1/features/hybrid_progressive_capture/percentage"),
+        Some(json!({"percentage": 42, "reason": "browser test"})),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
 
     let b = browser.clone();

@@ -52,7 +52,13 @@ async fn call_raw(router: &Router, req: Request<Body>) -> (StatusCode, String, O
     (status, String::from_utf8_lossy(&bytes).into_owned(), ctype)
 }
 
-async fn call(router: &Router, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {
+async fn call(
+    router: &Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -98,7 +104,10 @@ async fn decisions_carry_reason_rule_bucket_and_policy_version() {
     let (s, v) = call(r, "POST", &path("/route"), Some(body), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!((v["processor"].as_str(), v["rule"].as_str()), (Some("github_actions"), Some("scheduled_bulk")));
-    assert_eq!((v["eligible"].as_bool(), v["reason"].as_str(), v["bucket"].as_u64()), (Some(true), Some("in_percentage"), Some(59)));
+    assert_eq!(
+        (v["eligible"].as_bool(), v["reason"].as_str(), v["bucket"].as_u64()),
+        (Some(true), Some("in_percentage"), Some(59))
+    );
     assert_eq!(v["policy_version"]["name"], "rollout-reference");
 
     let batch = json!({"requests": [
@@ -115,7 +124,10 @@ async fn decisions_carry_reason_rule_bucket_and_policy_version() {
     // 0 %: outside, routed to inngest as not eligible
     write(r, "PUT", &path("/percentage"), json!({"percentage": 0})).await;
     let (_, v) = call(r, "POST", &path("/route"), Some(json!({"repository_id": REPO})), None).await;
-    assert_eq!((v["processor"].as_str(), v["rule"].as_str(), v["reason"].as_str()), (Some("inngest"), Some("not_eligible"), Some("outside_percentage")));
+    assert_eq!(
+        (v["processor"].as_str(), v["rule"].as_str(), v["reason"].as_str()),
+        (Some("inngest"), Some("not_eligible"), Some("outside_percentage"))
+    );
     fx.db.cleanup().await;
 }
 
@@ -123,28 +135,155 @@ async fn decisions_carry_reason_rule_bucket_and_policy_version() {
 async fn bad_inputs_answer_4xx_naming_the_field_and_the_allowed_values() {
     let fx = fixture().await;
     let r = &fx.router;
-    let cases: Vec<(&str, String, Value, StatusCode, Option<&str>, &str)> = vec![
-        ("PUT", path("/percentage"), json!({"percentage": 101}), StatusCode::BAD_REQUEST, Some("percentage"), "0 to 100"),
-        ("PUT", path("/percentage"), json!({"percentage": -1}), StatusCode::BAD_REQUEST, Some("percentage"), "0 to 100"),
-        ("PUT", path("/percentage"), json!({"percentage": "50"}), StatusCode::BAD_REQUEST, Some("percentage"), "integer"),
+    type Case<'a> = (&'a str, String, Value, StatusCode, Option<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "PUT",
+            path("/percentage"),
+            json!({"percentage": 101}),
+            StatusCode::BAD_REQUEST,
+            Some("percentage"),
+            "0 to 100",
+        ),
+        (
+            "PUT",
+            path("/percentage"),
+            json!({"percentage": -1}),
+            StatusCode::BAD_REQUEST,
+            Some("percentage"),
+            "0 to 100",
+        ),
+        (
+            "PUT",
+            path("/percentage"),
+            json!({"percentage": "50"}),
+            StatusCode::BAD_REQUEST,
+            Some("percentage"),
+            "integer",
+        ),
         ("PUT", path("/percentage"), json!({}), StatusCode::BAD_REQUEST, Some("percentage"), "required"),
-        ("PUT", path("/percentage"), json!({"percentage": 5, "colour": 1}), StatusCode::BAD_REQUEST, Some("colour"), "allowed fields are percentage, reason"),
-        ("POST", path("/route"), json!({"repository_id": REPO, "job": {"trigger_source": "cron"}}), StatusCode::BAD_REQUEST, Some("job.trigger_source"), "manual, scheduled, automatic"),
-        ("POST", path("/route"), json!({"repository_id": "6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c1x"}), StatusCode::BAD_REQUEST, Some("repository_id"), "not a UUID"),
+        (
+            "PUT",
+            path("/percentage"),
+            json!({"percentage": 5, "colour": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("colour"),
+            "allowed fields are percentage, reason",
+        ),
+        (
+            "POST",
+            path("/route"),
+            json!({"repository_id": REPO, "job": {"trigger_source": "cron"}}),
+            StatusCode::BAD_REQUEST,
+            Some("job.trigger_source"),
+            "manual, scheduled, automatic",
+        ),
+        (
+            "POST",
+            path("/route"),
+            json!({"repository_id": "6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c1x"}),
+            StatusCode::BAD_REQUEST,
+            Some("repository_id"),
+            "not a UUID",
+        ),
         ("POST", path("/route"), json!({"job": {}}), StatusCode::BAD_REQUEST, Some("repository_id"), "required"),
-        ("POST", path("/route"), json!({"repository_id": REPO, "job": {"time_range_days": 1.5}}), StatusCode::BAD_REQUEST, Some("job.time_range_days"), "integer"),
-        ("POST", path("/route/batch"), json!({"requests": []}), StatusCode::BAD_REQUEST, Some("requests"), "at least one"),
-        ("POST", path("/route/batch"), json!({"requests": [{"repository_id": REPO}, {"repository_id": "nope"}]}), StatusCode::BAD_REQUEST, Some("requests[1].repository_id"), "not a UUID"),
-        ("POST", path("/outcomes"), json!({"repository_id": REPO, "processor_type": "lambda", "success": true}), StatusCode::BAD_REQUEST, Some("processor_type"), "inngest, github_actions"),
-        ("POST", path("/outcomes"), json!({"repository_id": REPO, "processor_type": "inngest"}), StatusCode::BAD_REQUEST, Some("success"), "true or false"),
-        ("POST", path("/outcomes"), json!({"outcomes": [{"repository_id": "not an id", "processor_type": "inngest", "success": true}]}), StatusCode::BAD_REQUEST, Some("outcomes[0].repository_id"), "UUID or owner/name"),
+        (
+            "POST",
+            path("/route"),
+            json!({"repository_id": REPO, "job": {"time_range_days": 1.5}}),
+            StatusCode::BAD_REQUEST,
+            Some("job.time_range_days"),
+            "integer",
+        ),
+        (
+            "POST",
+            path("/route/batch"),
+            json!({"requests": []}),
+            StatusCode::BAD_REQUEST,
+            Some("requests"),
+            "at least one",
+        ),
+        (
+            "POST",
+            path("/route/batch"),
+            json!({"requests": [{"repository_id": REPO}, {"repository_id": "nope"}]}),
+            StatusCode::BAD_REQUEST,
+            Some("requests[1].repository_id"),
+            "not a UUID",
+        ),
+        (
+            "POST",
+            path("/outcomes"),
+            json!({"repository_id": REPO, "processor_type": "lambda", "success": true}),
+            StatusCode::BAD_REQUEST,
+            Some("processor_type"),
+            "inngest, github_actions",
+        ),
+        (
+            "POST",
+            path("/outcomes"),
+            json!({"repository_id": REPO, "processor_type": "inngest"}),
+            StatusCode::BAD_REQUEST,
+            Some("success"),
+            "true or false",
+        ),
+        (
+            "POST",
+            path("/outcomes"),
+            json!({"outcomes": [{"repository_id": "not an id", "processor_type": "inngest", "success": true}]}),
+            StatusCode::BAD_REQUEST,
+            Some("outcomes[0].repository_id"),
+            "UUID or owner/name",
+        ),
         ("POST", path("/emergency-stop"), json!({}), StatusCode::BAD_REQUEST, Some("reason"), "required"),
-        ("POST", path("/whitelist/add"), json!({"repository_ids": ["zzz"]}), StatusCode::BAD_REQUEST, Some("repository_ids[0]"), "UUID or owner/name"),
-        ("POST", path("/whitelist/add"), json!({"repository_ids": ["octo/missing"]}), StatusCode::NOT_FOUND, Some("repository_ids"), "octo/missing"),
-        ("PUT", path("/auto-rollback"), json!({"enabled": "yes"}), StatusCode::BAD_REQUEST, Some("enabled"), "true or false"),
-        ("POST", "/v1/policies/xyz/activate".into(), json!({}), StatusCode::BAD_REQUEST, Some("sha256"), "64 hexadecimal"),
-        ("POST", format!("/v1/policies/{}/activate", "a".repeat(64)), json!({}), StatusCode::NOT_FOUND, Some("sha256"), "unknown policy"),
-        ("POST", "/v1/features/nope/route".into(), json!({"repository_id": REPO}), StatusCode::NOT_FOUND, Some("feature"), "unknown feature `nope`"),
+        (
+            "POST",
+            path("/whitelist/add"),
+            json!({"repository_ids": ["zzz"]}),
+            StatusCode::BAD_REQUEST,
+            Some("repository_ids[0]"),
+            "UUID or owner/name",
+        ),
+        (
+            "POST",
+            path("/whitelist/add"),
+            json!({"repository_ids": ["octo/missing"]}),
+            StatusCode::NOT_FOUND,
+            Some("repository_ids"),
+            "octo/missing",
+        ),
+        (
+            "PUT",
+            path("/auto-rollback"),
+            json!({"enabled": "yes"}),
+            StatusCode::BAD_REQUEST,
+            Some("enabled"),
+            "true or false",
+        ),
+        (
+            "POST",
+            "/v1/policies/xyz/activate".into(),
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            Some("sha256"),
+            "64 hexadecimal",
+        ),
+        (
+            "POST",
+            format!("/v1/policies/{}/activate", "a".repeat(64)),
+            json!({}),
+            StatusCode::NOT_FOUND,
+            Some("sha256"),
+            "unknown policy",
+        ),
+        (
+            "POST",
+            "/v1/features/nope/route".into(),
+            json!({"repository_id": REPO}),
+            StatusCode::NOT_FOUND,
+            Some("feature"),
+            "unknown feature `nope`",
+        ),
     ];
     for (method, p, body, status, field, needle) in cases {
         let (s, v) = write(r, method, &p, body.clone()).await;
@@ -201,7 +340,12 @@ async fn writes_need_the_service_token_and_reads_are_public() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let outcome = json!({"repository_id": REPO, "processor_type": "inngest", "success": true});
     assert_eq!(call(r, "POST", &path("/outcomes"), Some(outcome), None).await.0, StatusCode::UNAUTHORIZED);
-    let req = Request::builder().method("POST").uri("/v1/policies").header(header::CONTENT_TYPE, "application/wasm").body(Body::from(BUNDLED_POLICY)).unwrap();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/policies")
+        .header(header::CONTENT_TYPE, "application/wasm")
+        .body(Body::from(BUNDLED_POLICY))
+        .unwrap();
     assert_eq!(call_raw(r, req).await.0, StatusCode::UNAUTHORIZED);
     // nothing changed
     let (_, v) = get(r, &path("")).await;
@@ -250,7 +394,8 @@ async fn every_operation_is_audited_once_with_its_reason() {
         .filter(|e| e["triggered_by"] == "http")
         .map(|e| (e["action"].as_str().unwrap(), e["reason"].as_str().unwrap()))
         .collect();
-    let expected: Vec<(&str, String)> = ops.iter().enumerate().rev().map(|(i, (_, _, _, a))| (*a, format!("r{}", i + 1))).collect();
+    let expected: Vec<(&str, String)> =
+        ops.iter().enumerate().rev().map(|(i, (_, _, _, a))| (*a, format!("r{}", i + 1))).collect();
     assert_eq!(ours.len(), expected.len(), "exactly one row per operation, newest first: {ours:?}");
     for ((a, r), (ea, er)) in ours.iter().zip(&expected) {
         assert_eq!((*a, *r), (*ea, er.as_str()));
@@ -275,7 +420,13 @@ async fn every_operation_is_audited_once_with_its_reason() {
 async fn acknowledged_outcomes_are_durable() {
     let fx = fixture().await;
     let r = &fx.router;
-    let (s, v) = write(r, "POST", &path("/outcomes"), json!({"repository_id": REPO, "processor_type": "inngest", "success": true, "processing_time_ms": 40})).await;
+    let (s, v) = write(
+        r,
+        "POST",
+        &path("/outcomes"),
+        json!({"repository_id": REPO, "processor_type": "inngest", "success": true, "processing_time_ms": 40}),
+    )
+    .await;
     assert_eq!((s, v["durable"].as_bool(), v["recorded"].as_u64()), (StatusCode::OK, Some(true), Some(1)), "{v}");
     let batch: Vec<Value> = (0..5)
         .map(|i| json!({"repository_id": REPO, "processor_type": "github_actions", "success": i % 2 == 0, "error_message": "rate limit"}))
@@ -309,7 +460,13 @@ async fn a_rollback_lands_within_a_second_of_the_outcome_that_crosses_the_thresh
     assert_eq!(v["config"]["rollout_percentage"]["value"], 50, "no rollback before 10 jobs");
 
     // the tenth crosses it
-    let (s, _) = write(r, "POST", &path("/outcomes"), json!({"repository_id": REPO, "processor_type": "github_actions", "success": false})).await;
+    let (s, _) = write(
+        r,
+        "POST",
+        &path("/outcomes"),
+        json!({"repository_id": REPO, "processor_type": "github_actions", "success": false}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let crossed = Instant::now();
     let rolled = e2e_support::poll(Duration::from_secs(1), || async {
@@ -320,7 +477,8 @@ async fn a_rollback_lands_within_a_second_of_the_outcome_that_crosses_the_thresh
     assert!(rolled.is_some(), "no rollback within 1 s of the crossing outcome");
     assert!(crossed.elapsed() < Duration::from_millis(1500));
     let (_, v) = get(r, &path("/history?limit=10")).await;
-    let rollbacks: Vec<&Value> = v["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "rollback").collect();
+    let rollbacks: Vec<&Value> =
+        v["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "rollback").collect();
     assert_eq!(rollbacks.len(), 1);
     assert_eq!(rollbacks[0]["previous_percentage"], 50);
     assert_eq!(rollbacks[0]["triggered_by"], "auto_rollback");
@@ -336,7 +494,8 @@ async fn check_health_reports_and_acts() {
     let fx = fixture().await;
     let r = &fx.router;
     write(r, "PUT", &path("/percentage"), json!({"percentage": 30})).await;
-    let errors: Vec<Value> = (0..12).map(|i| json!({"repository_id": REPO, "processor_type": "inngest", "success": i < 2})).collect();
+    let errors: Vec<Value> =
+        (0..12).map(|i| json!({"repository_id": REPO, "processor_type": "inngest", "success": i < 2})).collect();
     write(r, "POST", &path("/outcomes"), json!({"outcomes": errors})).await;
     let (s, v) = write(r, "POST", &path("/check-health"), json!({"apply": false})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -365,7 +524,9 @@ async fn upload(router: &Router, bytes: &[u8], ctype: &str) -> (StatusCode, Valu
 
 #[tokio::test]
 async fn policies_are_uploaded_validated_activated_and_reverted_with_audit() {
-    let Some(example) = e2e_support::example_policy("policies_are_uploaded_validated_activated_and_reverted_with_audit") else {
+    let Some(example) =
+        e2e_support::example_policy("policies_are_uploaded_validated_activated_and_reverted_with_audit")
+    else {
         return;
     };
     let fx = fixture().await;
@@ -386,7 +547,8 @@ async fn policies_are_uploaded_validated_activated_and_reverted_with_audit() {
     assert_eq!(v["versions"].as_array().unwrap().len(), 1);
     assert_eq!(v["serving"]["name"], "rollout-reference", "upload does not activate");
 
-    let (s, v) = call(r, "POST", &format!("/v1/policies/{sha}/activate"), Some(json!({"reason": "try it"})), Some(TOKEN)).await;
+    let (s, v) =
+        call(r, "POST", &format!("/v1/policies/{sha}/activate"), Some(json!({"reason": "try it"})), Some(TOKEN)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["serving"]["sha256"], sha.as_str());
     let (_, v) = call(r, "POST", &path("/route"), Some(json!({"repository_id": REPO})), None).await;
@@ -421,7 +583,10 @@ async fn not_ready_until_a_policy_is_loaded_and_decisions_fall_back() {
     assert_eq!(get(r, "/healthz").await.0, StatusCode::OK);
     let (s, v) = call(r, "POST", &path("/route"), Some(json!({"repository_id": REPO})), None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((v["processor"].as_str(), v["rule"].as_str(), v["policy_version"].is_null()), (Some("inngest"), Some("policy_error"), true));
+    assert_eq!(
+        (v["processor"].as_str(), v["rule"].as_str(), v["policy_version"].is_null()),
+        (Some("inngest"), Some("policy_error"), true)
+    );
     let (_, text, _) = call_raw(r, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert!(text.contains(&format!("rollout_fallback_decisions_total{{feature=\"{F}\"}} 1")), "{text}");
     assert!(text.contains("rollout_ready 0"));
@@ -432,7 +597,8 @@ async fn not_ready_until_a_policy_is_loaded_and_decisions_fall_back() {
 
 #[tokio::test]
 async fn status_marks_environment_overrides_and_the_page_shows_the_configuration() {
-    let overrides = rollout::env::EnvOverrides::from_lookup(|k| (k == "HYBRID_MAX_ERROR_RATE").then(|| "7.5".to_owned())).unwrap();
+    let overrides =
+        rollout::env::EnvOverrides::from_lookup(|k| (k == "HYBRID_MAX_ERROR_RATE").then(|| "7.5".to_owned())).unwrap();
     let fx = fixture_with(Some(TOKEN), true, |o| o.overrides = overrides).await;
     let r = &fx.router;
     write(r, "PUT", &path("/percentage"), json!({"percentage": 35, "reason": "page test"})).await;
@@ -464,7 +630,10 @@ async fn newly_seen_repositories_are_categorised_in_the_background() {
     let stats = rollout_policy::RepositoryStats { star_count: 0, contributor_count: 1, pr_count: 3 };
     let id = fx.db.store.upsert_repository("octo", "tiny", &stats).await.unwrap().to_string();
     let manager = &fx.state.features()[0].manager;
-    let patch = rollout::store::ConfigPatch { rollout_strategy: Some(rollout_policy::Strategy::RepositorySize), ..Default::default() };
+    let patch = rollout::store::ConfigPatch {
+        rollout_strategy: Some(rollout_policy::Strategy::RepositorySize),
+        ..Default::default()
+    };
     manager.update(patch, Some("by size"), "test").await.unwrap();
     write(r, "PUT", &path("/percentage"), json!({"percentage": 10})).await;
 

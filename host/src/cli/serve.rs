@@ -91,7 +91,10 @@ async fn connect(url: &str) -> Result<Store, CliError> {
             .map_err(CliError::unavailable)?;
         Ok(Store::Postgres(pool))
     } else {
-        Store::connect(url).await.with_context(|| format!("cannot open the database `{shown}`")).map_err(CliError::unavailable)
+        Store::connect(url)
+            .await
+            .with_context(|| format!("cannot open the database `{shown}`"))
+            .map_err(CliError::unavailable)
     }
 }
 
@@ -102,7 +105,8 @@ async fn load_policy(
     store: &Store,
     file: Option<&PathBuf>,
 ) -> Result<(Option<StartupPolicy>, Option<String>), CliError> {
-    let versions = store.list_policy_versions().await.context("cannot read the policy versions").map_err(CliError::unavailable)?;
+    let versions =
+        store.list_policy_versions().await.context("cannot read the policy versions").map_err(CliError::unavailable)?;
     let active = versions.into_iter().find(|v| v.active).map(|v| v.sha256);
     let bundled = || StartupPolicy { source: "bundled".into(), bytes: Arc::new(BUNDLED_POLICY.to_vec()) };
     let load = |bytes: Arc<Vec<u8>>, source: String| {
@@ -127,7 +131,8 @@ async fn load_policy(
         return Ok((Some(StartupPolicy { source, bytes }), active));
     }
     if let Some(sha) = &active {
-        let stored = store.policy_bytes(sha).await.context("cannot read the active policy").map_err(CliError::unavailable)?;
+        let stored =
+            store.policy_bytes(sha).await.context("cannot read the active policy").map_err(CliError::unavailable)?;
         match stored {
             Some(bytes) => match load(Arc::new(bytes), format!("database {sha}")).await {
                 Ok(_) => return Ok((Some(bundled()), active)),
@@ -209,7 +214,10 @@ async fn serve(args: ServeArgs, url: String, feature: String) -> CliResult {
     }
     println!(
         "rollout serve: listening on http://{addr} (feature `{feature}`, policy {}, database {}, writes {})",
-        policy.map_or_else(|| "none".to_owned(), |p| format!("{} {} {}", p.name, p.version, p.sha256.get(..12).unwrap_or(""))),
+        policy.map_or_else(
+            || "none".to_owned(),
+            |p| format!("{} {} {}", p.name, p.version, p.sha256.get(..12).unwrap_or(""))
+        ),
         redact_url(&url),
         if token.is_some() { "enabled" } else { "disabled" },
     );

@@ -169,7 +169,9 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Database { context, source } => {
                 if let Some(constraint) = source.as_database_error().and_then(|d| d.constraint()) {
-                    return ApiError::Conflict(format!("the change conflicts with `{constraint}`: {context} was refused"));
+                    return ApiError::Conflict(format!(
+                        "the change conflicts with `{constraint}`: {context} was refused"
+                    ));
                 }
                 tracing::error!("database error: {context}: {source}");
                 ApiError::Internal(format!("the database refused to {context}; see the server log"))
@@ -196,9 +198,10 @@ impl From<ManagerError> for ApiError {
             ManagerError::InvalidPercentage(p) => {
                 ApiError::invalid("percentage", format!("`{p}` is out of range: allowed an integer from 0 to 100"))
             }
-            ManagerError::NoIds => {
-                ApiError::invalid("repository_ids", "no repository ids given: allowed a non-empty list of UUIDs or owner/name")
-            }
+            ManagerError::NoIds => ApiError::invalid(
+                "repository_ids",
+                "no repository ids given: allowed a non-empty list of UUIDs or owner/name",
+            ),
         }
     }
 }

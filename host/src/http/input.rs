@@ -122,7 +122,9 @@ impl FromRequest<AppState> for MaybeJsonObject {
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(MaybeJsonObject(Some(map))),
-            Ok(other) => Err(ApiError::Malformed(format!("the request body is {}: expected a JSON object", kind(&other)))),
+            Ok(other) => {
+                Err(ApiError::Malformed(format!("the request body is {}: expected a JSON object", kind(&other))))
+            }
             Err(e) => Err(ApiError::Malformed(format!("the request body is not valid JSON: {e}"))),
         }
     }
@@ -182,7 +184,9 @@ fn present<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 pub fn string<'a>(obj: &'a Map<String, Value>, prefix: &str, name: &str) -> ApiResult<&'a str> {
     match present(obj, name) {
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(ApiError::invalid(path(prefix, name), format!("`{name}` is {}: expected a string", kind(other)))),
+        Some(other) => {
+            Err(ApiError::invalid(path(prefix, name), format!("`{name}` is {}: expected a string", kind(other))))
+        }
         None => Err(ApiError::invalid(path(prefix, name), format!("`{name}` is required"))),
     }
 }
@@ -192,7 +196,9 @@ pub fn opt_string<'a>(obj: &'a Map<String, Value>, prefix: &str, name: &str) -> 
     match present(obj, name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ApiError::invalid(path(prefix, name), format!("`{name}` is {}: expected a string", kind(other)))),
+        Some(other) => {
+            Err(ApiError::invalid(path(prefix, name), format!("`{name}` is {}: expected a string", kind(other))))
+        }
     }
 }
 
@@ -250,7 +256,10 @@ pub fn repository_uuid(obj: &Map<String, Value>, prefix: &str) -> ApiResult<Stri
         RepoId::Uuid(v) => Ok(uuid::Uuid::from_u128(v).to_string()),
         RepoId::Text(_) => Err(ApiError::invalid(
             field,
-            format!("`{}` is not a UUID: expected the repository's id, e.g. 6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11", clip(s)),
+            format!(
+                "`{}` is not a UUID: expected the repository's id, e.g. 6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11",
+                clip(s)
+            ),
         )),
     }
 }
@@ -311,7 +320,10 @@ pub fn job(obj: &Map<String, Value>, prefix: &str) -> ApiResult<Job> {
             out
         }
         Some(other) => {
-            return Err(ApiError::invalid(pr_field, format!("`pr_numbers` is {}: expected a list of PR numbers", kind(other))))
+            return Err(ApiError::invalid(
+                pr_field,
+                format!("`pr_numbers` is {}: expected a list of PR numbers", kind(other)),
+            ))
         }
     };
     Ok(Job { job_type, time_range_days, pr_numbers, trigger_source, max_items })

@@ -122,8 +122,7 @@ impl DecisionCounters {
 const METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OTHER"];
 
 /// Upper bounds of the latency histogram, in seconds.
-const BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -133,7 +132,11 @@ struct Histogram {
 
 impl Histogram {
     fn new() -> Histogram {
-        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), count: AtomicU64::new(0), sum_ns: AtomicU64::new(0) }
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
     }
 
     fn observe(&self, d: Duration) {
@@ -237,13 +240,21 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         let features = read(&self.features).clone();
 
-        let _ = writeln!(out, "# HELP rollout_decisions_total Routing decisions by feature, processor, rule and eligibility reason.");
+        let _ = writeln!(
+            out,
+            "# HELP rollout_decisions_total Routing decisions by feature, processor, rule and eligibility reason."
+        );
         let _ = writeln!(out, "# TYPE rollout_decisions_total counter");
         for (feature, c) in &features {
             for (pi, p) in Processor::ALL.iter().enumerate() {
                 for (ri, r) in RouteRule::ALL.iter().enumerate() {
                     for (ei, e) in EligibilityReason::ALL.iter().enumerate() {
-                        let n = c.routes.get(pi).and_then(|a| a.get(ri)).and_then(|a| a.get(ei)).map_or(0, |x| x.load(Relaxed));
+                        let n = c
+                            .routes
+                            .get(pi)
+                            .and_then(|a| a.get(ri))
+                            .and_then(|a| a.get(ei))
+                            .map_or(0, |x| x.load(Relaxed));
                         if n > 0 {
                             let _ = writeln!(
                                 out,
@@ -255,7 +266,10 @@ impl Metrics {
                 }
             }
         }
-        let _ = writeln!(out, "# HELP rollout_eligibility_decisions_total Eligibility decisions by feature, outcome and reason.");
+        let _ = writeln!(
+            out,
+            "# HELP rollout_eligibility_decisions_total Eligibility decisions by feature, outcome and reason."
+        );
         let _ = writeln!(out, "# TYPE rollout_eligibility_decisions_total counter");
         for (feature, c) in &features {
             for (eligible, per_reason) in c.eligibility.iter().enumerate() {
@@ -272,12 +286,17 @@ impl Metrics {
                 }
             }
         }
-        let _ = writeln!(out, "# HELP rollout_fallback_decisions_total Decisions answered with the policy_error fallback.");
+        let _ =
+            writeln!(out, "# HELP rollout_fallback_decisions_total Decisions answered with the policy_error fallback.");
         let _ = writeln!(out, "# TYPE rollout_fallback_decisions_total counter");
         for (feature, c) in &features {
-            let _ = writeln!(out, "rollout_fallback_decisions_total{{feature=\"{}\"}} {}", escape(feature), c.fallbacks());
+            let _ =
+                writeln!(out, "rollout_fallback_decisions_total{{feature=\"{}\"}} {}", escape(feature), c.fallbacks());
         }
-        let _ = writeln!(out, "# HELP rollout_error_rate_percent Error rate over the health window at the last health check.");
+        let _ = writeln!(
+            out,
+            "# HELP rollout_error_rate_percent Error rate over the health window at the last health check."
+        );
         let _ = writeln!(out, "# TYPE rollout_error_rate_percent gauge");
         for (feature, c) in &features {
             let _ = writeln!(
@@ -288,18 +307,32 @@ impl Metrics {
             );
             for (pi, p) in Processor::ALL.iter().enumerate() {
                 let rate = c.processor_error_rate.get(pi).map_or(0.0, |x| f64::from_bits(x.load(Relaxed)));
-                let _ = writeln!(out, "rollout_error_rate_percent{{feature=\"{}\",processor=\"{p}\"}} {rate}", escape(feature));
+                let _ = writeln!(
+                    out,
+                    "rollout_error_rate_percent{{feature=\"{}\",processor=\"{p}\"}} {rate}",
+                    escape(feature)
+                );
             }
         }
         let _ = writeln!(out, "# HELP rollout_rollbacks_total Automatic rollbacks this process carried out.");
         let _ = writeln!(out, "# TYPE rollout_rollbacks_total counter");
         for (feature, c) in &features {
-            let _ = writeln!(out, "rollout_rollbacks_total{{feature=\"{}\"}} {}", escape(feature), c.rollbacks.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "rollout_rollbacks_total{{feature=\"{}\"}} {}",
+                escape(feature),
+                c.rollbacks.load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP rollout_outcomes_buffered Outcomes waiting for the database.");
         let _ = writeln!(out, "# TYPE rollout_outcomes_buffered gauge");
         for (feature, c) in &features {
-            let _ = writeln!(out, "rollout_outcomes_buffered{{feature=\"{}\"}} {}", escape(feature), c.buffered.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "rollout_outcomes_buffered{{feature=\"{}\"}} {}",
+                escape(feature),
+                c.buffered.load(Relaxed)
+            );
         }
 
         let _ = writeln!(out, "# HELP rollout_policy_info The policy serving now.");
@@ -313,25 +346,38 @@ impl Metrics {
                 escape(&p.sha256)
             );
         }
-        let _ = writeln!(out, "# HELP rollout_policy_swaps_total Policy activations in this process (loads and reverts).");
+        let _ =
+            writeln!(out, "# HELP rollout_policy_swaps_total Policy activations in this process (loads and reverts).");
         let _ = writeln!(out, "# TYPE rollout_policy_swaps_total counter");
         let _ = writeln!(out, "rollout_policy_swaps_total {}", inputs.swaps);
-        let _ = writeln!(out, "# HELP rollout_policy_auto_reverts_total New policy versions reverted for falling back too often.");
+        let _ = writeln!(
+            out,
+            "# HELP rollout_policy_auto_reverts_total New policy versions reverted for falling back too often."
+        );
         let _ = writeln!(out, "# TYPE rollout_policy_auto_reverts_total counter");
         let _ = writeln!(out, "rollout_policy_auto_reverts_total {}", inputs.auto_reverts);
-        let _ = writeln!(out, "# HELP rollout_policy_missing_fallbacks_total Decisions that fell back because no policy was loaded.");
+        let _ = writeln!(
+            out,
+            "# HELP rollout_policy_missing_fallbacks_total Decisions that fell back because no policy was loaded."
+        );
         let _ = writeln!(out, "# TYPE rollout_policy_missing_fallbacks_total counter");
         let _ = writeln!(out, "rollout_policy_missing_fallbacks_total {}", inputs.fallbacks_without_policy);
         let _ = writeln!(out, "# HELP rollout_database_up Whether the database answered the last time it was asked.");
         let _ = writeln!(out, "# TYPE rollout_database_up gauge");
         let _ = writeln!(out, "rollout_database_up {}", u8::from(inputs.database_up));
-        let _ = writeln!(out, "# HELP rollout_config_age_seconds Seconds since the configuration was last read from the database.");
+        let _ = writeln!(
+            out,
+            "# HELP rollout_config_age_seconds Seconds since the configuration was last read from the database."
+        );
         let _ = writeln!(out, "# TYPE rollout_config_age_seconds gauge");
         let _ = writeln!(out, "rollout_config_age_seconds {:.3}", inputs.config_age_seconds);
         let _ = writeln!(out, "# HELP rollout_ready Whether a policy and the configuration are loaded.");
         let _ = writeln!(out, "# TYPE rollout_ready gauge");
         let _ = writeln!(out, "rollout_ready {}", u8::from(inputs.ready));
-        let _ = writeln!(out, "# HELP rollout_config_reloads_total Configuration reloads (notifications and periodic re-reads).");
+        let _ = writeln!(
+            out,
+            "# HELP rollout_config_reloads_total Configuration reloads (notifications and periodic re-reads)."
+        );
         let _ = writeln!(out, "# TYPE rollout_config_reloads_total counter");
         let _ = writeln!(out, "rollout_config_reloads_total {}", self.config_reloads.load(Relaxed));
         let _ = writeln!(out, "# HELP rollout_change_notifications_total Change notifications received from Postgres.");
@@ -341,28 +387,34 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE rollout_health_checks_total counter");
         let _ = writeln!(out, "rollout_health_checks_total {}", self.health_checks.load(Relaxed));
 
-        let _ = writeln!(out, "# HELP rollout_http_request_duration_seconds Time to answer HTTP requests, by method and route.");
+        let _ = writeln!(
+            out,
+            "# HELP rollout_http_request_duration_seconds Time to answer HTTP requests, by method and route."
+        );
         let _ = writeln!(out, "# TYPE rollout_http_request_duration_seconds histogram");
         for (route, per_method) in read(&self.latency).iter() {
-          for (method, h) in METHODS.iter().zip(per_method.iter()) {
-            if h.count.load(Relaxed) == 0 {
-                continue;
+            for (method, h) in METHODS.iter().zip(per_method.iter()) {
+                if h.count.load(Relaxed) == 0 {
+                    continue;
+                }
+                let labels = format!("method=\"{}\",route=\"{}\"", escape(method), escape(route));
+                let mut cumulative = 0;
+                for (i, bound) in BUCKETS.iter().enumerate() {
+                    cumulative += h.buckets.get(i).map_or(0, |b| b.load(Relaxed));
+                    let _ = writeln!(
+                        out,
+                        "rollout_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+                    );
+                }
+                let count = h.count.load(Relaxed);
+                let _ = writeln!(out, "rollout_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "rollout_http_request_duration_seconds_sum{{{labels}}} {}",
+                    h.sum_ns.load(Relaxed) as f64 / 1e9
+                );
+                let _ = writeln!(out, "rollout_http_request_duration_seconds_count{{{labels}}} {count}");
             }
-            let labels = format!("method=\"{}\",route=\"{}\"", escape(method), escape(route));
-            let mut cumulative = 0;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                cumulative += h.buckets.get(i).map_or(0, |b| b.load(Relaxed));
-                let _ = writeln!(out, "rollout_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-            }
-            let count = h.count.load(Relaxed);
-            let _ = writeln!(out, "rollout_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
-            let _ = writeln!(
-                out,
-                "rollout_http_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum_ns.load(Relaxed) as f64 / 1e9
-            );
-            let _ = writeln!(out, "rollout_http_request_duration_seconds_count{{{labels}}} {count}");
-          }
         }
         out
     }
@@ -393,7 +445,9 @@ mod tests {
             "rollout_decisions_total{feature=\"f\",processor=\"github_actions\",rule=\"scheduled_bulk\",reason=\"in_percentage\"} 2"
         ));
         assert!(text.contains("rollout_fallback_decisions_total{feature=\"f\"} 1"));
-        assert!(text.contains("rollout_eligibility_decisions_total{feature=\"f\",eligible=\"true\",reason=\"in_percentage\"} 1"));
+        assert!(text.contains(
+            "rollout_eligibility_decisions_total{feature=\"f\",eligible=\"true\",reason=\"in_percentage\"} 1"
+        ));
         assert!(text.contains(
             "rollout_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/features/{feature}/route\",le=\"0.0005\"} 1"
         ));

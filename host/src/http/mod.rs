@@ -279,6 +279,9 @@ impl Feature {
     }
 }
 
+/// A repository seen without a category, and the feature that saw it.
+type Uncategorized = (Arc<Feature>, String);
+
 pub(crate) struct Shared {
     store: Store,
     runtime: Runtime,
@@ -294,8 +297,8 @@ pub(crate) struct Shared {
     /// Wakes the health loop (outcomes were recorded).
     health_kick: Notify,
     /// Newly seen repositories, for background categorisation.
-    uncategorized: mpsc::Sender<(Arc<Feature>, String)>,
-    uncategorized_rx: Mutex<Option<mpsc::Receiver<(Arc<Feature>, String)>>>,
+    uncategorized: mpsc::Sender<Uncategorized>,
+    uncategorized_rx: Mutex<Option<mpsc::Receiver<Uncategorized>>>,
     /// Repositories queued for categorisation recently (forgotten every ten minutes).
     queued: Mutex<(std::collections::HashSet<u128>, Instant)>,
     /// The active policy digest in the database as last reconciled.
@@ -329,7 +332,8 @@ impl AppState {
     /// configuration when absent) and every feature the database already has.
     pub async fn new(store: Store, runtime: Runtime, options: ServiceOptions) -> Result<AppState, ManagerError> {
         let (tx, rx) = mpsc::channel(4096);
-        let token_digest = options.token.as_deref().filter(|t| !t.is_empty()).map(|t| Sha256::digest(t.as_bytes()).into());
+        let token_digest =
+            options.token.as_deref().filter(|t| !t.is_empty()).map(|t| Sha256::digest(t.as_bytes()).into());
         let policy: Arc<dyn Decide> = Arc::new(runtime.clone());
         let state = AppState {
             inner: Arc::new(Shared {
@@ -368,8 +372,13 @@ impl AppState {
         if let Some(f) = self.inner.features.load().get(name) {
             return Ok(f.clone());
         }
-        let manager =
-            Manager::open(self.inner.store.clone(), self.inner.policy.clone(), name, self.inner.options.overrides.clone()).await?;
+        let manager = Manager::open(
+            self.inner.store.clone(),
+            self.inner.policy.clone(),
+            name,
+            self.inner.options.overrides.clone(),
+        )
+        .await?;
         let feature = Arc::new(Feature {
             manager,
             counters: self.inner.metrics.feature(name),
@@ -494,7 +503,8 @@ impl AppState {
 
     fn buffer_outcomes(&self, feature: &Feature, inputs: Vec<OutcomeInput>) -> ApiResult<()> {
         let limit = self.inner.options.outcome_buffer;
-        let mut buffer = feature.buffer.lock().map_err(|_| ApiError::Internal("the outcome buffer is unusable".into()))?;
+        let mut buffer =
+            feature.buffer.lock().map_err(|_| ApiError::Internal("the outcome buffer is unusable".into()))?;
         if buffer.len() + inputs.len() > limit {
             return Err(ApiError::Unavailable(format!(
                 "the database is unreachable and the outcome buffer is full ({} of {limit} outcomes waiting); retry later",
@@ -605,7 +615,8 @@ impl AppState {
         };
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::Unauthorized(
-                "this is a write: send `Authorization: Bearer <token>` with the ROLLOUT_SERVICE_TOKEN of the server".into(),
+                "this is a write: send `Authorization: Bearer <token>` with the ROLLOUT_SERVICE_TOKEN of the server"
+                    .into(),
             ));
         };
         let presented = value

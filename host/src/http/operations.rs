@@ -36,12 +36,8 @@ impl ChangeView {
             .and_then(|n| n.as_object())
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
-        let overridden_by_environment = config
-            .env_overrides
-            .iter()
-            .filter(|o| changed.iter().any(|c| c == o.field))
-            .map(|o| o.field)
-            .collect();
+        let overridden_by_environment =
+            config.env_overrides.iter().filter(|o| changed.iter().any(|c| c == o.field)).map(|o| o.field).collect();
         ChangeView { applied: outcome.applied, config, history: outcome.history.clone(), overridden_by_environment }
     }
 }
@@ -191,7 +187,13 @@ enum Edit {
     ExcludeRemove,
 }
 
-async fn edit(state: AppState, writer: Writer, name: String, body: Map<String, Value>, edit: Edit) -> ApiResult<Json<Value>> {
+async fn edit(
+    state: AppState,
+    writer: Writer,
+    name: String,
+    body: Map<String, Value>,
+    edit: Edit,
+) -> ApiResult<Json<Value>> {
     let feature = open_for_write(&state, &name).await?;
     let (ids, reason) = ids(&state, &body)?;
     let m = &feature.manager;
@@ -205,22 +207,42 @@ async fn edit(state: AppState, writer: Writer, name: String, body: Map<String, V
 }
 
 /// `POST /v1/features/{feature}/whitelist/add` `{repository_ids, reason?}`.
-pub async fn whitelist_add(w: Writer, State(s): State<AppState>, Path(n): Path<String>, JsonObject(b): JsonObject) -> ApiResult<Json<Value>> {
+pub async fn whitelist_add(
+    w: Writer,
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    JsonObject(b): JsonObject,
+) -> ApiResult<Json<Value>> {
     edit(s, w, n, b, Edit::WhitelistAdd).await
 }
 
 /// `POST /v1/features/{feature}/whitelist/remove` `{repository_ids, reason?}`.
-pub async fn whitelist_remove(w: Writer, State(s): State<AppState>, Path(n): Path<String>, JsonObject(b): JsonObject) -> ApiResult<Json<Value>> {
+pub async fn whitelist_remove(
+    w: Writer,
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    JsonObject(b): JsonObject,
+) -> ApiResult<Json<Value>> {
     edit(s, w, n, b, Edit::WhitelistRemove).await
 }
 
 /// `POST /v1/features/{feature}/exclusions/add` `{repository_ids, reason?}`.
-pub async fn exclusions_add(w: Writer, State(s): State<AppState>, Path(n): Path<String>, JsonObject(b): JsonObject) -> ApiResult<Json<Value>> {
+pub async fn exclusions_add(
+    w: Writer,
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    JsonObject(b): JsonObject,
+) -> ApiResult<Json<Value>> {
     edit(s, w, n, b, Edit::ExcludeAdd).await
 }
 
 /// `POST /v1/features/{feature}/exclusions/remove` `{repository_ids, reason?}`.
-pub async fn exclusions_remove(w: Writer, State(s): State<AppState>, Path(n): Path<String>, JsonObject(b): JsonObject) -> ApiResult<Json<Value>> {
+pub async fn exclusions_remove(
+    w: Writer,
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    JsonObject(b): JsonObject,
+) -> ApiResult<Json<Value>> {
     edit(s, w, n, b, Edit::ExcludeRemove).await
 }
 
@@ -240,9 +262,16 @@ pub async fn auto_rollback(
 
 /// Run the health check of `feature` now (and roll back when the policy says so, unless
 /// `apply` is false); records the result for the status and the metrics.
-pub(crate) async fn run_health_check(state: &AppState, feature: &Arc<Feature>, apply: bool) -> Result<HealthReport, ManagerError> {
-    let result =
-        if apply { feature.manager.check_and_trigger_auto_rollback().await } else { feature.manager.check_health().await };
+pub(crate) async fn run_health_check(
+    state: &AppState,
+    feature: &Arc<Feature>,
+    apply: bool,
+) -> Result<HealthReport, ManagerError> {
+    let result = if apply {
+        feature.manager.check_and_trigger_auto_rollback().await
+    } else {
+        feature.manager.check_health().await
+    };
     state.inner.db.observe(&result);
     state.inner.metrics.health_checked();
     let report = result?;
@@ -276,7 +305,10 @@ pub async fn check_health(
                 None | Some(Value::Null) => true,
                 Some(Value::Bool(x)) => *x,
                 Some(other) => {
-                    return Err(ApiError::invalid("apply", format!("`apply` is {}: expected true or false", input::kind(other))))
+                    return Err(ApiError::invalid(
+                        "apply",
+                        format!("`apply` is {}: expected true or false", input::kind(other)),
+                    ))
                 }
             }
         }

@@ -219,7 +219,9 @@ async fn chart_section(state: &AppState, feature: &Arc<Feature>, out: &mut Strin
                 e.0 += r.total_jobs;
                 e.1 += r.error_count;
             }
-            out.push_str("<table id=\"processors\"><tr><th>processor</th><th>jobs</th><th>errors</th><th>error rate</th></tr>");
+            out.push_str(
+                "<table id=\"processors\"><tr><th>processor</th><th>jobs</th><th>errors</th><th>error rate</th></tr>",
+            );
             for p in Processor::ALL {
                 let (jobs, errors) = totals.get(p).copied().unwrap_or_default();
                 let rate = if jobs == 0 { 0.0 } else { 100.0 * errors as f64 / jobs as f64 };

@@ -30,13 +30,21 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Check `bytes` with the runtime without activating them.
-pub(crate) async fn validate(state: &AppState, bytes: std::sync::Arc<Vec<u8>>, source: String) -> ApiResult<PolicyVersion> {
+pub(crate) async fn validate(
+    state: &AppState,
+    bytes: std::sync::Arc<Vec<u8>>,
+    source: String,
+) -> ApiResult<PolicyVersion> {
     let runtime = state.inner.runtime.clone();
     blocking(move || runtime.validate_bytes(&bytes, &source)).await?.map_err(swap_error)
 }
 
 /// Make `bytes` serve in this process.
-pub(crate) async fn load(state: &AppState, bytes: std::sync::Arc<Vec<u8>>, source: String) -> Result<SwapReport, SwapError> {
+pub(crate) async fn load(
+    state: &AppState,
+    bytes: std::sync::Arc<Vec<u8>>,
+    source: String,
+) -> Result<SwapReport, SwapError> {
     let runtime = state.inner.runtime.clone();
     match tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes, &source)).await {
         Ok(r) => r,
@@ -170,7 +178,10 @@ fn check_sha(sha: &str) -> ApiResult<String> {
     if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(s)
     } else {
-        Err(ApiError::invalid("sha256", format!("`{}` is not a sha256: expected 64 hexadecimal digits", input::clip(sha))))
+        Err(ApiError::invalid(
+            "sha256",
+            format!("`{}` is not a sha256: expected 64 hexadecimal digits", input::clip(sha)),
+        ))
     }
 }
 

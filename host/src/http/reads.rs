@@ -172,7 +172,10 @@ pub fn parse_limit(raw: Option<&str>) -> ApiResult<u32> {
     match query.get("limit") {
         None => Ok(HISTORY_DEFAULT),
         Some(v) => v.trim().parse::<u32>().ok().filter(|n| (1..=HISTORY_MAX).contains(n)).ok_or_else(|| {
-            ApiError::invalid("limit", format!("`{}` is not allowed: expected an integer from 1 to {HISTORY_MAX}", super::input::clip(v)))
+            ApiError::invalid(
+                "limit",
+                format!("`{}` is not allowed: expected an integer from 1 to {HISTORY_MAX}", super::input::clip(v)),
+            )
         }),
     }
 }
