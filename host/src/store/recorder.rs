@@ -86,7 +86,7 @@ fn cut_message(m: &str) -> String {
 pub struct RecorderOptions {
     /// Most outcomes merged into one write (default 20,000).
     pub max_batch_outcomes: usize,
-    /// Batches written at once (default: 2 on Postgres, 1 on SQLite, whose writers
+    /// Batches written at once (default: 4 on Postgres, 1 on SQLite, whose writers
     /// serialise anyway).
     pub max_in_flight: usize,
 }
@@ -97,7 +97,7 @@ impl RecorderOptions {
         RecorderOptions {
             max_batch_outcomes: 20_000,
             max_in_flight: match store {
-                Store::Postgres(_) => 2,
+                Store::Postgres(_) => 4,
                 Store::Sqlite(_) => 1,
             },
         }
