@@ -33,10 +33,10 @@ fn outcome(config_id: Uuid, n: u64) -> Outcome {
     Outcome {
         config_id,
         repository_id: Uuid::from_u128(1 + u128::from(n) % REPOSITORIES),
-        processor: if n % 3 == 0 { Processor::GithubActions } else { Processor::Inngest },
-        success: n % 20 != 0,
+        processor: if n.is_multiple_of(3) { Processor::GithubActions } else { Processor::Inngest },
+        success: !n.is_multiple_of(20),
         processing_time_ms: Some(n % 5000),
-        error_message: (n % 20 == 0).then(|| "API rate limit exceeded".to_owned()),
+        error_message: n.is_multiple_of(20).then(|| "API rate limit exceeded".to_owned()),
         at: Utc::now(),
     }
 }
@@ -113,10 +113,12 @@ async fn grouped(recorder: &MetricsRecorder, config_id: Uuid, in_flight: usize) 
 
 async fn total_jobs(store: &Store) -> i64 {
     match store {
-        Store::Postgres(pool) => sqlx::query_scalar::<_, i64>("SELECT COALESCE(sum(total_jobs), 0)::int8 FROM rollout_metrics")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(-1),
+        Store::Postgres(pool) => {
+            sqlx::query_scalar::<_, i64>("SELECT COALESCE(sum(total_jobs), 0)::int8 FROM rollout_metrics")
+                .fetch_one(pool)
+                .await
+                .unwrap_or(-1)
+        }
         Store::Sqlite(_) => -1,
     }
 }
@@ -170,9 +172,16 @@ async fn main() {
 
     let stored = total_jobs(&store).await;
     let acknowledged = naive_n + single_n + many_n;
-    println!("  stored jobs {stored}, acknowledged {acknowledged}: {}", if stored == acknowledged as i64 { "equal" } else { "MISMATCH" });
+    println!(
+        "  stored jobs {stored}, acknowledged {acknowledged}: {}",
+        if stored == acknowledged as i64 { "equal" } else { "MISMATCH" }
+    );
     if naive_rate > 0 {
-        println!("  ratio group commit / naive: {:.1}x (1 in flight: {:.1}x)", many_rate as f64 / naive_rate as f64, single_rate as f64 / naive_rate as f64);
+        println!(
+            "  ratio group commit / naive: {:.1}x (1 in flight: {:.1}x)",
+            many_rate as f64 / naive_rate as f64,
+            single_rate as f64 / naive_rate as f64
+        );
     }
     db.cleanup().await;
     println!("SUMMARY pg_outcomes_per_s: {many_rate}");

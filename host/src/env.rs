@@ -105,8 +105,11 @@ impl EnvOverrides {
         }
         if let Some(v) = get(ROLLOUT_PERCENTAGE) {
             let p = v.trim().parse::<u8>().ok().filter(|p| *p <= 100);
-            out.rollout_percentage =
-                Some(p.ok_or(EnvError { variable: ROLLOUT_PERCENTAGE, value: v.clone(), allowed: "an integer from 0 to 100" })?);
+            out.rollout_percentage = Some(p.ok_or(EnvError {
+                variable: ROLLOUT_PERCENTAGE,
+                value: v.clone(),
+                allowed: "an integer from 0 to 100",
+            })?);
         }
         if let Some(v) = get(ROLLOUT_STRATEGY) {
             out.rollout_strategy = Some(Strategy::parse(v.trim()).map_err(|_| EnvError {
@@ -120,8 +123,11 @@ impl EnvOverrides {
         }
         if let Some(v) = get(MAX_ERROR_RATE) {
             let rate = v.trim().parse::<f64>().ok().filter(|r| r.is_finite() && (0.0..=100.0).contains(r));
-            out.max_error_rate =
-                Some(rate.ok_or(EnvError { variable: MAX_ERROR_RATE, value: v.clone(), allowed: "a number from 0 to 100" })?);
+            out.max_error_rate = Some(rate.ok_or(EnvError {
+                variable: MAX_ERROR_RATE,
+                value: v.clone(),
+                allowed: "a number from 0 to 100",
+            })?);
         }
         Ok(out)
     }
@@ -138,10 +144,18 @@ impl EnvOverrides {
             out.push(ActiveOverride { variable: EMERGENCY_STOP, field: "emergency_stop", value: v.to_string() });
         }
         if let Some(v) = self.rollout_percentage {
-            out.push(ActiveOverride { variable: ROLLOUT_PERCENTAGE, field: "rollout_percentage", value: v.to_string() });
+            out.push(ActiveOverride {
+                variable: ROLLOUT_PERCENTAGE,
+                field: "rollout_percentage",
+                value: v.to_string(),
+            });
         }
         if let Some(v) = self.rollout_strategy {
-            out.push(ActiveOverride { variable: ROLLOUT_STRATEGY, field: "rollout_strategy", value: v.as_str().to_owned() });
+            out.push(ActiveOverride {
+                variable: ROLLOUT_STRATEGY,
+                field: "rollout_strategy",
+                value: v.as_str().to_owned(),
+            });
         }
         if let Some(v) = self.auto_rollback_enabled {
             out.push(ActiveOverride { variable: AUTO_ROLLBACK, field: "auto_rollback_enabled", value: v.to_string() });

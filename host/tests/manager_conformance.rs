@@ -25,7 +25,12 @@ fn pg_url(test: &str) -> Option<String> {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true but DATABASE_URL does not name a Postgres database: the Postgres half of `{test}` cannot run"
             );
-            eprintln!("SKIPPED {test} on postgres (set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test)");
+            // written to the stream itself, past the test harness's capture, so it shows
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED {test} on postgres (set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test)\n")
+                    .as_bytes(),
+            );
             None
         }
     }
@@ -114,7 +119,8 @@ async fn decisions_read_memory_only_and_never_write(db: &TestDatabase) {
     let d = m.route(&ids[0], &job);
     assert_eq!((d.processor, d.rule), (Processor::GithubActions, RouteRule::ScheduledBulk));
     let batch: Vec<(String, Job)> = ids.iter().map(|id| (id.clone(), job.clone())).collect();
-    let direct = NativePolicy.route_batch(&m.snapshot(), &batch.iter().map(|(id, j)| (m.repository(id), j.clone())).collect::<Vec<_>>());
+    let direct = NativePolicy
+        .route_batch(&m.snapshot(), &batch.iter().map(|(id, j)| (m.repository(id), j.clone())).collect::<Vec<_>>());
     assert_eq!(m.route_batch(&batch), direct);
     assert_eq!(m.is_eligible_batch(&ids).len(), 500);
 }
@@ -124,7 +130,13 @@ async fn fail_jobs(m: &Manager, n: usize, success: usize) {
     let mut inputs = Vec::new();
     for i in 0..n {
         let ok = i < success;
-        inputs.push(outcome(&repo, Processor::GithubActions, ok, Some(100), (!ok).then_some("API rate limit exceeded")));
+        inputs.push(outcome(
+            &repo,
+            Processor::GithubActions,
+            ok,
+            Some(100),
+            (!ok).then_some("API rate limit exceeded"),
+        ));
     }
     m.record_metrics_batch(inputs).await.unwrap();
 }
@@ -210,10 +222,15 @@ async fn stats_eligibility_agrees_with_routing(db: &TestDatabase) {
     let summary = m.categorize_all_with_progress(false).await.unwrap();
     assert_eq!((summary.total, summary.categorized), (150, 150));
     assert_eq!(summary.by_category["test"], 30);
-    let routed_eligible = |m: &Manager| ids.iter().filter(|id| m.route(id, &Job::default()).eligibility.eligible).count() as u64;
+    let routed_eligible =
+        |m: &Manager| ids.iter().filter(|id| m.route(id, &Job::default()).eligibility.eligible).count() as u64;
 
     let s = m.get_rollout_stats().await.unwrap();
-    assert_eq!((s.total_repositories, s.categorized_repositories, s.eligible_repositories), (150, 150, 0), "0% selects nobody");
+    assert_eq!(
+        (s.total_repositories, s.categorized_repositories, s.eligible_repositories),
+        (150, 150, 0),
+        "0% selects nobody"
+    );
 
     m.set_percentage(30, None, "test").await.unwrap();
     let s = m.get_rollout_stats().await.unwrap();
@@ -231,7 +248,7 @@ async fn stats_eligibility_agrees_with_routing(db: &TestDatabase) {
     assert_eq!(s.categories["enterprise"], 30);
 
     let excluded = ids.iter().find(|id| m.is_eligible(id).eligible).unwrap().clone();
-    m.exclude_add(&[excluded.clone()], None, "test").await.unwrap();
+    m.exclude_add(std::slice::from_ref(&excluded), None, "test").await.unwrap();
     let s = m.get_rollout_stats().await.unwrap();
     assert_eq!(s.eligible_repositories, 59);
     assert_eq!(m.is_eligible(&excluded).reason, EligibilityReason::Excluded);
@@ -249,7 +266,13 @@ async fn stats_report_rates_kinds_trend_and_cost(db: &TestDatabase) {
         inputs.push(outcome(&repo, Processor::Inngest, true, Some(100 + i), None));
     }
     for i in 0..10u64 {
-        inputs.push(outcome(&repo, Processor::GithubActions, i >= 4, Some(1000), (i < 4).then_some("connection reset by peer")));
+        inputs.push(outcome(
+            &repo,
+            Processor::GithubActions,
+            i >= 4,
+            Some(1000),
+            (i < 4).then_some("connection reset by peer"),
+        ));
     }
     m.record_metrics_batch(inputs).await.unwrap();
     let other = Uuid::new_v4().to_string();
@@ -284,8 +307,10 @@ async fn stats_report_rates_kinds_trend_and_cost(db: &TestDatabase) {
 
 /// Bug 10: only one of the five variables did anything, and it was read once.
 async fn env_overrides_are_marked_and_audited_once_per_start(db: &TestDatabase) {
-    let vars = [("HYBRID_ROLLOUT_PERCENTAGE", "25"), ("HYBRID_EMERGENCY_STOP", "true"), ("HYBRID_MAX_ERROR_RATE", "7.5")];
-    let overrides = EnvOverrides::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap();
+    let vars =
+        [("HYBRID_ROLLOUT_PERCENTAGE", "25"), ("HYBRID_EMERGENCY_STOP", "true"), ("HYBRID_MAX_ERROR_RATE", "7.5")];
+    let overrides =
+        EnvOverrides::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap();
     let m = Manager::open(db.store.clone(), Arc::new(NativePolicy), FEATURE, overrides.clone()).await.unwrap();
     let e = m.effective_config();
     assert_eq!((e.rollout_percentage.value, e.rollout_percentage.database_value), (25, 0));
@@ -297,7 +322,8 @@ async fn env_overrides_are_marked_and_audited_once_per_start(db: &TestDatabase) 
     assert_eq!(e.env_overrides.len(), 3);
     assert!(m.snapshot().config().emergency_stop);
     assert_eq!(m.is_eligible(&Uuid::new_v4().to_string()).reason, EligibilityReason::EmergencyStop);
-    let rows: Vec<_> = m.history(50).await.unwrap().into_iter().filter(|h| h.action == HistoryAction::EnvOverride).collect();
+    let rows: Vec<_> =
+        m.history(50).await.unwrap().into_iter().filter(|h| h.action == HistoryAction::EnvOverride).collect();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].previous_percentage, rows[0].new_percentage), (Some(0), Some(25)));
     assert_eq!(rows[0].metadata["variables"]["HYBRID_ROLLOUT_PERCENTAGE"], "25");
@@ -315,7 +341,10 @@ async fn env_overrides_are_marked_and_audited_once_per_start(db: &TestDatabase) 
 async fn categorize_from_repositories_or_given_stats(db: &TestDatabase) {
     let store = &db.store;
     let m = open(store).await;
-    let id = store.upsert_repository("acme", "tiny", &RepositoryStats { star_count: 0, contributor_count: 1, pr_count: 2 }).await.unwrap();
+    let id = store
+        .upsert_repository("acme", "tiny", &RepositoryStats { star_count: 0, contributor_count: 1, pr_count: 2 })
+        .await
+        .unwrap();
     let c = m.categorize_repository("acme/tiny", None).await.unwrap();
     assert_eq!((c.category, c.priority_level, c.is_test_repository), (Category::Test, 100, true));
     assert_eq!(m.repository(&id.to_string()).category, Some(Category::Test));
@@ -338,7 +367,9 @@ async fn edits_resolve_owner_name_and_refresh_decisions(db: &TestDatabase) {
     let store = &db.store;
     let m = open(store).await;
     let id = store.upsert_repository("Acme", "Rocket", &RepositoryStats::default()).await.unwrap().to_string();
-    m.update(ConfigPatch { rollout_strategy: Some(Strategy::Whitelist), ..Default::default() }, None, "test").await.unwrap();
+    m.update(ConfigPatch { rollout_strategy: Some(Strategy::Whitelist), ..Default::default() }, None, "test")
+        .await
+        .unwrap();
     assert_eq!(m.is_eligible(&id).reason, EligibilityReason::NotTargeted);
     let out = m.whitelist_add(&["acme/rocket".to_owned()], Some("pilot"), "alice").await.unwrap();
     assert_eq!(out.after.config.target_repositories, vec![id.clone()]);
@@ -349,7 +380,7 @@ async fn edits_resolve_owner_name_and_refresh_decisions(db: &TestDatabase) {
     assert!(err.to_string().contains("`ghost/ship`"), "{err}");
     assert!(matches!(m.whitelist_add(&[], None, "alice").await, Err(ManagerError::NoIds)));
     assert!(matches!(m.set_percentage(101, None, "x").await, Err(ManagerError::InvalidPercentage(101))));
-    m.whitelist_remove(&[id.clone()], None, "alice").await.unwrap();
+    m.whitelist_remove(std::slice::from_ref(&id), None, "alice").await.unwrap();
     assert_eq!(m.is_eligible(&id).reason, EligibilityReason::NotTargeted);
     let actions: Vec<HistoryAction> = m.history(3).await.unwrap().into_iter().map(|h| h.action).collect();
     assert_eq!(actions, vec![HistoryAction::WhitelistRemove, HistoryAction::WhitelistAdd, HistoryAction::Updated]);

@@ -7,9 +7,7 @@
 use chrono::{TimeDelta, Utc};
 use rollout::store::recorder::{aggregate, MetricsRecorder, Outcome};
 use rollout::store::testing::TestDatabase;
-use rollout::store::{
-    Backend, Change, ChangeRequest, ConfigPatch, HistoryAction, Store, StoreError, StoreOptions,
-};
+use rollout::store::{Backend, Change, ChangeRequest, ConfigPatch, HistoryAction, Store, StoreError, StoreOptions};
 use rollout_policy::{Processor, RepositoryStats, Strategy};
 use std::collections::HashSet;
 use uuid::Uuid;
@@ -25,7 +23,12 @@ fn pg_url(test: &str) -> Option<String> {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true but DATABASE_URL does not name a Postgres database: the Postgres half of `{test}` cannot run"
             );
-            eprintln!("SKIPPED {test} on postgres (set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test)");
+            // written to the stream itself, past the test harness's capture, so it shows
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED {test} on postgres (set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test)\n")
+                    .as_bytes(),
+            );
             None
         }
     }
@@ -107,7 +110,8 @@ async fn seed_row_is_idempotent_and_feature_unique(db: &TestDatabase) {
     exec(store, &seed_sql(store)).await.unwrap();
     assert_eq!(count(store, "SELECT count(*) FROM rollout_configuration").await, 1);
     assert_eq!(count(store, "SELECT count(*) FROM rollout_history WHERE action = 'created'").await, 1);
-    let dup = exec(store, "INSERT INTO rollout_configuration (feature_name) VALUES ('hybrid_progressive_capture')").await;
+    let dup =
+        exec(store, "INSERT INTO rollout_configuration (feature_name) VALUES ('hybrid_progressive_capture')").await;
     assert!(dup.is_err(), "a second row with the same feature_name must be refused");
     let config = store.get_config(FEATURE).await.unwrap();
     assert_eq!(config.config.rollout_percentage, 0);
@@ -253,10 +257,8 @@ async fn ids_are_validated_and_owner_name_resolved(db: &TestDatabase) {
     assert!(err.to_string().contains("`not an id`"));
     let err = store.resolve_repository_id("ghost/repo").await.unwrap_err();
     assert!(matches!(&err, StoreError::UnknownRepository(s) if s == "ghost/repo"), "{err}");
-    let ids = store
-        .resolve_repository_ids(&["acme/widgets".into(), id.to_string(), "ACME/WIDGETS".into()])
-        .await
-        .unwrap();
+    let ids =
+        store.resolve_repository_ids(&["acme/widgets".into(), id.to_string(), "ACME/WIDGETS".into()]).await.unwrap();
     assert_eq!(ids, vec![id]);
 }
 
@@ -401,9 +403,15 @@ async fn state_change_starts_a_new_bucket(db: &TestDatabase) {
     let window = store.metrics_window(config_id, Utc::now() - TimeDelta::hours(24), changed_at).await.unwrap();
     assert_eq!(window.iter().map(|w| w.total_jobs).sum::<u64>(), 1);
     assert_eq!(window.iter().map(|w| w.error_count).sum::<u64>(), 0);
-    let all = store.metrics_window(config_id, Utc::now() - TimeDelta::hours(24), changed_at - TimeDelta::hours(2)).await.unwrap();
+    let all = store
+        .metrics_window(config_id, Utc::now() - TimeDelta::hours(24), changed_at - TimeDelta::hours(2))
+        .await
+        .unwrap();
     assert_eq!(all.iter().map(|w| w.total_jobs).sum::<u64>(), 2);
-    let errors = store.error_messages(config_id, Utc::now() - TimeDelta::hours(24), changed_at - TimeDelta::hours(2)).await.unwrap();
+    let errors = store
+        .error_messages(config_id, Utc::now() - TimeDelta::hours(24), changed_at - TimeDelta::hours(2))
+        .await
+        .unwrap();
     assert_eq!(errors, vec![(Some("network timeout".to_owned()), 1)]);
 }
 
@@ -513,7 +521,14 @@ async fn row_level_security_reads_for_everyone_writes_for_the_service_role() {
     let Some(url) = pg_url("row_level_security") else { return };
     let db = TestDatabase::postgres(&url).await.unwrap();
     let Store::Postgres(pool) = &db.store else { panic!("postgres expected") };
-    let tables = ["rollout_configuration", "repository_categories", "rollout_metrics", "rollout_history", "policy_versions", "repositories"];
+    let tables = [
+        "rollout_configuration",
+        "repository_categories",
+        "rollout_metrics",
+        "rollout_history",
+        "policy_versions",
+        "repositories",
+    ];
     for t in tables {
         let on: bool = sqlx::query_scalar("SELECT relrowsecurity FROM pg_class WHERE relname = $1 AND relkind = 'r'")
             .bind(t)
@@ -559,17 +574,24 @@ async fn row_level_security_reads_for_everyone_writes_for_the_service_role() {
     // a role with privileges but outside rollout_service is stopped by the policies
     let probe = format!("rollout_probe_{}", Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE ROLE {probe} NOLOGIN")).execute(pool).await.unwrap();
-    sqlx::query(&format!("GRANT INSERT, UPDATE ON rollout_configuration, rollout_history TO {probe}")).execute(pool).await.unwrap();
+    sqlx::query(&format!("GRANT INSERT, UPDATE ON rollout_configuration, rollout_history TO {probe}"))
+        .execute(pool)
+        .await
+        .unwrap();
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(&format!("SET LOCAL ROLE {probe}")).execute(&mut *tx).await.unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rollout_configuration").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(n, 1, "everyone reads");
     let done = sqlx::query("UPDATE rollout_configuration SET rollout_percentage = 50").execute(&mut *tx).await.unwrap();
     assert_eq!(done.rows_affected(), 0, "no policy lets this role update a row");
-    let err = sqlx::query("INSERT INTO rollout_history (action) VALUES ('updated')").execute(&mut *tx).await.unwrap_err();
+    let err =
+        sqlx::query("INSERT INTO rollout_history (action) VALUES ('updated')").execute(&mut *tx).await.unwrap_err();
     assert!(err.to_string().contains("row-level security"), "{err}");
     tx.rollback().await.unwrap();
-    sqlx::query(&format!("REVOKE ALL ON rollout_configuration, rollout_history FROM {probe}")).execute(pool).await.unwrap();
+    sqlx::query(&format!("REVOKE ALL ON rollout_configuration, rollout_history FROM {probe}"))
+        .execute(pool)
+        .await
+        .unwrap();
     sqlx::query(&format!("DROP ROLE {probe}")).execute(pool).await.unwrap();
     assert_eq!(db.store.get_config(FEATURE).await.unwrap().config.rollout_percentage, 0);
     db.cleanup().await;

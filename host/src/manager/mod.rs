@@ -101,7 +101,10 @@ pub struct Manager {
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Manager").field("feature", &self.feature).field("backend", &self.store.backend()).finish_non_exhaustive()
+        f.debug_struct("Manager")
+            .field("feature", &self.feature)
+            .field("backend", &self.store.backend())
+            .finish_non_exhaustive()
     }
 }
 
@@ -346,7 +349,12 @@ impl Manager {
     /// history row), write one `env_override` history row when `overrides` are in force,
     /// load the configuration and the categories, and start the metrics flusher (on the
     /// current tokio runtime).
-    pub async fn open(store: Store, policy: Arc<dyn Decide>, feature: &str, overrides: EnvOverrides) -> ManagerResult<Manager> {
+    pub async fn open(
+        store: Store,
+        policy: Arc<dyn Decide>,
+        feature: &str,
+        overrides: EnvOverrides,
+    ) -> ManagerResult<Manager> {
         let stored = store.ensure_config(feature, "manager").await?;
         if !overrides.is_empty() {
             let effective = overrides.apply(&stored.config);
@@ -501,19 +509,27 @@ impl Manager {
 
     /// Where many jobs run, in order, with one snapshot.
     pub fn route_batch(&self, requests: &[(String, Job)]) -> Vec<RouteDecision> {
-        let requests: Vec<(Repository, Job)> = requests.iter().map(|(id, job)| (self.repository(id), job.clone())).collect();
+        let requests: Vec<(Repository, Job)> =
+            requests.iter().map(|(id, job)| (self.repository(id), job.clone())).collect();
         self.policy.route_batch(&self.snapshot(), &requests)
     }
 
     /// Categorise one repository (a UUID or `owner/name`) with the policy and store it; the
     /// numbers come from `stats`, else from `repositories`.
-    pub async fn categorize_repository(&self, repository_id: &str, stats: Option<RepositoryStats>) -> ManagerResult<Categorization> {
+    pub async fn categorize_repository(
+        &self,
+        repository_id: &str,
+        stats: Option<RepositoryStats>,
+    ) -> ManagerResult<Categorization> {
         let id = self.store.resolve_repository_id(repository_id).await?;
         let stats = match stats {
             Some(s) => s,
-            None => self.store.repository_stats(id).await?.ok_or_else(|| ManagerError::NoStats(repository_id.to_owned()))?,
+            None => {
+                self.store.repository_stats(id).await?.ok_or_else(|| ManagerError::NoStats(repository_id.to_owned()))?
+            }
         };
-        let c = self.policy.categorize(&stats).ok_or_else(|| ManagerError::PolicyUnavailable(repository_id.to_owned()))?;
+        let c =
+            self.policy.categorize(&stats).ok_or_else(|| ManagerError::PolicyUnavailable(repository_id.to_owned()))?;
         self.store.upsert_categories(&[category_row(id, stats, &c)]).await?;
         let mut map = HashMap::clone(&self.categories.load());
         map.insert(RepoId::Uuid(id.as_u128()), c.category);
@@ -534,7 +550,8 @@ impl Manager {
         let repos = self.store.list_repository_stats().await?;
         let bar = if progress {
             let bar = indicatif::ProgressBar::new(repos.len() as u64);
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} categorised ({eta} left)") {
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} categorised ({eta} left)")
+            {
                 bar.set_style(style);
             }
             bar
@@ -575,8 +592,14 @@ impl Manager {
     }
 
     /// Set the percentage (history `updated`, previous and new percentage).
-    pub async fn set_percentage(&self, percentage: u32, reason: Option<&str>, triggered_by: &str) -> ManagerResult<ChangeOutcome> {
-        let p = u8::try_from(percentage).ok().filter(|p| *p <= 100).ok_or(ManagerError::InvalidPercentage(percentage))?;
+    pub async fn set_percentage(
+        &self,
+        percentage: u32,
+        reason: Option<&str>,
+        triggered_by: &str,
+    ) -> ManagerResult<ChangeOutcome> {
+        let p =
+            u8::try_from(percentage).ok().filter(|p| *p <= 100).ok_or(ManagerError::InvalidPercentage(percentage))?;
         self.change(Change::SetPercentage(p), reason, triggered_by).await
     }
 
@@ -591,12 +614,22 @@ impl Manager {
     }
 
     /// Switch auto-rollback on or off (history `updated`).
-    pub async fn set_auto_rollback(&self, enabled: bool, reason: Option<&str>, triggered_by: &str) -> ManagerResult<ChangeOutcome> {
+    pub async fn set_auto_rollback(
+        &self,
+        enabled: bool,
+        reason: Option<&str>,
+        triggered_by: &str,
+    ) -> ManagerResult<ChangeOutcome> {
         self.change(Change::SetAutoRollback(enabled), reason, triggered_by).await
     }
 
     /// Change other fields (strategy, activity, thresholds, metadata; history `updated`).
-    pub async fn update(&self, patch: ConfigPatch, reason: Option<&str>, triggered_by: &str) -> ManagerResult<ChangeOutcome> {
+    pub async fn update(
+        &self,
+        patch: ConfigPatch,
+        reason: Option<&str>,
+        triggered_by: &str,
+    ) -> ManagerResult<ChangeOutcome> {
         self.change(Change::Update(patch), reason, triggered_by).await
     }
 
@@ -608,25 +641,45 @@ impl Manager {
     }
 
     /// Add repositories (UUIDs or `owner/name`) to the whitelist (history `whitelist_add`).
-    pub async fn whitelist_add(&self, ids: &[String], reason: Option<&str>, triggered_by: &str) -> ManagerResult<ChangeOutcome> {
+    pub async fn whitelist_add(
+        &self,
+        ids: &[String],
+        reason: Option<&str>,
+        triggered_by: &str,
+    ) -> ManagerResult<ChangeOutcome> {
         let ids = self.ids(ids).await?;
         self.change(Change::WhitelistAdd(ids), reason, triggered_by).await
     }
 
     /// Remove repositories from the whitelist (history `whitelist_remove`).
-    pub async fn whitelist_remove(&self, ids: &[String], reason: Option<&str>, triggered_by: &str) -> ManagerResult<ChangeOutcome> {
+    pub async fn whitelist_remove(
+        &self,
+        ids: &[String],
+        reason: Option<&str>,
+        triggered_by: &str,
+    ) -> ManagerResult<ChangeOutcome> {
         let ids = self.ids(ids).await?;
         self.change(Change::WhitelistRemove(ids), reason, triggered_by).await
     }
 
     /// Exclude repositories (history `exclude_add`).
-    pub async fn exclude_add(&self, ids: &[String], reason: Option<&str>, triggered_by: &str) -> ManagerResult<ChangeOutcome> {
+    pub async fn exclude_add(
+        &self,
+        ids: &[String],
+        reason: Option<&str>,
+        triggered_by: &str,
+    ) -> ManagerResult<ChangeOutcome> {
         let ids = self.ids(ids).await?;
         self.change(Change::ExcludeAdd(ids), reason, triggered_by).await
     }
 
     /// Lift exclusions (history `exclude_remove`).
-    pub async fn exclude_remove(&self, ids: &[String], reason: Option<&str>, triggered_by: &str) -> ManagerResult<ChangeOutcome> {
+    pub async fn exclude_remove(
+        &self,
+        ids: &[String],
+        reason: Option<&str>,
+        triggered_by: &str,
+    ) -> ManagerResult<ChangeOutcome> {
         let ids = self.ids(ids).await?;
         self.change(Change::ExcludeRemove(ids), reason, triggered_by).await
     }
@@ -705,7 +758,9 @@ impl Manager {
             action: health.as_ref().map_or("none".to_owned(), |h| h.action.as_str().to_owned()),
             error_rate: health.as_ref().map_or(rate(errors, total_jobs), |h| h.error_rate),
             total_jobs: health.as_ref().map_or(total_jobs, |h| h.total_jobs),
-            reason: health.as_ref().map_or("the policy gave no answer; no action taken".to_owned(), |h| h.reason.clone()),
+            reason: health
+                .as_ref()
+                .map_or("the policy gave no answer; no action taken".to_owned(), |h| h.reason.clone()),
             policy_answered: health.is_some(),
             window_start: since.max(changed),
             window_hours: config.monitoring_window_hours,
@@ -749,7 +804,8 @@ impl Manager {
         let since = now - TimeDelta::hours(i64::from(hours));
 
         // eligibility: the same policy and snapshot as routing
-        let mut ids: Vec<RepoId> = self.store.list_repository_ids().await?.into_iter().map(|u| RepoId::Uuid(u.as_u128())).collect();
+        let mut ids: Vec<RepoId> =
+            self.store.list_repository_ids().await?.into_iter().map(|u| RepoId::Uuid(u.as_u128())).collect();
         for id in categories.keys() {
             if !matches!(id, RepoId::Uuid(_)) {
                 ids.push(id.clone());

@@ -773,7 +773,11 @@ pub struct ChangeOutcome {
 
 /// The history metadata of a change: `previous`/`new` of every column that differs, the
 /// requested ids, and the caller's details.
-pub(crate) fn change_metadata(request: &ChangeRequest, before: &StoredConfig, after: &StoredConfig) -> serde_json::Value {
+pub(crate) fn change_metadata(
+    request: &ChangeRequest,
+    before: &StoredConfig,
+    after: &StoredConfig,
+) -> serde_json::Value {
     let (b, a) = (before.to_json(), after.to_json());
     let mut previous = serde_json::Map::new();
     let mut new = serde_json::Map::new();

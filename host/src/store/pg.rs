@@ -34,7 +34,10 @@ fn config_from_row(row: &PgRow) -> StoreResult<StoredConfig> {
         excluded_repositories: get(row, "excluded_repositories")?,
         rollout_strategy: parse_strategy(&get::<String>(row, "rollout_strategy")?)?,
         max_error_rate: get(row, "max_error_rate")?,
-        monitoring_window_hours: to_u32("monitoring_window_hours", i64::from(get::<i32>(row, "monitoring_window_hours")?))?,
+        monitoring_window_hours: to_u32(
+            "monitoring_window_hours",
+            i64::from(get::<i32>(row, "monitoring_window_hours")?),
+        )?,
         auto_rollback_enabled: get(row, "auto_rollback_enabled")?,
         emergency_stop: get(row, "emergency_stop")?,
         min_jobs_for_rollback: to_u32("min_jobs_for_rollback", i64::from(get::<i32>(row, "min_jobs_for_rollback")?))?,
@@ -160,10 +163,11 @@ pub(super) async fn apply_change(pool: &PgPool, feature: &str, request: &ChangeR
     let ctx = format!("apply `{}` to `{feature}`", action.as_str());
     let mut tx = pool.begin().await.map_err(StoreError::db(ctx.clone()))?;
     let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = $1 FOR UPDATE");
-    let before = match sqlx::query(&sql).bind(feature).fetch_optional(&mut *tx).await.map_err(StoreError::db(ctx.clone()))? {
-        Some(row) => config_from_row(&row)?,
-        None => return Err(StoreError::UnknownFeature(feature.to_owned())),
-    };
+    let before =
+        match sqlx::query(&sql).bind(feature).fetch_optional(&mut *tx).await.map_err(StoreError::db(ctx.clone()))? {
+            Some(row) => config_from_row(&row)?,
+            None => return Err(StoreError::UnknownFeature(feature.to_owned())),
+        };
     let now = Utc::now();
     let set_add = |col: &str| {
         format!(
@@ -224,16 +228,36 @@ pub(super) async fn apply_change(pool: &PgPool, feature: &str, request: &ChangeR
                 .await
         }
         Change::WhitelistAdd(ids) => {
-            sqlx::query(&set_add("target_repositories")).bind(before.id).bind(ids_text(ids)).bind(now).fetch_optional(&mut *tx).await
+            sqlx::query(&set_add("target_repositories"))
+                .bind(before.id)
+                .bind(ids_text(ids))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
         }
         Change::ExcludeAdd(ids) => {
-            sqlx::query(&set_add("excluded_repositories")).bind(before.id).bind(ids_text(ids)).bind(now).fetch_optional(&mut *tx).await
+            sqlx::query(&set_add("excluded_repositories"))
+                .bind(before.id)
+                .bind(ids_text(ids))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
         }
         Change::WhitelistRemove(ids) => {
-            sqlx::query(&set_remove("target_repositories")).bind(before.id).bind(ids_text(ids)).bind(now).fetch_optional(&mut *tx).await
+            sqlx::query(&set_remove("target_repositories"))
+                .bind(before.id)
+                .bind(ids_text(ids))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
         }
         Change::ExcludeRemove(ids) => {
-            sqlx::query(&set_remove("excluded_repositories")).bind(before.id).bind(ids_text(ids)).bind(now).fetch_optional(&mut *tx).await
+            sqlx::query(&set_remove("excluded_repositories"))
+                .bind(before.id)
+                .bind(ids_text(ids))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
         }
         Change::Rollback => {
             let sql = format!(
@@ -275,7 +299,11 @@ async fn config_id(pool: &PgPool, feature: &str) -> StoreResult<Uuid> {
     }
 }
 
-pub(super) async fn append_history(pool: &PgPool, feature: Option<&str>, entry: &NewHistory) -> StoreResult<HistoryEntry> {
+pub(super) async fn append_history(
+    pool: &PgPool,
+    feature: Option<&str>,
+    entry: &NewHistory,
+) -> StoreResult<HistoryEntry> {
     let id = match feature {
         Some(f) => Some(config_id(pool, f).await?),
         None => None,
@@ -317,7 +345,12 @@ fn clamp_i32(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
-pub(super) async fn upsert_repository(pool: &PgPool, owner: &str, name: &str, stats: &RepositoryStats) -> StoreResult<Uuid> {
+pub(super) async fn upsert_repository(
+    pool: &PgPool,
+    owner: &str,
+    name: &str,
+    stats: &RepositoryStats,
+) -> StoreResult<Uuid> {
     let row = sqlx::query(
         "INSERT INTO repositories (owner, name, stargazers_count, contributor_count, pull_request_count) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (lower(owner), lower(name)) DO UPDATE SET \
@@ -344,19 +377,21 @@ fn stats_from_row(row: &PgRow) -> StoreResult<RepositoryStats> {
 }
 
 pub(super) async fn repository_stats(pool: &PgPool, id: Uuid) -> StoreResult<Option<RepositoryStats>> {
-    let row = sqlx::query("SELECT stargazers_count, contributor_count, pull_request_count FROM repositories WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::db(format!("read repository `{id}`")))?;
+    let row =
+        sqlx::query("SELECT stargazers_count, contributor_count, pull_request_count FROM repositories WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::db(format!("read repository `{id}`")))?;
     row.map(|r| stats_from_row(&r)).transpose()
 }
 
 pub(super) async fn list_repository_stats(pool: &PgPool) -> StoreResult<Vec<(Uuid, RepositoryStats)>> {
-    let rows = sqlx::query("SELECT id, stargazers_count, contributor_count, pull_request_count FROM repositories ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .map_err(StoreError::db("list the repositories"))?;
+    let rows =
+        sqlx::query("SELECT id, stargazers_count, contributor_count, pull_request_count FROM repositories ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::db("list the repositories"))?;
     rows.iter().map(|r| Ok((get(r, "id")?, stats_from_row(r)?))).collect()
 }
 
@@ -427,7 +462,10 @@ pub(super) async fn list_categories(pool: &PgPool) -> StoreResult<Vec<CategoryRo
                     contributor_count: to_u32("contributor_count", i64::from(get::<i32>(r, "contributor_count")?))?,
                     pr_count: to_u32("pr_count", i64::from(get::<i32>(r, "pr_count")?))?,
                 },
-                monthly_activity_score: to_u8("monthly_activity_score", i64::from(get::<i32>(r, "monthly_activity_score")?))?,
+                monthly_activity_score: to_u8(
+                    "monthly_activity_score",
+                    i64::from(get::<i32>(r, "monthly_activity_score")?),
+                )?,
             })
         })
         .collect()
@@ -438,8 +476,12 @@ pub(super) async fn list_categories(pool: &PgPool) -> StoreResult<Vec<CategoryRo
 pub(super) async fn upsert_metrics(pool: &PgPool, deltas: &[MetricsDelta]) -> StoreResult<()> {
     let mut sorted: Vec<&MetricsDelta> = deltas.iter().collect();
     sorted.sort_by(|a, b| {
-        (a.config_id, a.repository_id, a.processor.as_str(), a.hour_start)
-            .cmp(&(b.config_id, b.repository_id, b.processor.as_str(), b.hour_start))
+        (a.config_id, a.repository_id, a.processor.as_str(), a.hour_start).cmp(&(
+            b.config_id,
+            b.repository_id,
+            b.processor.as_str(),
+            b.hour_start,
+        ))
     });
     let cfg: Vec<Uuid> = sorted.iter().map(|d| d.config_id).collect();
     let repo: Vec<Uuid> = sorted.iter().map(|d| d.repository_id).collect();

@@ -56,7 +56,9 @@ fn get_uuid(row: &SqliteRow, column: &'static str) -> StoreResult<Uuid> {
 
 fn get_opt_uuid(row: &SqliteRow, column: &'static str) -> StoreResult<Option<Uuid>> {
     match get::<Option<String>>(row, column)? {
-        Some(s) => Uuid::parse_str(&s).map(Some).map_err(|e| StoreError::Corrupt { column, message: format!("`{s}`: {e}") }),
+        Some(s) => {
+            Uuid::parse_str(&s).map(Some).map_err(|e| StoreError::Corrupt { column, message: format!("`{s}`: {e}") })
+        }
         None => Ok(None),
     }
 }
@@ -193,15 +195,20 @@ fn ids_json(ids: &[Uuid]) -> String {
     serde_json::Value::Array(ids.iter().map(|u| serde_json::Value::String(u.to_string())).collect()).to_string()
 }
 
-pub(super) async fn apply_change(pool: &SqlitePool, feature: &str, request: &ChangeRequest) -> StoreResult<ChangeOutcome> {
+pub(super) async fn apply_change(
+    pool: &SqlitePool,
+    feature: &str,
+    request: &ChangeRequest,
+) -> StoreResult<ChangeOutcome> {
     let action = request.change.action();
     let ctx = format!("apply `{}` to `{feature}`", action.as_str());
     let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
     let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = ?1");
-    let before = match sqlx::query(&sql).bind(feature).fetch_optional(&mut *tx).await.map_err(StoreError::db(ctx.clone()))? {
-        Some(row) => config_from_row(&row)?,
-        None => return Err(StoreError::UnknownFeature(feature.to_owned())),
-    };
+    let before =
+        match sqlx::query(&sql).bind(feature).fetch_optional(&mut *tx).await.map_err(StoreError::db(ctx.clone()))? {
+            Some(row) => config_from_row(&row)?,
+            None => return Err(StoreError::UnknownFeature(feature.to_owned())),
+        };
     let now = ts(Utc::now());
     let id = before.id.to_string();
     let returning = format!("RETURNING {CONFIG_COLUMNS}");
@@ -266,16 +273,36 @@ pub(super) async fn apply_change(pool: &SqlitePool, feature: &str, request: &Cha
                 .await
         }
         Change::WhitelistAdd(ids) => {
-            sqlx::query(&set_add("target_repositories")).bind(&id).bind(ids_json(ids)).bind(&now).fetch_optional(&mut *tx).await
+            sqlx::query(&set_add("target_repositories"))
+                .bind(&id)
+                .bind(ids_json(ids))
+                .bind(&now)
+                .fetch_optional(&mut *tx)
+                .await
         }
         Change::ExcludeAdd(ids) => {
-            sqlx::query(&set_add("excluded_repositories")).bind(&id).bind(ids_json(ids)).bind(&now).fetch_optional(&mut *tx).await
+            sqlx::query(&set_add("excluded_repositories"))
+                .bind(&id)
+                .bind(ids_json(ids))
+                .bind(&now)
+                .fetch_optional(&mut *tx)
+                .await
         }
         Change::WhitelistRemove(ids) => {
-            sqlx::query(&set_remove("target_repositories")).bind(&id).bind(ids_json(ids)).bind(&now).fetch_optional(&mut *tx).await
+            sqlx::query(&set_remove("target_repositories"))
+                .bind(&id)
+                .bind(ids_json(ids))
+                .bind(&now)
+                .fetch_optional(&mut *tx)
+                .await
         }
         Change::ExcludeRemove(ids) => {
-            sqlx::query(&set_remove("excluded_repositories")).bind(&id).bind(ids_json(ids)).bind(&now).fetch_optional(&mut *tx).await
+            sqlx::query(&set_remove("excluded_repositories"))
+                .bind(&id)
+                .bind(ids_json(ids))
+                .bind(&now)
+                .fetch_optional(&mut *tx)
+                .await
         }
         Change::Rollback => {
             let sql = format!(
@@ -316,7 +343,11 @@ async fn config_id(pool: &SqlitePool, feature: &str) -> StoreResult<Uuid> {
     }
 }
 
-pub(super) async fn append_history(pool: &SqlitePool, feature: Option<&str>, entry: &NewHistory) -> StoreResult<HistoryEntry> {
+pub(super) async fn append_history(
+    pool: &SqlitePool,
+    feature: Option<&str>,
+    entry: &NewHistory,
+) -> StoreResult<HistoryEntry> {
     let id = match feature {
         Some(f) => Some(config_id(pool, f).await?),
         None => None,
@@ -350,7 +381,12 @@ pub(super) async fn find_repository(pool: &SqlitePool, owner: &str, name: &str) 
     row.map(|r| get_uuid(&r, "id")).transpose()
 }
 
-pub(super) async fn upsert_repository(pool: &SqlitePool, owner: &str, name: &str, stats: &RepositoryStats) -> StoreResult<Uuid> {
+pub(super) async fn upsert_repository(
+    pool: &SqlitePool,
+    owner: &str,
+    name: &str,
+    stats: &RepositoryStats,
+) -> StoreResult<Uuid> {
     let row = sqlx::query(
         "INSERT INTO repositories (id, owner, name, stargazers_count, contributor_count, pull_request_count) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (lower(owner), lower(name)) DO UPDATE SET \
@@ -378,19 +414,21 @@ fn stats_from_row(row: &SqliteRow) -> StoreResult<RepositoryStats> {
 }
 
 pub(super) async fn repository_stats(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<RepositoryStats>> {
-    let row = sqlx::query("SELECT stargazers_count, contributor_count, pull_request_count FROM repositories WHERE id = ?1")
-        .bind(id.to_string())
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::db(format!("read repository `{id}`")))?;
+    let row =
+        sqlx::query("SELECT stargazers_count, contributor_count, pull_request_count FROM repositories WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::db(format!("read repository `{id}`")))?;
     row.map(|r| stats_from_row(&r)).transpose()
 }
 
 pub(super) async fn list_repository_stats(pool: &SqlitePool) -> StoreResult<Vec<(Uuid, RepositoryStats)>> {
-    let rows = sqlx::query("SELECT id, stargazers_count, contributor_count, pull_request_count FROM repositories ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .map_err(StoreError::db("list the repositories"))?;
+    let rows =
+        sqlx::query("SELECT id, stargazers_count, contributor_count, pull_request_count FROM repositories ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::db("list the repositories"))?;
     rows.iter().map(|r| Ok((get_uuid(r, "id")?, stats_from_row(r)?))).collect()
 }
 

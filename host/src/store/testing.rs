@@ -82,7 +82,9 @@ impl TestDatabase {
             }
             Cleanup::Postgres { admin_url, name } => {
                 if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
                     let _ = admin.close().await;
                 }
             }
@@ -92,14 +94,16 @@ impl TestDatabase {
 
 /// Drop the test databases of processes that no longer run.
 async fn drop_stale(admin: &mut sqlx::PgConnection) {
-    let Ok(rows) = sqlx::query_scalar::<_, String>("SELECT datname FROM pg_database WHERE datname LIKE 'rollout\\_test\\_%'")
-        .fetch_all(&mut *admin)
-        .await
+    let Ok(rows) =
+        sqlx::query_scalar::<_, String>("SELECT datname FROM pg_database WHERE datname LIKE 'rollout\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
     else {
         return;
     };
     for name in rows {
-        let pid = name.strip_prefix(PG_PREFIX).and_then(|rest| rest.split('_').next()).and_then(|p| p.parse::<u32>().ok());
+        let pid =
+            name.strip_prefix(PG_PREFIX).and_then(|rest| rest.split('_').next()).and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
         if !alive {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut *admin).await;
