@@ -44,6 +44,7 @@ impl Background {
             tokio::spawn(health_loop(state.clone(), rx.clone())),
             tokio::spawn(reload_loop(state.clone(), rx.clone())),
             tokio::spawn(categorize_loop(state.clone(), rx.clone())),
+            tokio::spawn(audit_loop(state.clone(), rx.clone())),
         ];
         if matches!(state.store(), Store::Postgres(_)) {
             tasks.push(tokio::spawn(listen_loop(state.clone(), rx)));
@@ -64,6 +65,45 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Write the runtime's own decisions to the audit trail: an automatic revert of a new policy
+/// version that fell back too often in its first calls becomes a `policy_reverted` history
+/// row (activations and manual reverts are audited where they are requested).
+async fn audit_loop(state: AppState, mut stop: watch::Receiver<bool>) {
+    let events = state.runtime().subscribe();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // The runtime's events arrive on a std channel; a thread forwards them until either end closes.
+    std::thread::spawn(move || {
+        while let Ok(event) = events.recv() {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.changed() => None,
+        };
+        let Some(event) = event else { return };
+        if let crate::runtime::RuntimeEvent::ProbationFailed { version, calls, failed_calls, reverted_to, .. } = event {
+            let entry = crate::store::NewHistory {
+                action: crate::store::HistoryAction::PolicyReverted,
+                previous_percentage: None,
+                new_percentage: None,
+                reason: Some(format!(
+                    "policy {} {} fell back on {failed_calls} of its first {calls} calls: reverted automatically",
+                    version.name, version.version
+                )),
+                triggered_by: "auto_revert".to_owned(),
+                metadata: serde_json::json!({"failed": version, "reverted_to": reverted_to, "calls": calls, "failed_calls": failed_calls}),
+            };
+            if let Err(e) = state.store().append_history(None, &entry).await {
+                tracing::error!(error = %e, "cannot audit the automatic policy revert");
+            }
         }
     }
 }
