@@ -9,7 +9,7 @@ POLICY := target/wasm/rollout_policy.wasm
 EXAMPLE := target/wasm/size_aware_policy.wasm
 ROLLOUT := target/debug/rollout
 
-.PHONY: help setup policy build test test-rust vectors lint fmt run bench examples js clean fixtures
+.PHONY: help setup policy reproducible build test test-rust vectors lint fmt run bench examples js clean fixtures
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,12 +20,19 @@ setup: ## install what a fresh machine lacks (wasm target, Python xxhash, npm pa
 	@if [ -f js/package-lock.json ]; then cd js && npm ci --no-audit --no-fund; fi
 
 policy: ## build the reference policy component: target/wasm/rollout_policy.wasm
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	$(CARGO) build -q -p rollout-policy --target $(WASM_TARGET) --profile wasm
 	$(CARGO) run -q -p xtask -- componentize $(CORE_WASM) $(POLICY)
 
 examples: ## build the example policy (examples/size-aware-policy): target/wasm/size_aware_policy.wasm
 	$(CARGO) build -q -p size-aware-policy --target $(WASM_TARGET) --profile wasm
 	$(CARGO) run -q -p xtask -- componentize target/$(WASM_TARGET)/wasm/size_aware_policy.wasm $(EXAMPLE)
+
+reproducible: policy ## rebuild the component from scratch and check it is byte-identical
+	cp $(POLICY) target/wasm/.previous.wasm
+	$(CARGO) clean -q -p rollout-policy --target $(WASM_TARGET) --profile wasm
+	$(MAKE) --no-print-directory policy
+	cmp target/wasm/.previous.wasm $(POLICY) && echo "reproducible: $(POLICY) is byte-identical across two builds ($$(sha256sum < $(POLICY) | cut -c1-16))"
 
 HOSTILE_CORE := target/$(WASM_TARGET)/wasm/rollout_hostile.wasm
 HOSTILE := triggers nonmonotonic ignores-stop routes-ineligible loop-info
@@ -40,16 +47,18 @@ fixtures: ## build the hostile test policies (tests/hostile) into target/wasm/ho
 build: policy ## build the policy and the rollout binary
 	$(CARGO) build -p rollout
 
-vectors: ## regenerate tests/vectors with the independent Python generator; fail if they drift
+vectors: ## check tests/vectors against the independent Python generator; fail if they drift
+	@python3 -c 'import xxhash' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/vectors/requirements.txt
 	python3 tests/vectors/generate.py --check
 
-test: policy fixtures examples vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
+test: policy fixtures reproducible examples vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p rollout -- policy test --policy $(POLICY) tests/vectors
 	$(CARGO) run -q -p rollout -- policy test --policy $(EXAMPLE) tests/vectors examples/size-aware-policy/cases
 	@if [ -f js/package.json ]; then $(MAKE) --no-print-directory js; fi
 
 js: policy ## build and test the JavaScript package (jco)
+	@[ -d js/node_modules ] || (cd js && npm ci --no-audit --no-fund)
 	cd js && npm run build && npm test
 
 lint: ## rustfmt and clippy
