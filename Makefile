@@ -53,8 +53,9 @@ vectors: ## check tests/vectors against the independent Python generator; fail i
 
 test: policy fixtures reproducible examples vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
 	$(CARGO) test --workspace --all-targets
-	$(CARGO) run -q -p rollout -- policy test --policy $(POLICY) tests/vectors
-	$(CARGO) run -q -p rollout -- policy test --policy $(EXAMPLE) tests/vectors examples/size-aware-policy/cases
+	@# the binary `cargo test` just built (a `cargo run -p` would resolve features anew and rebuild)
+	$(ROLLOUT) policy test --policy $(POLICY) tests/vectors
+	$(ROLLOUT) policy test --policy $(EXAMPLE) tests/vectors examples/size-aware-policy/cases
 	@if [ -f js/package.json ]; then $(MAKE) --no-print-directory js; fi
 
 js: policy ## build and test the JavaScript package (jco)
