@@ -29,7 +29,7 @@ fn fifty_swaps_under_four_deciding_threads() {
                 let expected = NativePolicy.route_batch(&cfg, &requests);
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    let wrong = if i % 8 == 0 {
+                    let wrong = if i.is_multiple_of(8) {
                         let got = runtime.route_batch(&cfg, &requests);
                         got.iter().zip(&expected).filter(|(g, e)| g != e).count() as u64
                     } else {

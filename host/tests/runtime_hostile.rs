@@ -113,9 +113,15 @@ fn refused(bytes: &[u8]) -> SwapError {
 fn the_wrong_world_is_refused() {
     let empty = wat::parse_str("(component)").unwrap();
     assert!(matches!(refused(&empty), SwapError::Load(LoadError::World { .. })), "{:?}", refused(&empty));
-    let importing = wat::parse_str(r#"(component (import "wasi:cli/environment@0.2.0" (instance (export "get-arguments" (func)))))"#).unwrap();
+    let importing = wat::parse_str(
+        r#"(component (import "wasi:cli/environment@0.2.0" (instance (export "get-arguments" (func)))))"#,
+    )
+    .unwrap();
     let e = refused(&importing);
-    assert!(matches!(&e, SwapError::Load(LoadError::World { message, .. }) if message.contains("wasi:cli/environment")), "{e}");
+    assert!(
+        matches!(&e, SwapError::Load(LoadError::World { message, .. }) if message.contains("wasi:cli/environment")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -189,4 +195,3 @@ fn the_trigger_fixture_itself_passes_the_contract() {
     assert!(report.validated_decisions.unwrap() > 100_000);
     assert_eq!(report.version.name, "hostile-triggers");
 }
-

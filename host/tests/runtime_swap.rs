@@ -32,7 +32,10 @@ fn decisions_match_the_native_rules() {
     }
     let stats = RepositoryStats { star_count: 40, contributor_count: 3, pr_count: 90 };
     assert_eq!(runtime.categorize(&stats), NativePolicy.categorize(&stats));
-    assert_eq!(runtime.evaluate_health(config(10).config(), &[]), NativePolicy.evaluate_health(config(10).config(), &[]));
+    assert_eq!(
+        runtime.evaluate_health(config(10).config(), &[]),
+        NativePolicy.evaluate_health(config(10).config(), &[])
+    );
     assert!(runtime.route_batch(&config(10), &[]).is_empty());
     let counts = runtime.status().active.unwrap().counts;
     assert_eq!(counts.fallbacks, 0);
@@ -137,7 +140,8 @@ fn a_new_version_that_keeps_failing_is_reverted_automatically() {
     assert_eq!((bad_counts.fallbacks, bad_counts.traps), (6, 6));
     let received: Vec<_> = events.try_iter().collect();
     match received.as_slice() {
-        [RuntimeEvent::Activated { .. }, RuntimeEvent::ProbationFailed { version, calls: 6, failed_calls: 6, reverted_to, .. }] => {
+        [RuntimeEvent::Activated { .. }, RuntimeEvent::ProbationFailed { version, calls: 6, failed_calls: 6, reverted_to, .. }] =>
+        {
             assert_eq!(version, &bad);
             assert_eq!(reverted_to.as_ref(), Some(&good));
         }
@@ -244,11 +248,8 @@ fn status_serialises_for_operators() {
     assert_eq!(value["limits"]["epoch_ticks"], 10);
     assert_eq!(value["limits"]["memory_bytes"], 16 << 20);
     assert!(value["previous"].is_null());
-    let event = serde_json::to_value(RuntimeEvent::Refused {
-        source: "x".into(),
-        error: "y".into(),
-        at: chrono::Utc::now(),
-    })
-    .unwrap();
+    let event =
+        serde_json::to_value(RuntimeEvent::Refused { source: "x".into(), error: "y".into(), at: chrono::Utc::now() })
+            .unwrap();
     assert_eq!(event["event"], "refused");
 }

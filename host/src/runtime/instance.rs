@@ -53,8 +53,12 @@ pub struct PolicyInstance {
 impl PolicyInstance {
     /// Instantiate `pre` in a fresh store bounded by `limits`.
     pub(crate) fn new(pre: &PolicyPre<HostState>, limits: &Limits) -> Result<PolicyInstance, CallError> {
-        let state =
-            HostState { memory_cap: limits.memory_bytes, memory_denied: false, ticks_left: limits.epoch_ticks, timed_out: false };
+        let state = HostState {
+            memory_cap: limits.memory_bytes,
+            memory_denied: false,
+            ticks_left: limits.epoch_ticks,
+            timed_out: false,
+        };
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         // The deadline fires at every epoch tick the guest runs through; the callback
@@ -79,7 +83,13 @@ impl PolicyInstance {
                 CallError::Instantiate(format!("{e:#}"))
             }
         })?;
-        Ok(PolicyInstance { store, bindings, evaluators: Vec::with_capacity(EVALUATORS), limits: *limits, poisoned: false })
+        Ok(PolicyInstance {
+            store,
+            bindings,
+            evaluators: Vec::with_capacity(EVALUATORS),
+            limits: *limits,
+            poisoned: false,
+        })
     }
 
     /// Whether a call trapped or timed out; a poisoned instance must be dropped.

@@ -177,6 +177,10 @@ fn engine_config(pooling: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
+    // `ROLLOUT_WASM_PERFMAP=1`: write /tmp/perf-<pid>.map so `perf` names guest functions.
+    if std::env::var_os("ROLLOUT_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if pooling {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_INSTANCES)

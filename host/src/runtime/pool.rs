@@ -159,7 +159,13 @@ pub(crate) enum Verdict {
 
 impl Probation {
     pub fn new(window: u64, threshold: f64) -> Probation {
-        Probation { window, threshold, calls: AtomicU64::new(0), failed: AtomicU64::new(0), over: AtomicBool::new(false) }
+        Probation {
+            window,
+            threshold,
+            calls: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            over: AtomicBool::new(false),
+        }
     }
 
     #[inline]

@@ -154,7 +154,8 @@ struct Grid<'a> {
 
 impl Grid<'_> {
     fn config(&self, ids: &[String]) -> Config {
-        let list = |r: std::ops::Range<usize>| if self.lists { ids.get(r).unwrap_or_default().to_vec() } else { Vec::new() };
+        let list =
+            |r: std::ops::Range<usize>| if self.lists { ids.get(r).unwrap_or_default().to_vec() } else { Vec::new() };
         Config {
             feature_name: self.feature.to_owned(),
             rollout_percentage: self.percentage,

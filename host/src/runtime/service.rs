@@ -279,10 +279,7 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("active", &self.policy_version())
-            .field("options", &self.inner.options)
-            .finish()
+        f.debug_struct("Runtime").field("active", &self.policy_version()).field("options", &self.inner.options).finish()
     }
 }
 
@@ -396,7 +393,8 @@ impl Runtime {
     }
 
     pub(crate) fn read(&self, path: &Path) -> Result<Vec<u8>, SwapError> {
-        let read_error = |e: std::io::Error| SwapError::Read { path: path.display().to_string(), message: e.to_string() };
+        let read_error =
+            |e: std::io::Error| SwapError::Read { path: path.display().to_string(), message: e.to_string() };
         let size = std::fs::metadata(path).map_err(read_error)?.len();
         self.check_size(size, &path.display().to_string())?;
         std::fs::read(path).map_err(read_error)
@@ -460,10 +458,10 @@ impl Runtime {
             None => {
                 let mut instance = match warm.take() {
                     Some(i) => i,
-                    None => version.compiled.instantiate(&limits).map_err(|error| LoadError::Call {
-                        source_name: source.to_owned(),
-                        error,
-                    })?,
+                    None => version
+                        .compiled
+                        .instantiate(&limits)
+                        .map_err(|error| LoadError::Call { source_name: source.to_owned(), error })?,
                 };
                 let checked = Checker::new(&mut instance, inner.sample)
                     .run()

@@ -163,7 +163,10 @@ impl GuestEvaluator for EvaluatorResource {
     }
 
     fn is_eligible_batch(&self, repositories: Vec<w::Repository>) -> Vec<w::Eligibility> {
-        repositories.into_iter().map(|r| eligibility_out(EvaluatorResource::is_eligible(self, &repository_in(r)))).collect()
+        repositories
+            .into_iter()
+            .map(|r| eligibility_out(EvaluatorResource::is_eligible(self, &repository_in(r))))
+            .collect()
     }
 
     fn route(&self, repository: w::Repository, job: w::Job) -> w::RouteDecision {
