@@ -9,7 +9,7 @@ POLICY := target/wasm/rollout_policy.wasm
 EXAMPLE := target/wasm/size_aware_policy.wasm
 ROLLOUT := target/debug/rollout
 
-.PHONY: help setup policy reproducible build test test-rust vectors lint fmt run bench examples js clean fixtures
+.PHONY: help setup wasm-target policy reproducible build test test-rust vectors lint fmt run bench examples js clean fixtures
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,12 +19,14 @@ setup: ## install what a fresh machine lacks (wasm target, Python xxhash, npm pa
 	python3 -m pip install --quiet --disable-pip-version-check -r tests/vectors/requirements.txt
 	@if [ -f js/package-lock.json ]; then cd js && npm ci --no-audit --no-fund; fi
 
-policy: ## build the reference policy component: target/wasm/rollout_policy.wasm
+wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+policy: wasm-target ## build the reference policy component: target/wasm/rollout_policy.wasm
 	$(CARGO) build -q -p rollout-policy --target $(WASM_TARGET) --profile wasm
 	$(CARGO) run -q -p xtask -- componentize $(CORE_WASM) $(POLICY)
 
-examples: ## build the example policy (examples/size-aware-policy): target/wasm/size_aware_policy.wasm
+examples: wasm-target ## build the example policy (examples/size-aware-policy): target/wasm/size_aware_policy.wasm
 	$(CARGO) build -q -p size-aware-policy --target $(WASM_TARGET) --profile wasm
 	$(CARGO) run -q -p xtask -- componentize target/$(WASM_TARGET)/wasm/size_aware_policy.wasm $(EXAMPLE)
 
@@ -37,7 +39,7 @@ reproducible: policy ## rebuild the component from scratch and check it is byte-
 HOSTILE_CORE := target/$(WASM_TARGET)/wasm/rollout_hostile.wasm
 HOSTILE := triggers nonmonotonic ignores-stop routes-ineligible loop-info
 
-fixtures: ## build the hostile test policies (tests/hostile) into target/wasm/hostile-*.wasm
+fixtures: wasm-target ## build the hostile test policies (tests/hostile) into target/wasm/hostile-*.wasm
 	@set -e; for f in $(HOSTILE); do \
 		if [ $$f = triggers ]; then features=; else features="--features $$f"; fi; \
 		$(CARGO) build -q -p rollout-hostile --target $(WASM_TARGET) --profile wasm $$features; \

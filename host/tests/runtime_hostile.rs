@@ -4,7 +4,9 @@
 mod runtime_support;
 
 use rollout::engine::{Decide, NativePolicy};
-use rollout::runtime::{CallError, LoadError, Runtime, RuntimeEvent, SafetyProperty, SwapError, BUNDLED_POLICY};
+use rollout::runtime::{
+    CallError, Limits, LoadError, Runtime, RuntimeEvent, RuntimeOptions, SafetyProperty, SwapError, BUNDLED_POLICY,
+};
 use rollout_hostile::{TRAP_STARS, TRIGGER_BOMB, TRIGGER_LOOP, TRIGGER_TRAP};
 use rollout_policy::{EligibilityReason, Processor, RepositoryStats, RouteRule};
 use runtime_support::*;
@@ -18,8 +20,9 @@ fn assert_healthy(runtime: &Runtime) {
     }
 }
 
-fn contained(trigger_id: &str) -> rollout::runtime::VersionStatus {
-    let runtime = runtime_with(&fixture("triggers"));
+fn contained(trigger_id: &str, limits: Limits) -> rollout::runtime::VersionStatus {
+    let runtime = Runtime::new(RuntimeOptions { limits, ..options() }).expect("runtime");
+    runtime.load_bytes(&fixture("triggers"), "test").expect("load");
     assert_healthy(&runtime);
     let d = runtime.route(&config(50), &trigger(trigger_id), &job(0));
     assert_eq!((d.processor, d.rule), (Processor::Inngest, RouteRule::PolicyError));
@@ -37,19 +40,22 @@ fn contained(trigger_id: &str) -> rollout::runtime::VersionStatus {
 
 #[test]
 fn an_infinite_loop_is_interrupted_at_the_deadline() {
-    let status = contained(TRIGGER_LOOP);
+    let status = contained(TRIGGER_LOOP, Limits::default());
     assert_eq!((status.counts.timeouts, status.counts.memory_failures), (1, 0));
 }
 
 #[test]
 fn a_memory_bomb_hits_the_cap() {
-    let status = contained(TRIGGER_BOMB);
+    // A deadline far beyond the time the bomb needs, so the memory cap is what stops it
+    // even when a loaded CI machine stretches the allocation loop past the default 10 ms
+    // (CI once counted this bomb as a timeout).
+    let status = contained(TRIGGER_BOMB, Limits { epoch_ticks: 30_000, ..Limits::default() });
     assert_eq!((status.counts.timeouts, status.counts.memory_failures), (0, 1));
 }
 
 #[test]
 fn a_trap_falls_back() {
-    let status = contained(TRIGGER_TRAP);
+    let status = contained(TRIGGER_TRAP, Limits::default());
     assert_eq!((status.counts.timeouts, status.counts.memory_failures), (0, 0));
 }
 
