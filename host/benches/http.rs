@@ -33,7 +33,10 @@ impl Drop for ServerProcess {
     }
 }
 
-#[allow(clippy::zombie_processes, reason = "every failure path kills and waits; the success path hands the child to ServerProcess, whose drop waits")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "every failure path kills and waits; the success path hands the child to ServerProcess, whose drop waits"
+)]
 fn start_server(db: &std::path::Path) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollout"))
         .arg("--database-url")

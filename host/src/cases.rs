@@ -187,14 +187,18 @@ impl<'a> Fields<'a> {
     fn f64(&self, k: &str) -> Result<Option<f64>, CaseError> {
         match self.get(k) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| CaseError::field(&self.p(k), format!("`{v}` is not a number"))),
+            Some(v) => {
+                v.as_f64().map(Some).ok_or_else(|| CaseError::field(&self.p(k), format!("`{v}` is not a number")))
+            }
         }
     }
 
     fn str(&self, k: &str) -> Result<Option<&'a str>, CaseError> {
         match self.get(k) {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| CaseError::field(&self.p(k), format!("`{v}` is not a string"))),
+            Some(v) => {
+                v.as_str().map(Some).ok_or_else(|| CaseError::field(&self.p(k), format!("`{v}` is not a string")))
+            }
         }
     }
 
@@ -212,7 +216,9 @@ impl<'a> Fields<'a> {
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    v.as_str().map(str::to_owned).ok_or_else(|| CaseError::field(&format!("{}[{i}]", self.p(k)), "must be a string"))
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| CaseError::field(&format!("{}[{i}]", self.p(k)), "must be a string"))
                 })
                 .collect(),
             Some(_) => Err(CaseError::field(&self.p(k), "must be a list of strings")),
@@ -265,14 +271,20 @@ pub fn repository_from_json(v: Option<&Value>) -> Result<p::Repository, CaseErro
 /// Read a job object; every field is optional.
 pub fn job_from_json(v: Option<&Value>) -> Result<p::Job, CaseError> {
     let empty = Value::Object(Map::new());
-    let f = Fields::new("job", v.unwrap_or(&empty), &["job_type", "time_range_days", "pr_numbers", "trigger_source", "max_items"])?;
+    let f = Fields::new(
+        "job",
+        v.unwrap_or(&empty),
+        &["job_type", "time_range_days", "pr_numbers", "trigger_source", "max_items"],
+    )?;
     let pr_numbers = match f.get("pr_numbers") {
         None => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_u64().ok_or_else(|| CaseError::field(&format!("job.pr_numbers[{i}]"), format!("`{v}` is not a PR number")))
+                v.as_u64().ok_or_else(|| {
+                    CaseError::field(&format!("job.pr_numbers[{i}]"), format!("`{v}` is not a PR number"))
+                })
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(CaseError::field("job.pr_numbers", "must be a list of PR numbers")),
@@ -355,14 +367,18 @@ impl Case {
     pub fn inputs(&self) -> Result<Inputs, CaseError> {
         let g = |k: &str| self.raw.get(k);
         Ok(match self.op {
-            Op::IsEligible => Inputs::IsEligible(config_from_json(g("config"), true)?, repository_from_json(g("repository"))?),
+            Op::IsEligible => {
+                Inputs::IsEligible(config_from_json(g("config"), true)?, repository_from_json(g("repository"))?)
+            }
             Op::Route => Inputs::Route(
                 config_from_json(g("config"), true)?,
                 repository_from_json(g("repository"))?,
                 job_from_json(g("job"))?,
             ),
             Op::Categorize => Inputs::Categorize(stats_from_json(g("stats"))?),
-            Op::EvaluateHealth => Inputs::EvaluateHealth(config_from_json(g("config"), true)?, windows_from_json(g("windows"))?),
+            Op::EvaluateHealth => {
+                Inputs::EvaluateHealth(config_from_json(g("config"), true)?, windows_from_json(g("windows"))?)
+            }
         })
     }
 }
@@ -435,7 +451,9 @@ pub struct NativeBackend;
 
 impl Backend for NativeBackend {
     fn evaluate(&mut self, inputs: &Inputs) -> Result<Map<String, Value>, CaseError> {
-        let ev = |c: &p::Config| p::Evaluator::new(c.clone()).map_err(|e| CaseError::field(&join("config", &e.field), e.message));
+        let ev = |c: &p::Config| {
+            p::Evaluator::new(c.clone()).map_err(|e| CaseError::field(&join("config", &e.field), e.message))
+        };
         Ok(match inputs {
             Inputs::IsEligible(c, r) => eligibility_to_json(&ev(c)?.is_eligible(r)),
             Inputs::Route(c, r, j) => route_json(&ev(c)?.route(r, j)),
@@ -474,8 +492,12 @@ impl Backend for WasmBackend {
             return Err(CaseError { message: "no policy instance".into() });
         };
         Ok(match inputs {
-            Inputs::IsEligible(c, r) => eligibility_to_json(&inst.is_eligible(&ConfigSnapshot::new(c.clone()), r).map_err(call_error)?),
-            Inputs::Route(c, r, j) => route_json(&inst.route(&ConfigSnapshot::new(c.clone()), r, j).map_err(call_error)?),
+            Inputs::IsEligible(c, r) => {
+                eligibility_to_json(&inst.is_eligible(&ConfigSnapshot::new(c.clone()), r).map_err(call_error)?)
+            }
+            Inputs::Route(c, r, j) => {
+                route_json(&inst.route(&ConfigSnapshot::new(c.clone()), r, j).map_err(call_error)?)
+            }
             Inputs::Categorize(s) => categorization_json(&inst.categorize(s).map_err(call_error)?),
             Inputs::EvaluateHealth(c, w) => health_json(&inst.evaluate_health(c, w).map_err(call_error)?),
         })
@@ -501,7 +523,9 @@ pub fn check(case: &Case, outcome: &Outcome) -> Result<(), Vec<String>> {
                 problems.push(format!("error: expected a message containing `{want}`, got `{}`", e.message));
             }
         }
-        (Some(want), Ok(actual)) => problems.push(format!("error: expected an error containing {want}, got {}", Value::Object(actual.clone()))),
+        (Some(want), Ok(actual)) => {
+            problems.push(format!("error: expected an error containing {want}, got {}", Value::Object(actual.clone())))
+        }
         (None, Err(e)) => problems.push(format!("failed: {}", e.message)),
         (None, Ok(actual)) => {
             for (k, want) in &case.expect {
@@ -560,7 +584,8 @@ pub fn read_file(path: &Path, require_expect: bool) -> Result<Vec<Result<Case, C
     } else {
         std::fs::read_to_string(path).map_err(|source| FileError::Io { path: path.to_owned(), source })?
     };
-    let v: Value = serde_json::from_str(&text).map_err(|e| FileError::Format { path: path.to_owned(), message: e.to_string() })?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| FileError::Format { path: path.to_owned(), message: e.to_string() })?;
     parse_cases(&v, require_expect).map_err(|e| FileError::Format { path: path.to_owned(), message: e.message })
 }
 
@@ -604,7 +629,10 @@ pub fn run(paths: &[PathBuf], backend: &mut dyn Backend) -> Report {
         }
     };
     if files.is_empty() {
-        report.unreadable.push(format!("no case files (*.json) under {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")));
+        report.unreadable.push(format!(
+            "no case files (*.json) under {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ));
     }
     for file in files {
         let cases = match read_file(&file, true) {

@@ -26,7 +26,8 @@ fn compiled() -> CompiledPolicy {
 fn vector_files() -> Vec<PathBuf> {
     let dir = root().join("tests/vectors");
     let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).expect("index.json")).expect("index json");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).expect("index.json"))
+            .expect("index json");
     let listed: Vec<PathBuf> = index["files"]
         .as_array()
         .expect("files list")
@@ -87,14 +88,26 @@ fn a_wrong_expectation_is_reported_with_expected_and_actual() {
 #[test]
 fn bad_input_names_the_field_and_the_allowed_values() {
     let cases = [
-        (r#"{"op": "route", "repository": {"id": "x"}, "job": {"trigger_source": "cron"}, "expect": {"rule": "default"}}"#,
-         "job.trigger_source", "manual, scheduled, automatic"),
-        (r#"{"op": "is_eligible", "config": {"rollout_percentage": 101}, "repository": {"id": "x"}, "expect": {"eligible": false}}"#,
-         "config.rollout_percentage", "0 to 100"),
-        (r#"{"op": "is_eligible", "config": {"rollout_strategy": "canary"}, "repository": {"id": "x"}, "expect": {"eligible": false}}"#,
-         "config.rollout_strategy", "percentage, whitelist, repository_size"),
-        (r#"{"op": "is_eligible", "config": {"colour": 1}, "repository": {"id": "x"}, "expect": {"eligible": false}}"#,
-         "config.colour", "unknown field"),
+        (
+            r#"{"op": "route", "repository": {"id": "x"}, "job": {"trigger_source": "cron"}, "expect": {"rule": "default"}}"#,
+            "job.trigger_source",
+            "manual, scheduled, automatic",
+        ),
+        (
+            r#"{"op": "is_eligible", "config": {"rollout_percentage": 101}, "repository": {"id": "x"}, "expect": {"eligible": false}}"#,
+            "config.rollout_percentage",
+            "0 to 100",
+        ),
+        (
+            r#"{"op": "is_eligible", "config": {"rollout_strategy": "canary"}, "repository": {"id": "x"}, "expect": {"eligible": false}}"#,
+            "config.rollout_strategy",
+            "percentage, whitelist, repository_size",
+        ),
+        (
+            r#"{"op": "is_eligible", "config": {"colour": 1}, "repository": {"id": "x"}, "expect": {"eligible": false}}"#,
+            "config.colour",
+            "unknown field",
+        ),
     ];
     for (json, field, allowed) in cases {
         let case = cases::Case::from_json(&serde_json::from_str(json).unwrap(), true).unwrap();
@@ -147,7 +160,13 @@ fn the_component_reports_its_name_and_version() {
 }
 
 fn arb_config() -> impl Strategy<Value = p::Config> {
-    (0u8..=100, any::<bool>(), any::<bool>(), prop::sample::select(p::Strategy::ALL.to_vec()), prop::collection::vec(any::<u128>(), 0..4))
+    (
+        0u8..=100,
+        any::<bool>(),
+        any::<bool>(),
+        prop::sample::select(p::Strategy::ALL.to_vec()),
+        prop::collection::vec(any::<u128>(), 0..4),
+    )
         .prop_map(|(pct, active, stop, strategy, ids)| {
             let ids: Vec<String> = ids.iter().map(|v| p::RepoId::Uuid(*v).to_string()).collect();
             p::Config {
@@ -166,28 +185,34 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     /// Differential test: the component and the native rules agree on arbitrary input,
-    /// single and batched.
+    /// single and batched. Every request of a batch has its own repository and job, so the
+    /// batch columns (text ids among UUIDs, PR lists of different lengths, job types,
+    /// present zeros) must stay aligned.
     #[test]
     fn component_agrees_with_native_rules(
         config in arb_config(),
-        ids in prop::collection::vec((any::<u128>(), "[a-z/]{0,12}", any::<bool>()), 1..20),
-        cat in prop::option::of(prop::sample::select(p::Category::ALL.to_vec())),
-        days in prop::option::of(0u32..5), items in prop::option::of(0u32..100), prs in 0usize..13,
-        trigger in prop::option::of(prop::sample::select(p::TriggerSource::ALL.to_vec())),
+        items in prop::collection::vec((
+            (any::<u128>(), "[a-z/]{0,12}", any::<bool>()),
+            prop::option::of(prop::sample::select(p::Category::ALL.to_vec())),
+            prop::option::of(0u32..5), prop::option::of(0u32..100), 0usize..13,
+            prop::option::of(prop::sample::select(p::TriggerSource::ALL.to_vec())),
+            prop::option::of("[a-z]{0,6}"),
+        ), 1..20),
     ) {
         let mut inst = COMPILED.with(|c| c.instantiate(&Limits::default())).unwrap();
         let snap = ConfigSnapshot::new(config.clone());
         let native = p::Evaluator::new(config).unwrap();
-        let job = p::Job { job_type: None, time_range_days: days, pr_numbers: vec![7; prs], trigger_source: trigger, max_items: items };
-        let repos: Vec<p::Repository> = ids.iter().map(|(u, t, is_uuid)| {
-            if *is_uuid { p::Repository { id: p::RepoId::Uuid(*u), category: cat } } else { p::Repository::parse(t, cat) }
+        let requests: Vec<(p::Repository, p::Job)> = items.into_iter().map(|((u, t, is_uuid), cat, days, max, prs, trigger, job_type)| {
+            let repo = if is_uuid { p::Repository { id: p::RepoId::Uuid(u), category: cat } } else { p::Repository::parse(&t, cat) };
+            let job = p::Job { job_type, time_range_days: days, pr_numbers: (1..=prs as u64).collect(), trigger_source: trigger, max_items: max };
+            (repo, job)
         }).collect();
-        let requests: Vec<(p::Repository, p::Job)> = repos.iter().map(|r| (r.clone(), job.clone())).collect();
+        let repos: Vec<p::Repository> = requests.iter().map(|(r, _)| r.clone()).collect();
         let batch = inst.route_batch(&snap, &requests).unwrap();
         let elig = inst.is_eligible_batch(&snap, &repos).unwrap();
-        for (i, r) in repos.iter().enumerate() {
-            let want = native.route(r, &job);
-            prop_assert_eq!(inst.route(&snap, r, &job).unwrap(), want);
+        for (i, (r, job)) in requests.iter().enumerate() {
+            let want = native.route(r, job);
+            prop_assert_eq!(inst.route(&snap, r, job).unwrap(), want);
             prop_assert_eq!(batch[i], want);
             prop_assert_eq!(elig[i], want.eligibility);
         }

@@ -50,6 +50,9 @@ const STRATEGY_IN = inMap(STRATEGIES);
 const CATEGORY_IN = inMap(CATEGORIES);
 const TRIGGER_IN = inMap(TRIGGER_SOURCES);
 const PROCESSOR_IN = inMap(PROCESSORS);
+/** jco's category / trigger name → the code of the batch columns (0 is `none`; wit/policy.wit). */
+const CATEGORY_CODE = Object.freeze({ test: 1, small: 2, medium: 3, large: 4, enterprise: 5 });
+const TRIGGER_CODE = Object.freeze({ manual: 1, scheduled: 2, automatic: 3 });
 const CATEGORY_OUT = outMap(CATEGORIES);
 const PROCESSOR_OUT = outMap(PROCESSORS);
 const REASON_OUT = outMap([
@@ -278,14 +281,14 @@ function repositoryIn(repo, base, index) {
   };
 }
 
-const NO_PRS = new BigUint64Array(0);
-const EMPTY_JOB = Object.freeze({ prNumbers: NO_PRS });
+const EMPTY_JOB = Object.freeze({});
 
+// `undefined` (WIT `none`) for no pull requests: the component takes `option<list<u64>>`.
 function prNumbersIn(value, base, index) {
-  if (value == null) return NO_PRS;
-  if (value instanceof BigUint64Array) return value;
+  if (value == null) return undefined;
+  if (value instanceof BigUint64Array) return value.length === 0 ? undefined : value;
   if (!Array.isArray(value)) fail('prNumbers', `expected an array of pull request numbers, got ${show(value)}`, base, index);
-  if (value.length === 0) return NO_PRS;
+  if (value.length === 0) return undefined;
   const out = new BigUint64Array(value.length);
   for (let i = 0; i < value.length; i++) out[i] = u64In(value[i], 'prNumbers', base, index);
   return out;
@@ -304,6 +307,91 @@ function jobIn(job, base, index) {
       triggerSource == null ? undefined : enumIn(TRIGGER_IN, TRIGGER_SOURCES, triggerSource, 'triggerSource', base, index),
     maxItems: maxItems == null ? undefined : intIn(maxItems, U32_MAX, 'maxItems', base, index),
   };
+}
+
+// ---- batches: the component takes columns (`repository-columns`, `job-columns` in
+// wit/policy.wit): typed arrays cross into wasm memory as one copy each.
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function repositoryColumns(wires) {
+  const n = wires.length;
+  const uuids = new BigUint64Array(2 * n);
+  const categories = new Uint8Array(n);
+  const textIds = [];
+  for (let i = 0; i < n; i++) {
+    const { id, category } = wires[i];
+    if (id.tag === 'uuid') {
+      uuids[2 * i] = id.val[0];
+      uuids[2 * i + 1] = id.val[1];
+    } else {
+      textIds.push([i, id.val]);
+    }
+    categories[i] = category === undefined ? 0 : CATEGORY_CODE[category];
+  }
+  return { uuids, textIds, categories };
+}
+
+/** A column of `option<u32>` as u64: 0 when absent, 2^32 + the value when present. */
+function optionColumn(n, value) {
+  const out = new BigUint64Array(n);
+  if (LITTLE_ENDIAN) {
+    const words = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) {
+      const v = value(i);
+      if (v !== undefined) {
+        words[2 * i] = v;
+        words[2 * i + 1] = 1;
+      }
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      const v = value(i);
+      if (v !== undefined) out[i] = (1n << 32n) | BigInt(v);
+    }
+  }
+  return out;
+}
+
+function jobColumns(wires) {
+  const n = wires.length;
+  const triggerSources = new Uint8Array(n);
+  const prCounts = new Uint32Array(n);
+  const jobTypes = [];
+  let prTotal = 0;
+  for (let i = 0; i < n; i++) {
+    const j = wires[i];
+    if (j.triggerSource !== undefined) triggerSources[i] = TRIGGER_CODE[j.triggerSource];
+    if (j.prNumbers !== undefined) prTotal += prCounts[i] = j.prNumbers.length;
+    if (j.jobType !== undefined) jobTypes.push([i, j.jobType]);
+  }
+  const prNumbers = new BigUint64Array(prTotal);
+  for (let i = 0, at = 0; i < n; i++) {
+    const prs = wires[i].prNumbers;
+    if (prs !== undefined) {
+      prNumbers.set(prs, at);
+      at += prs.length;
+    }
+  }
+  return {
+    timeRangeDays: optionColumn(n, (i) => wires[i].timeRangeDays),
+    maxItems: optionColumn(n, (i) => wires[i].maxItems),
+    triggerSources,
+    prCounts,
+    prNumbers,
+    jobTypes,
+  };
+}
+
+/** A batch call; the component's `batch-error` (a bug in this encoding) as a PolicyError. */
+function batchCall(call) {
+  try {
+    return call();
+  } catch (e) {
+    const p = e?.payload;
+    if (p && typeof p.field === 'string') throw new PolicyError(p.field, `the component refused the batch: ${p.message}`);
+    throw e;
+  }
 }
 
 function statsIn(stats) {
@@ -402,7 +490,7 @@ export class Evaluator {
     if (!Array.isArray(repositories)) fail('repositories', `expected an array, got ${show(repositories)}`, '');
     const wire = new Array(repositories.length);
     for (let i = 0; i < repositories.length; i++) wire[i] = repositoryIn(repositories[i], 'repositories[#]', i);
-    const out = raw.isEligibleBatch(wire);
+    const out = batchCall(() => raw.isEligibleBatch(repositoryColumns(wire)));
     for (let i = 0; i < out.length; i++) out[i] = eligibilityOut(out[i]);
     return out;
   }
@@ -417,14 +505,16 @@ export class Evaluator {
   routeBatch(requests) {
     const raw = this.#live();
     if (!Array.isArray(requests)) fail('requests', `expected an array, got ${show(requests)}`, '');
-    const wire = new Array(requests.length);
+    const repos = new Array(requests.length);
+    const jobs = new Array(requests.length);
     for (let i = 0; i < requests.length; i++) {
       const r = requests[i];
       checkObject(r, 'requests', 'requests[#]', i);
       for (const k in r) if (k !== 'repository' && k !== 'job') unknownField(k, ROUTE_REQUEST_FIELDS, 'requests[#]', i);
-      wire[i] = { repository: repositoryIn(r.repository, 'requests[#].repository', i), job: jobIn(r.job, 'requests[#].job', i) };
+      repos[i] = repositoryIn(r.repository, 'requests[#].repository', i);
+      jobs[i] = jobIn(r.job, 'requests[#].job', i);
     }
-    const out = raw.routeBatch(wire);
+    const out = batchCall(() => raw.routeBatch(repositoryColumns(repos), jobColumns(jobs)));
     for (let i = 0; i < out.length; i++) out[i] = decisionOut(out[i]);
     return out;
   }

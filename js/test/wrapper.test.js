@@ -304,7 +304,15 @@ describe('batches', () => {
   const ev = policy.evaluator({ rolloutPercentage: 40, isActive: true, excludedRepositories: ['owner/excluded'] });
   const ids = Array.from({ length: 300 }, (_, i) => (i % 7 === 0 ? `owner/repo-${i}` : `${String(i).padStart(8, '0')}-0c4b-4f5e-9d41-2b7a8e6f0c11`));
   ids.push('owner/excluded');
-  const jobs = [{}, { triggerSource: 'scheduled' }, { timeRangeDays: 30 }, { prNumbers: [5] }, { triggerSource: 'manual', maxItems: 500 }];
+  // Every column of the batch encoding: zeros that are values, job types, PR lists of
+  // several lengths (11 numbers is over the small-batch limit: a misaligned concatenation
+  // changes the rule), categories.
+  const jobs = [
+    {}, { triggerSource: 'scheduled' }, { timeRangeDays: 30 }, { prNumbers: [5] }, { triggerSource: 'manual', maxItems: 500 },
+    { timeRangeDays: 0, maxItems: 0, jobType: 'capture' }, { prNumbers: Array.from({ length: 11 }, (_, k) => k + 1), timeRangeDays: 30 },
+    { prNumbers: [1, 2], triggerSource: 'automatic', jobType: '' },
+  ];
+  const categories = [undefined, 'test', 'small', 'medium', 'large', 'enterprise'];
 
   test('isEligibleBatch equals isEligible one by one, in order', () => {
     assert.deepEqual(ev.isEligibleBatch(ids), ids.map((id) => ev.isEligible(id)));
@@ -312,7 +320,7 @@ describe('batches', () => {
   });
 
   test('routeBatch equals route one by one, in order', () => {
-    const requests = ids.map((id, i) => ({ repository: { id }, job: jobs[i % jobs.length] }));
+    const requests = ids.map((id, i) => ({ repository: { id, category: categories[i % categories.length] }, job: jobs[i % jobs.length] }));
     const batch = ev.routeBatch(requests);
     assert.deepEqual(batch, requests.map((r) => ev.route(r.repository, r.job)));
     assert.ok(batch.some((d) => d.processor === 'github_actions') && batch.some((d) => d.rule === 'not_eligible'));

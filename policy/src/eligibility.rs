@@ -49,9 +49,7 @@ impl Evaluator {
                 Strategy::Percentage => (false, EligibilityReason::OutsidePercentage),
                 Strategy::RepositorySize => match repository.category {
                     None => (false, EligibilityReason::Uncategorized),
-                    Some(cat) if c.rollout_percentage >= cat.threshold() => {
-                        (true, EligibilityReason::CategoryIncluded)
-                    }
+                    Some(cat) if c.rollout_percentage >= cat.threshold() => (true, EligibilityReason::CategoryIncluded),
                     Some(_) => (false, EligibilityReason::CategoryExcluded),
                 },
             }

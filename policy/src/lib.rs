@@ -9,7 +9,9 @@
 //! The crate builds two ways: natively (an `rlib` the host links to run the rules without
 //! WebAssembly and to share the domain types) and as a WebAssembly component (the `cdylib`
 //! for `wasm32-unknown-unknown`, wrapped by `make policy`), whose boundary is the WIT
-//! package in `wit/`. The glue between the two is `component.rs`, compiled only for wasm.
+//! package in `wit/`. The glue between the two is the `guest` module (feature `guest`,
+//! compiled only for wasm), which other policies built on these rules reuse; feature
+//! `component` exports the reference policy through it.
 //!
 //! ```
 //! use rollout_policy::{Config, Evaluator, Job, Processor, Repository, RouteRule, Strategy, TriggerSource};
@@ -35,11 +37,16 @@
 
 mod bucket;
 mod categorize;
+mod columns;
 mod eligibility;
 mod health;
 mod id;
 mod routing;
 mod types;
+
+#[cfg(all(target_arch = "wasm32", feature = "guest"))]
+#[allow(unsafe_code, missing_docs, reason = "wit-bindgen's generated bindings and export glue")]
+pub mod guest;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 #[allow(unsafe_code, reason = "wit-bindgen's generated export glue")]
@@ -47,6 +54,7 @@ mod component;
 
 pub use bucket::bucket;
 pub use categorize::categorize;
+pub use columns::{encode_option, BatchError, JobColumns, RepositoryColumns};
 pub use eligibility::Evaluator;
 pub use health::evaluate_health;
 pub use id::{IdSet, RepoId};

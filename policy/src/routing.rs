@@ -9,11 +9,8 @@ const SMALL_PR_BATCH: usize = 10;
 
 /// Where `job` runs, given the repository's eligibility; the first matching rule wins.
 pub fn route(eligibility: Eligibility, job: &Job) -> RouteDecision {
-    let (processor, rule) = if !eligibility.eligible {
-        (Processor::Inngest, RouteRule::NotEligible)
-    } else {
-        choose(job)
-    };
+    let (processor, rule) =
+        if !eligibility.eligible { (Processor::Inngest, RouteRule::NotEligible) } else { choose(job) };
     RouteDecision { processor, rule, eligibility }
 }
 

@@ -1,6 +1,7 @@
 //! Properties of the reference rules over arbitrary inputs (SPEC §2).
 
 use proptest::prelude::*;
+use proptest::strategy::Strategy;
 use rollout_policy::*;
 
 fn any_strategy() -> impl Strategy<Value = rollout_policy::Strategy> {
@@ -154,8 +155,13 @@ fn buckets_are_uniform() {
     const CRITICAL: f64 = 148.23;
     assert!(chi2 < CRITICAL, "chi-square {chi2:.1} ≥ {CRITICAL}: buckets are not uniform ({counts:?})");
     // And nobody is in at 0 %: the original's signed hash admitted about half (SPEC §7.1).
-    let zero = Evaluator::new(config(rollout_policy::Strategy::Percentage, 0, vec![], vec![])).map_err(|e| e.to_string());
+    let zero =
+        Evaluator::new(config(rollout_policy::Strategy::Percentage, 0, vec![], vec![])).map_err(|e| e.to_string());
     let zero = zero.unwrap_or_else(|e| panic!("{e}"));
-    let admitted = ids.iter().take(2000).filter(|id| zero.is_eligible(&Repository { id: (*id).clone(), category: None }).eligible).count();
+    let admitted = ids
+        .iter()
+        .take(2000)
+        .filter(|id| zero.is_eligible(&Repository { id: (*id).clone(), category: None }).eligible)
+        .count();
     assert_eq!(admitted, 0, "{admitted} of 2000 repositories eligible at 0 %");
 }

@@ -47,7 +47,9 @@ pub fn job_out(j: &p::Job) -> w::Job {
     w::Job {
         job_type: j.job_type.clone(),
         time_range_days: j.time_range_days,
-        pr_numbers: j.pr_numbers.clone(),
+        // `none` for an empty list: lowering any list, even an empty one, is a call into
+        // the guest's allocator.
+        pr_numbers: (!j.pr_numbers.is_empty()).then(|| j.pr_numbers.clone()),
         trigger_source: j.trigger_source.map(|t| match t {
             p::TriggerSource::Manual => w::TriggerSource::Manual,
             p::TriggerSource::Scheduled => w::TriggerSource::Scheduled,
@@ -55,6 +57,28 @@ pub fn job_out(j: &p::Job) -> w::Job {
         }),
         max_items: j.max_items,
     }
+}
+
+/// Domain repositories → WIT columns (see `rollout_policy::RepositoryColumns`).
+pub fn repository_columns_out(c: p::RepositoryColumns) -> w::RepositoryColumns {
+    w::RepositoryColumns { uuids: c.uuids, text_ids: c.text_ids, categories: c.categories }
+}
+
+/// Domain jobs → WIT columns (see `rollout_policy::JobColumns`).
+pub fn job_columns_out(c: p::JobColumns) -> w::JobColumns {
+    w::JobColumns {
+        time_range_days: c.time_range_days,
+        max_items: c.max_items,
+        trigger_sources: c.trigger_sources,
+        pr_counts: c.pr_counts,
+        pr_numbers: c.pr_numbers,
+        job_types: c.job_types,
+    }
+}
+
+/// A batch the policy refused → the call's error.
+pub fn batch_error_in(e: w::BatchError) -> super::CallError {
+    super::CallError::BadAnswer(format!("policy refused the batch: invalid `{}`: {}", e.field, e.message))
 }
 
 /// Domain stats → WIT stats.

@@ -192,10 +192,12 @@ impl PolicyInstance {
         repos: &[p::Repository],
     ) -> Result<Vec<p::Eligibility>, CallError> {
         let ev = self.evaluator(config)?;
-        let rs: Vec<w::Repository> = repos.iter().map(bindings::repository_out).collect();
-        let out = self.call(|b, s| b.rollout_policy_rules().evaluator().call_is_eligible_batch(s, ev, &rs))?;
+        let rs = bindings::repository_columns_out(p::RepositoryColumns::encode(repos));
+        let out = self
+            .call(|b, s| b.rollout_policy_rules().evaluator().call_is_eligible_batch(s, ev, &rs))?
+            .map_err(bindings::batch_error_in)?;
         if out.len() != repos.len() {
-            return Err(CallError::Trap(format!("policy answered {} of {} repositories", out.len(), repos.len())));
+            return Err(CallError::BadAnswer(format!("policy answered {} of {} repositories", out.len(), repos.len())));
         }
         Ok(out.into_iter().map(bindings::eligibility_in).collect())
     }
@@ -220,13 +222,14 @@ impl PolicyInstance {
         requests: &[(p::Repository, p::Job)],
     ) -> Result<Vec<p::RouteDecision>, CallError> {
         let ev = self.evaluator(config)?;
-        let rs: Vec<w::RouteRequest> = requests
-            .iter()
-            .map(|(r, j)| w::RouteRequest { repository: bindings::repository_out(r), job: bindings::job_out(j) })
-            .collect();
-        let out = self.call(|b, s| b.rollout_policy_rules().evaluator().call_route_batch(s, ev, &rs))?;
+        // Columns: numbers cross the boundary as one copy per column (rollout_policy::columns).
+        let rs = bindings::repository_columns_out(p::RepositoryColumns::encode(requests.iter().map(|(r, _)| r)));
+        let js = bindings::job_columns_out(p::JobColumns::encode(requests.iter().map(|(_, j)| j)));
+        let out = self
+            .call(|b, s| b.rollout_policy_rules().evaluator().call_route_batch(s, ev, &rs, &js))?
+            .map_err(bindings::batch_error_in)?;
         if out.len() != requests.len() {
-            return Err(CallError::Trap(format!("policy answered {} of {} requests", out.len(), requests.len())));
+            return Err(CallError::BadAnswer(format!("policy answered {} of {} requests", out.len(), requests.len())));
         }
         Ok(out.into_iter().map(bindings::decision_in).collect())
     }

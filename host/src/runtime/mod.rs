@@ -151,6 +151,10 @@ pub enum CallError {
     /// The policy refused the configuration.
     #[error("policy refused the configuration: {0}")]
     Config(rollout_policy::ConfigError),
+    /// The call returned, but its answer cannot be used: a batch of the wrong length, or a
+    /// batch the policy refused as malformed (the host encoded it, so a policy bug).
+    #[error("policy gave an unusable answer: {0}")]
+    BadAnswer(String),
     /// An earlier call trapped; the instance cannot be entered again.
     #[error("policy instance is unusable after an earlier trap")]
     Poisoned,

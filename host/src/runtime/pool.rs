@@ -84,7 +84,9 @@ impl AtomicCounts {
                         bump(&self.traps, 1);
                         bump(&self.memory_failures, 1);
                     }
-                    CallError::Trap(_) | CallError::Instantiate(_) | CallError::Poisoned => bump(&self.traps, 1),
+                    CallError::Trap(_) | CallError::BadAnswer(_) | CallError::Instantiate(_) | CallError::Poisoned => {
+                        bump(&self.traps, 1)
+                    }
                 }
             }
         }
