@@ -54,7 +54,12 @@ vectors: ## check tests/vectors against the independent Python generator; fail i
 	python3 tests/vectors/generate.py --check
 
 test: policy fixtures reproducible examples vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
-	$(CARGO) test --workspace --all-targets
+	@# Every target is built (benches too, so they keep compiling) but benches are not run:
+	@# `make bench` runs them in the release profile. Doc examples run separately
+	@# (`--all-targets` leaves them out).
+	$(CARGO) test --workspace --all-targets --no-run
+	$(CARGO) test --workspace --lib --bins --tests --examples
+	$(CARGO) test --workspace --doc
 	@# the binary `cargo test` just built (a `cargo run -p` would resolve features anew and rebuild)
 	$(ROLLOUT) policy test --policy $(POLICY) tests/vectors
 	$(ROLLOUT) policy test --policy $(EXAMPLE) tests/vectors examples/size-aware-policy/cases

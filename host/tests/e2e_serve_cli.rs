@@ -89,6 +89,15 @@ async fn a_watched_policy_file_is_swapped_while_serving() {
     assert!(refused.is_some(), "the refusal is not in the status");
     let (_, v) = send(&c, Method::POST, &url, Some(json!({"repository_id": REPO}))).await;
     assert_eq!(v["policy_version"]["name"], "size-aware-example");
+    // Every swap is audited: the watched one as `policy_activated` by `watch`; the refusal
+    // swapped nothing and adds no row.
+    let (_, h) = get(&c, &server.url("/v1/features/hybrid_progressive_capture/history")).await;
+    let watched: Vec<_> = h["entries"].as_array().unwrap().iter().filter(|e| e["triggered_by"] == "watch").collect();
+    assert_eq!(watched.len(), 1, "{h}");
+    assert_eq!(watched[0]["action"], "policy_activated");
+    assert!(watched[0]["reason"].as_str().unwrap().contains("policy.wasm"), "{h}");
+    assert_eq!(watched[0]["metadata"]["activated"]["name"], "size-aware-example");
+    assert_eq!(watched[0]["metadata"]["previous"]["name"], "rollout-reference");
     drop(server);
     db.cleanup().await;
 }

@@ -651,3 +651,60 @@ async fn newly_seen_repositories_are_categorised_in_the_background() {
     background.shutdown().await;
     fx.db.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_automatic_policy_revert_is_audited_once() {
+    // A version that falls back on more than half of its first 20 calls is reverted by the
+    // runtime on its own; the server's audit loop turns that into one `policy_reverted` row.
+    let db = TestDatabase::sqlite().await.unwrap();
+    let runtime = Runtime::new(RuntimeOptions {
+        auto_revert_window: 20,
+        auto_revert_threshold: 0.5,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    runtime.load_bytes(BUNDLED_POLICY, "bundled").unwrap();
+    let options = ServiceOptions { token: Some(TOKEN.into()), ..ServiceOptions::default() };
+    let state = AppState::new(db.store.clone(), runtime.clone(), options).await.unwrap();
+    let router = app(state.clone());
+    let background = Background::spawn(&state);
+    // The hostile fixture traps whenever the feature is named `hostile:trap`.
+    let trap = "hostile:trap";
+    db.store.ensure_config(trap, "test").await.unwrap();
+    let hostile = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm/hostile-triggers.wasm"))
+        .expect("run `make fixtures`");
+    runtime.load_bytes(&hostile, "test").unwrap();
+    assert_eq!(runtime.policy_version().unwrap().name, "hostile-triggers");
+    let mut calls = 0;
+    while runtime.policy_version().unwrap().name == "hostile-triggers" && calls < 40 {
+        let (s, v) =
+            call(&router, "POST", &format!("/v1/features/{trap}/route"), Some(json!({"repository_id": REPO})), None)
+                .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if calls == 0 {
+            assert_eq!(v["rule"], "policy_error", "{v}");
+        }
+        calls += 1;
+    }
+    assert_eq!(runtime.policy_version().unwrap().name, "rollout-reference", "not reverted after {calls} calls");
+    let reverted = e2e_support::poll(Duration::from_secs(5), || async {
+        let (_, v) = get(&router, &path("/history")).await;
+        let rows: Vec<Value> =
+            v["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "policy_reverted").cloned().collect();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await
+    .expect("no policy_reverted row within 5 s");
+    // Give a duplicate the chance to appear before asserting there is none.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = get(&router, &path("/history")).await;
+    let rows: Vec<&Value> =
+        v["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "policy_reverted").collect();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(reverted[0]["triggered_by"], "auto_revert");
+    assert_eq!(reverted[0]["metadata"]["failed"]["name"], "hostile-triggers");
+    assert_eq!(reverted[0]["metadata"]["reverted_to"]["name"], "rollout-reference");
+    assert!(reverted[0]["reason"].as_str().unwrap().contains("reverted automatically"), "{}", reverted[0]);
+    background.shutdown().await;
+    db.cleanup().await;
+}

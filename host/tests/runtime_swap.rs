@@ -220,6 +220,7 @@ fn a_watched_file_is_loaded_and_reloaded_when_it_changes() {
     let triggers = fixture("triggers");
     std::fs::write(&path, &triggers).unwrap();
     wait_for("the reload", || runtime.policy_version().unwrap().name == "hostile-triggers");
+    assert_eq!(runtime.status().active.unwrap().source, format!("watch:{}", path.display()));
 
     // A broken file is refused; the serving version stays and the error is reported.
     std::fs::write(&path, b"not a component").unwrap();

@@ -71,7 +71,9 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// Write the runtime's own decisions to the audit trail: an automatic revert of a new policy
 /// version that fell back too often in its first calls becomes a `policy_reverted` history
-/// row (activations and manual reverts are audited where they are requested).
+/// row, and a version the `--watch` file watcher swapped in a `policy_activated` row
+/// triggered by `watch` (activations and reverts through the API are audited where they are
+/// requested).
 async fn audit_loop(state: AppState, mut stop: watch::Receiver<bool>) {
     let events = state.runtime().subscribe();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -89,6 +91,11 @@ async fn audit_loop(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => None,
         };
         let Some(event) = event else { return };
+        if let Some(entry) = watch_audit(&event) {
+            if let Err(e) = state.store().append_history(None, &entry).await {
+                tracing::error!(error = %e, "cannot audit the watched policy swap");
+            }
+        }
         if let crate::runtime::RuntimeEvent::ProbationFailed { version, calls, failed_calls, reverted_to, .. } = event {
             let entry = crate::store::NewHistory {
                 action: crate::store::HistoryAction::PolicyReverted,
@@ -106,6 +113,20 @@ async fn audit_loop(state: AppState, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// The history row of a swap the `--watch` file watcher made, if `event` is one.
+fn watch_audit(event: &crate::runtime::RuntimeEvent) -> Option<crate::store::NewHistory> {
+    let crate::runtime::RuntimeEvent::Activated { version, previous, source, .. } = event else { return None };
+    let path = source.strip_prefix(crate::runtime::WATCH_SOURCE_PREFIX)?;
+    Some(crate::store::NewHistory {
+        action: crate::store::HistoryAction::PolicyActivated,
+        previous_percentage: None,
+        new_percentage: None,
+        reason: Some(format!("policy file `{path}` changed: {} {} serving", version.name, version.version)),
+        triggered_by: "watch".to_owned(),
+        metadata: serde_json::json!({"activated": version, "previous": previous, "source": source}),
+    })
 }
 
 async fn health_loop(state: AppState, mut stop: watch::Receiver<bool>) {

@@ -59,7 +59,7 @@ pub use service::{
     CompileSource, ErrorRecord, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions, RuntimeStatus, SwapError,
     SwapReport, VersionStatus,
 };
-pub use watch::WatchHandle;
+pub use watch::{WatchHandle, WATCH_SOURCE_PREFIX};
 
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;

@@ -11,6 +11,11 @@ use std::time::{Duration, SystemTime};
 /// one to see it has stopped changing (so a file being written is not loaded half-way).
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
+/// The `source` of versions the watcher loads (and of its refusals): this prefix and the
+/// file's path, e.g. `watch:/etc/rollout/policy.wasm`. The server audits activations with
+/// this source as `policy_activated` rows triggered by `watch`.
+pub const WATCH_SOURCE_PREFIX: &str = "watch:";
+
 /// Watches a policy file; stops (and joins its thread) when dropped.
 #[derive(Debug)]
 pub struct WatchHandle {
@@ -57,6 +62,7 @@ pub(super) fn spawn(runtime: Runtime, path: PathBuf) -> WatchHandle {
 }
 
 fn run(runtime: &Runtime, path: &std::path::Path, stop: &AtomicBool) {
+    let source = format!("{WATCH_SOURCE_PREFIX}{}", path.display());
     // The stamp last acted on; `None` at first, so the file is checked at once.
     let mut settled: Option<Stamp> = None;
     let mut seen: Stamp = None;
@@ -71,7 +77,7 @@ fn run(runtime: &Runtime, path: &std::path::Path, stop: &AtomicBool) {
                     let sha = sha256_hex(&bytes);
                     if tried.as_deref() != Some(&sha) && runtime.active_sha256().as_deref() != Some(&sha) {
                         tried = Some(sha);
-                        match runtime.load_bytes(&bytes, &path.display().to_string()) {
+                        match runtime.load_bytes(&bytes, &source) {
                             Ok(report) => tracing::info!(
                                 policy = %report.version.name,
                                 version = %report.version.version,
@@ -84,7 +90,7 @@ fn run(runtime: &Runtime, path: &std::path::Path, stop: &AtomicBool) {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the watched policy file");
-                    runtime.refuse(&path.display().to_string(), e);
+                    runtime.refuse(&source, e);
                 }
             }
         }
