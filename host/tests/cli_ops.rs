@@ -398,6 +398,10 @@ fn env_overrides_are_shown_as_coming_from_the_environment(db: &Db) {
     assert_eq!(status["config"]["rollout_percentage"]["database_value"], 0);
     let text = with_env.ok(&["status"]);
     assert!(text.contains("environment") && text.contains("HYBRID_ROLLOUT_PERCENTAGE"), "{text}");
+    // A CLI command is not a serving process: no `env_override` row per invocation.
+    let history = with_env.json(&["history", "--limit", "100"]);
+    let rows = history.as_array().unwrap();
+    assert!(rows.iter().all(|r| r["action"] != "env_override"), "{history}");
     let bad = Db { url: db.url.clone(), env: vec![("HYBRID_ROLLOUT_PERCENTAGE".into(), "lots".into())] };
     let err = bad.fails(2, &["status"]);
     assert!(err.contains("HYBRID_ROLLOUT_PERCENTAGE") && err.contains("`lots`"), "{err}");

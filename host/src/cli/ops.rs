@@ -470,7 +470,7 @@ async fn open(ctx: &Ctx) -> Result<(Manager, PolicyInfo), CliError> {
     let overrides = overrides()?;
     let store = connect(ctx, false).await?;
     let (runtime, info) = load_policy(&store, &ctx.redacted()).await?;
-    let manager = Manager::open(store, Arc::new(runtime), &ctx.feature, overrides)
+    let manager = Manager::open_quietly(store, Arc::new(runtime), &ctx.feature, overrides)
         .await
         .map_err(manager_err(format!("cannot open the rollout `{}` in `{}`", ctx.feature, ctx.redacted())))?;
     Ok((manager, info))
@@ -481,7 +481,7 @@ async fn open_for_changes(ctx: &Ctx) -> Result<Manager, CliError> {
     let overrides = overrides()?;
     let store = connect(ctx, false).await?;
     let policy: Arc<dyn Decide> = Arc::new(NativePolicy);
-    Manager::open(store, policy, &ctx.feature, overrides).await.map_err(manager_err(format!(
+    Manager::open_quietly(store, policy, &ctx.feature, overrides).await.map_err(manager_err(format!(
         "cannot open the rollout `{}` in `{}`",
         ctx.feature,
         ctx.redacted()

@@ -355,8 +355,31 @@ impl Manager {
         feature: &str,
         overrides: EnvOverrides,
     ) -> ManagerResult<Manager> {
+        Manager::open_with(store, policy, feature, overrides, true).await
+    }
+
+    /// [`Manager::open`] without the `env_override` history row: for short-lived processes
+    /// (each operator CLI command) whose overrides shape only what they print. The row
+    /// records that a serving process runs with overrides; one per CLI command would bury
+    /// the history in noise.
+    pub async fn open_quietly(
+        store: Store,
+        policy: Arc<dyn Decide>,
+        feature: &str,
+        overrides: EnvOverrides,
+    ) -> ManagerResult<Manager> {
+        Manager::open_with(store, policy, feature, overrides, false).await
+    }
+
+    async fn open_with(
+        store: Store,
+        policy: Arc<dyn Decide>,
+        feature: &str,
+        overrides: EnvOverrides,
+        audit_overrides: bool,
+    ) -> ManagerResult<Manager> {
         let stored = store.ensure_config(feature, "manager").await?;
-        if !overrides.is_empty() {
+        if audit_overrides && !overrides.is_empty() {
             let effective = overrides.apply(&stored.config);
             let active = overrides.active();
             let mut previous = serde_json::Map::new();
