@@ -126,6 +126,7 @@ both!(
     record_then_stats_counts_it,
     whitelist_and_exclusions_edit_the_lists,
     policy_upload_validates_and_activation_is_audited,
+    policy_revert_falls_back_to_the_bundled_policy,
     check_health_fails_when_critical_and_applies_the_rollback,
     demo_seed_is_idempotent_and_categorize_works,
     env_overrides_are_shown_as_coming_from_the_environment,
@@ -326,6 +327,33 @@ fn policy_upload_validates_and_activation_is_audited(db: &Db) {
     assert_eq!(out["reverted_to"]["sha256"], sha.as_str());
     assert_eq!(db.json(&["status"])["policy"]["sha256"], sha.as_str());
     assert_eq!(db.json(&["history", "--limit", "1"])[0]["action"], "policy_reverted");
+}
+
+fn policy_revert_falls_back_to_the_bundled_policy(db: &Db) {
+    let example = wasm("size_aware_policy.wasm");
+    if !example.exists() {
+        eprintln!("SKIPPED: {} is not built (make examples)", example.display());
+        return;
+    }
+    // Nothing stored: the servers run the bundled policy, and there is nothing to revert.
+    let err = db.fails(2, &["policy", "revert"]);
+    assert!(err.contains("no previous policy version"), "{err}");
+    let up = db.json(&["policy", "upload", example.to_str().unwrap(), "--activate", "--reason", "first"]);
+    let example_sha = up["uploaded"]["sha256"].as_str().unwrap().to_owned();
+    // The only stored version is active: revert goes back to the bundled policy, storing it.
+    let out = db.json(&["policy", "revert", "--reason", "back to the reference"]);
+    let bundled = out["reverted_to"]["sha256"].as_str().unwrap().to_owned();
+    assert_ne!(bundled, example_sha);
+    assert_eq!(out["reverted_to"]["name"], "rollout-reference");
+    assert_eq!(out["previous_sha256"], example_sha.as_str());
+    assert_eq!(db.json(&["status"])["policy"]["sha256"], bundled.as_str());
+    let list = db.json(&["policy", "list"]);
+    assert_eq!(list["versions"].as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list["active_sha256"], bundled.as_str());
+    assert_eq!(db.json(&["history", "--limit", "1"])[0]["action"], "policy_reverted");
+    // A second revert swaps back.
+    let out = db.json(&["policy", "revert"]);
+    assert_eq!(out["reverted_to"]["sha256"], example_sha.as_str());
 }
 
 fn check_health_fails_when_critical_and_applies_the_rollback(db: &Db) {

@@ -9,7 +9,7 @@
 use super::table::Table;
 use super::{block_on, connect, new_runtime, print_json, short, store_err, triggered_by, Ctx};
 use crate::cli::{CliError, CliResult, Exit};
-use crate::store::{HistoryAction, NewPolicyVersion, PolicyVersionRow, Store};
+use crate::store::{NewPolicyVersion, PolicyVersionRow, Store};
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -278,19 +278,44 @@ async fn activate_cmd(ctx: &Ctx, given: &str, reason: Option<&str>) -> CliResult
 async fn revert(ctx: &Ctx, reason: Option<&str>) -> CliResult {
     let reason = reason_of(reason)?;
     let store = connect(ctx, false).await?;
-    let history = store
-        .history(&ctx.feature, 1000)
+    // The servers' rule (`POST /v1/policies/revert`): the most recently activated version
+    // that is not active; when none was, the bundled reference policy servers run without a
+    // stored version (stored now, so that it can be activated like any other).
+    let rows = store
+        .list_policy_versions()
         .await
-        .map_err(store_err(format!("cannot read the history of `{}`", ctx.redacted())))?;
-    let last =
-        history.iter().find(|h| matches!(h.action, HistoryAction::PolicyActivated | HistoryAction::PolicyReverted));
-    let target = last
-        .and_then(|h| h.metadata.pointer("/previous/policy_sha256"))
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned);
+        .map_err(store_err(format!("cannot list the policy versions in `{}`", ctx.redacted())))?;
+    let active = rows.iter().find(|r| r.active).map(|r| r.sha256.clone());
+    let mut target = rows
+        .iter()
+        .filter(|r| !r.active && r.activated_at.is_some())
+        .max_by_key(|r| r.activated_at)
+        .map(|r| r.sha256.clone());
+    if target.is_none() {
+        let bundled = crate::runtime::sha256_hex(crate::runtime::BUNDLED_POLICY);
+        if active.as_deref().is_some_and(|a| a != bundled) {
+            let version = new_runtime()?
+                .validate_bytes(crate::runtime::BUNDLED_POLICY, "bundled")
+                .context("the bundled policy refused")
+                .map_err(refused)?;
+            store
+                .put_policy_version(&NewPolicyVersion {
+                    sha256: bundled.clone(),
+                    bytes: crate::runtime::BUNDLED_POLICY.to_vec(),
+                    name: Some(version.name),
+                    semver: version.version,
+                    notes: Some("the bundled reference policy (stored by `rollout policy revert`)".to_owned()),
+                    uploaded_by: Some(triggered_by()),
+                })
+                .await
+                .map_err(store_err(format!("cannot store the bundled policy in `{}`", ctx.redacted())))?;
+            target = Some(bundled);
+        }
+    }
     let Some(target) = target else {
         return Err(CliError::usage(anyhow!(
-            "no previous policy version to revert to: the last activation had none before it"
+            "no previous policy version to revert to: no other version was ever activated, and the active one is \
+             the bundled policy"
         )));
     };
     let (previous, version) = validate_and_activate(&store, ctx, &target, true, reason).await?;
