@@ -55,14 +55,17 @@ const CATEGORY_CODE = Object.freeze({ test: 1, small: 2, medium: 3, large: 4, en
 const TRIGGER_CODE = Object.freeze({ manual: 1, scheduled: 2, automatic: 3 });
 const CATEGORY_OUT = outMap(CATEGORIES);
 const PROCESSOR_OUT = outMap(PROCESSORS);
-const REASON_OUT = outMap([
+/** The WIT enums' cases in order: a batch answer's codes are positions in these. */
+const REASONS = Object.freeze([
   'emergency_stop', 'inactive', 'excluded', 'targeted', 'not_targeted', 'in_percentage',
   'outside_percentage', 'uncategorized', 'category_included', 'category_excluded',
 ]);
-const RULE_OUT = outMap([
+const RULES = Object.freeze([
   'not_eligible', 'recent_data', 'small_pr_batch', 'manual_small_batch', 'historical_range',
   'large_batch', 'scheduled_bulk', 'default',
 ]);
+const REASON_OUT = outMap(REASONS);
+const RULE_OUT = outMap(RULES);
 const LEVEL_OUT = outMap(['ok', 'warning', 'critical']);
 const ACTION_OUT = outMap(['none', 'rollback']);
 
@@ -383,6 +386,21 @@ function jobColumns(wires) {
   };
 }
 
+/** The name at position `columns[i]` of `names`; a column too short or a code out of range is the component's bug. */
+function codeAt(names, column, i, field) {
+  const name = i < column.length ? names[column[i]] : undefined;
+  if (name === undefined) throw new Error(`the component answered an invalid batch: \`${field}\` entry ${i} is ${column[i]}`);
+  return name;
+}
+
+function eligibilityAt(columns, i) {
+  return {
+    eligible: columns.eligible[i] === 1,
+    reason: codeAt(REASONS, columns.reasons, i, 'reasons'),
+    bucket: columns.buckets[i],
+  };
+}
+
 /** A batch call; the component's `batch-error` (a bug in this encoding) as a PolicyError. */
 function batchCall(call) {
   try {
@@ -490,8 +508,9 @@ export class Evaluator {
     if (!Array.isArray(repositories)) fail('repositories', `expected an array, got ${show(repositories)}`, '');
     const wire = new Array(repositories.length);
     for (let i = 0; i < repositories.length; i++) wire[i] = repositoryIn(repositories[i], 'repositories[#]', i);
-    const out = batchCall(() => raw.isEligibleBatch(repositoryColumns(wire)));
-    for (let i = 0; i < out.length; i++) out[i] = eligibilityOut(out[i]);
+    const columns = batchCall(() => raw.isEligibleBatch(repositoryColumns(wire)));
+    const out = new Array(wire.length);
+    for (let i = 0; i < out.length; i++) out[i] = eligibilityAt(columns, i);
     return out;
   }
 
@@ -514,8 +533,18 @@ export class Evaluator {
       repos[i] = repositoryIn(r.repository, 'requests[#].repository', i);
       jobs[i] = jobIn(r.job, 'requests[#].job', i);
     }
-    const out = batchCall(() => raw.routeBatch(repositoryColumns(repos), jobColumns(jobs)));
-    for (let i = 0; i < out.length; i++) out[i] = decisionOut(out[i]);
+    const columns = batchCall(() => raw.routeBatch(repositoryColumns(repos), jobColumns(jobs)));
+    const out = new Array(repos.length);
+    for (let i = 0; i < out.length; i++) {
+      const e = eligibilityAt(columns.eligibility, i);
+      out[i] = {
+        processor: codeAt(PROCESSORS, columns.processors, i, 'processors'),
+        rule: codeAt(RULES, columns.rules, i, 'rules'),
+        eligible: e.eligible,
+        reason: e.reason,
+        bucket: e.bucket,
+      };
+    }
     return out;
   }
 

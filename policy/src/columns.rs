@@ -28,7 +28,10 @@
 //! # Ok::<(), rollout_policy::BatchError>(())
 //! ```
 
-use crate::{Category, Job, RepoId, Repository, TriggerSource};
+use crate::{
+    Category, Eligibility, EligibilityReason, Job, Processor, RepoId, Repository, RouteDecision, RouteRule,
+    TriggerSource,
+};
 use std::fmt;
 
 /// Repositories as columns.
@@ -59,6 +62,31 @@ pub struct JobColumns {
     pub pr_numbers: Vec<u64>,
     /// Jobs with a job type: `(index, job type)`, indices increasing.
     pub job_types: Vec<(u32, String)>,
+}
+
+/// Eligibility decisions as columns (what `is-eligible-batch` answers). Enum values are
+/// their case's position in the WIT enum, which is their position in the domain enum's
+/// `ALL` (the host-only `policy_error`, last in `ALL`, is not a valid code).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EligibilityColumns {
+    /// One entry per decision: 1 when eligible, else 0.
+    pub eligible: Vec<u8>,
+    /// One entry per decision: the [`EligibilityReason`] (0 `emergency_stop` …
+    /// 9 `category_excluded`).
+    pub reasons: Vec<u8>,
+    /// One entry per decision: the bucket.
+    pub buckets: Vec<u8>,
+}
+
+/// Routing decisions as columns (what `route-batch` answers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionColumns {
+    /// One entry per decision: the [`Processor`] (0 `inngest`, 1 `github_actions`).
+    pub processors: Vec<u8>,
+    /// One entry per decision: the [`RouteRule`] (0 `not_eligible` … 7 `default`).
+    pub rules: Vec<u8>,
+    /// The eligibility each decision rests on.
+    pub eligibility: EligibilityColumns,
 }
 
 /// A malformed batch: the column at fault and what is wrong.
@@ -163,6 +191,121 @@ fn check_len(field: &str, len: usize, want: usize) -> Result<(), BatchError> {
 /// Takes the sparse entry for request `i`, if the next one is for it.
 fn take_sparse(entries: &mut std::iter::Peekable<std::vec::IntoIter<(u32, String)>>, i: usize) -> Option<String> {
     entries.next_if(|(at, _)| *at as usize == i).map(|(_, s)| s)
+}
+
+/// `v`'s position in `all` (0 if absent, which the callers' enums rule out).
+fn code<T: PartialEq>(all: &[T], v: &T) -> u8 {
+    all.iter().position(|x| x == v).and_then(|i| u8::try_from(i).ok()).unwrap_or(0)
+}
+
+/// The value at position `code` of `all`, excluding its last `hidden` entries.
+fn of_code<T: Copy>(all: &[T], hidden: usize, code: u8) -> Option<T> {
+    let usable = all.get(..all.len().saturating_sub(hidden))?;
+    usable.get(usize::from(code)).copied()
+}
+
+/// The first entry of `column` that `valid` rejects, as an error naming the column.
+fn check_codes(field: &str, column: &[u8], allowed: &str, valid: impl Fn(u8) -> bool) -> Result<(), BatchError> {
+    match column.iter().position(|&c| !valid(c)) {
+        Some(i) => {
+            let code = column.get(i).copied().unwrap_or_default();
+            Err(error(field, format!("entry {i} is {code}: allowed {allowed}")))
+        }
+        None => Ok(()),
+    }
+}
+
+impl EligibilityColumns {
+    /// Encode `decisions` in order.
+    pub fn encode(decisions: impl IntoIterator<Item = Eligibility>) -> EligibilityColumns {
+        let decisions = decisions.into_iter();
+        let n = decisions.size_hint().0;
+        let mut out = EligibilityColumns {
+            eligible: Vec::with_capacity(n),
+            reasons: Vec::with_capacity(n),
+            buckets: Vec::with_capacity(n),
+        };
+        for e in decisions {
+            out.push(&e);
+        }
+        out
+    }
+
+    fn push(&mut self, e: &Eligibility) {
+        self.eligible.push(u8::from(e.eligible));
+        self.reasons.push(code(EligibilityReason::ALL, &e.reason));
+        self.buckets.push(e.bucket);
+    }
+
+    fn check(&self, n: usize) -> Result<(), BatchError> {
+        check_len("eligible", self.eligible.len(), n)?;
+        check_len("reasons", self.reasons.len(), n)?;
+        check_len("buckets", self.buckets.len(), n)?;
+        check_codes("eligible", &self.eligible, "0 or 1", |c| c <= 1)?;
+        check_codes("reasons", &self.reasons, "an eligibility-reason case, 0 to 9", |c| {
+            of_code(EligibilityReason::ALL, 1, c).is_some()
+        })
+    }
+
+    fn at(&self, i: usize) -> Eligibility {
+        let reason = self.reasons.get(i).and_then(|&c| of_code(EligibilityReason::ALL, 1, c));
+        Eligibility {
+            eligible: self.eligible.get(i) == Some(&1),
+            reason: reason.unwrap_or(EligibilityReason::PolicyError),
+            bucket: self.buckets.get(i).copied().unwrap_or_default(),
+        }
+    }
+
+    /// Check every column against `n` decisions, then the decisions in order.
+    pub fn decode(self, n: usize) -> Result<Vec<Eligibility>, BatchError> {
+        self.check(n)?;
+        Ok((0..n).map(|i| self.at(i)).collect())
+    }
+}
+
+impl DecisionColumns {
+    /// Encode `decisions` in order.
+    pub fn encode(decisions: impl IntoIterator<Item = RouteDecision>) -> DecisionColumns {
+        let decisions = decisions.into_iter();
+        let n = decisions.size_hint().0;
+        let mut out = DecisionColumns {
+            processors: Vec::with_capacity(n),
+            rules: Vec::with_capacity(n),
+            eligibility: EligibilityColumns {
+                eligible: Vec::with_capacity(n),
+                reasons: Vec::with_capacity(n),
+                buckets: Vec::with_capacity(n),
+            },
+        };
+        for d in decisions {
+            out.processors.push(code(Processor::ALL, &d.processor));
+            out.rules.push(code(RouteRule::ALL, &d.rule));
+            out.eligibility.push(&d.eligibility);
+        }
+        out
+    }
+
+    /// Check every column against `n` decisions, then the decisions in order.
+    pub fn decode(self, n: usize) -> Result<Vec<RouteDecision>, BatchError> {
+        check_len("processors", self.processors.len(), n)?;
+        check_len("rules", self.rules.len(), n)?;
+        check_codes("processors", &self.processors, "0 (inngest) or 1 (github-actions)", |c| {
+            of_code(Processor::ALL, 0, c).is_some()
+        })?;
+        check_codes("rules", &self.rules, "a route-rule case, 0 to 7", |c| of_code(RouteRule::ALL, 1, c).is_some())?;
+        self.eligibility.check(n)?;
+        Ok((0..n)
+            .map(|i| RouteDecision {
+                processor: self
+                    .processors
+                    .get(i)
+                    .and_then(|&c| of_code(Processor::ALL, 0, c))
+                    .unwrap_or(Processor::Inngest),
+                rule: self.rules.get(i).and_then(|&c| of_code(RouteRule::ALL, 1, c)).unwrap_or(RouteRule::PolicyError),
+                eligibility: self.eligibility.at(i),
+            })
+            .collect())
+    }
 }
 
 impl RepositoryColumns {
@@ -341,6 +484,38 @@ mod tests {
         assert_eq!(decode_jobs(JobColumns::encode(&j), j.len()).unwrap(), j);
         assert_eq!(decode_repos(RepositoryColumns::default()).unwrap(), vec![]);
         assert_eq!(decode_jobs(JobColumns::default(), 0).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn decisions_round_trip_and_policy_error_is_not_a_code() {
+        let mut decisions = Vec::new();
+        for (i, &rule) in RouteRule::ALL.iter().filter(|r| **r != RouteRule::PolicyError).enumerate() {
+            for &reason in EligibilityReason::ALL.iter().filter(|r| **r != EligibilityReason::PolicyError) {
+                decisions.push(RouteDecision {
+                    processor: Processor::ALL[i % 2],
+                    rule,
+                    eligibility: Eligibility { eligible: i % 3 == 0, reason, bucket: (i * 13 % 100) as u8 },
+                });
+            }
+        }
+        let n = decisions.len();
+        let columns = DecisionColumns::encode(decisions.iter().copied());
+        assert_eq!(columns.clone().decode(n).unwrap(), decisions);
+        let eligibility: Vec<Eligibility> = decisions.iter().map(|d| d.eligibility).collect();
+        assert_eq!(EligibilityColumns::encode(eligibility.iter().copied()).decode(n).unwrap(), eligibility);
+        assert_eq!(columns.clone().decode(n + 1).unwrap_err().field, "processors");
+        let mut bad = columns.clone();
+        bad.rules[0] = code(RouteRule::ALL, &RouteRule::PolicyError);
+        assert_eq!(bad.decode(n).unwrap_err().field, "rules");
+        let mut bad = columns.clone();
+        bad.eligibility.reasons[1] = code(EligibilityReason::ALL, &EligibilityReason::PolicyError);
+        assert_eq!(bad.decode(n).unwrap_err().field, "reasons");
+        let mut bad = columns.clone();
+        bad.processors[2] = 2;
+        assert_eq!(bad.decode(n).unwrap_err().field, "processors");
+        let mut bad = columns;
+        bad.eligibility.eligible[3] = 2;
+        assert_eq!(bad.decode(n).unwrap_err().field, "eligible");
     }
 
     #[test]

@@ -140,9 +140,9 @@ impl<E: Evaluate> GuestEvaluator for Exported<E> {
         eligibility_out(self.0.is_eligible(&repository_in(repository)))
     }
 
-    fn is_eligible_batch(&self, repositories: w::RepositoryColumns) -> Result<Vec<w::Eligibility>, w::BatchError> {
+    fn is_eligible_batch(&self, repositories: w::RepositoryColumns) -> Result<w::EligibilityColumns, w::BatchError> {
         let repositories = repository_columns_in(repositories).decode().map_err(batch_error_out)?;
-        Ok(repositories.map(|r| eligibility_out(self.0.is_eligible(&r))).collect())
+        Ok(eligibility_columns_out(p::EligibilityColumns::encode(repositories.map(|r| self.0.is_eligible(&r)))))
     }
 
     fn route(&self, repository: w::Repository, job: w::Job) -> w::RouteDecision {
@@ -153,12 +153,17 @@ impl<E: Evaluate> GuestEvaluator for Exported<E> {
         &self,
         repositories: w::RepositoryColumns,
         jobs: w::JobColumns,
-    ) -> Result<Vec<w::RouteDecision>, w::BatchError> {
+    ) -> Result<w::DecisionColumns, w::BatchError> {
         let repositories = repository_columns_in(repositories);
         let n = repositories.len();
         let repositories = repositories.decode().map_err(batch_error_out)?;
         let jobs = job_columns_in(jobs).decode(n).map_err(batch_error_out)?;
-        Ok(repositories.zip(jobs).map(|(r, j)| decision_out(self.0.route(&r, &j))).collect())
+        let d = p::DecisionColumns::encode(repositories.zip(jobs).map(|(r, j)| self.0.route(&r, &j)));
+        Ok(w::DecisionColumns {
+            processors: d.processors,
+            rules: d.rules,
+            eligibility: eligibility_columns_out(d.eligibility),
+        })
     }
 }
 
@@ -195,6 +200,10 @@ fn job_columns_in(c: w::JobColumns) -> p::JobColumns {
         pr_numbers: c.pr_numbers,
         job_types: c.job_types,
     }
+}
+
+fn eligibility_columns_out(c: p::EligibilityColumns) -> w::EligibilityColumns {
+    w::EligibilityColumns { eligible: c.eligible, reasons: c.reasons, buckets: c.buckets }
 }
 
 fn batch_error_out(e: p::BatchError) -> w::BatchError {

@@ -54,7 +54,7 @@ mod component;
 
 pub use bucket::bucket;
 pub use categorize::categorize;
-pub use columns::{encode_option, BatchError, JobColumns, RepositoryColumns};
+pub use columns::{encode_option, BatchError, DecisionColumns, EligibilityColumns, JobColumns, RepositoryColumns};
 pub use eligibility::Evaluator;
 pub use health::evaluate_health;
 pub use id::{IdSet, RepoId};

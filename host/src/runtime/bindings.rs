@@ -76,6 +76,21 @@ pub fn job_columns_out(c: p::JobColumns) -> w::JobColumns {
     }
 }
 
+/// WIT eligibility columns → domain columns (decoded by the caller).
+pub fn eligibility_columns_in(c: w::EligibilityColumns) -> p::EligibilityColumns {
+    p::EligibilityColumns { eligible: c.eligible, reasons: c.reasons, buckets: c.buckets }
+}
+
+/// WIT decision columns → domain columns (decoded by the caller).
+pub fn decision_columns_in(c: w::DecisionColumns) -> p::DecisionColumns {
+    p::DecisionColumns { processors: c.processors, rules: c.rules, eligibility: eligibility_columns_in(c.eligibility) }
+}
+
+/// Columns the host cannot decode → the call's error (the policy answered wrongly).
+pub fn bad_columns(e: p::BatchError) -> super::CallError {
+    super::CallError::BadAnswer(format!("the policy's answer has an invalid column `{}`: {}", e.field, e.message))
+}
+
 /// A batch the policy refused → the call's error.
 pub fn batch_error_in(e: w::BatchError) -> super::CallError {
     super::CallError::BadAnswer(format!("policy refused the batch: invalid `{}`: {}", e.field, e.message))

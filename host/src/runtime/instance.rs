@@ -196,10 +196,7 @@ impl PolicyInstance {
         let out = self
             .call(|b, s| b.rollout_policy_rules().evaluator().call_is_eligible_batch(s, ev, &rs))?
             .map_err(bindings::batch_error_in)?;
-        if out.len() != repos.len() {
-            return Err(CallError::BadAnswer(format!("policy answered {} of {} repositories", out.len(), repos.len())));
-        }
-        Ok(out.into_iter().map(bindings::eligibility_in).collect())
+        bindings::eligibility_columns_in(out).decode(repos.len()).map_err(bindings::bad_columns)
     }
 
     /// Where a job runs.
@@ -228,10 +225,7 @@ impl PolicyInstance {
         let out = self
             .call(|b, s| b.rollout_policy_rules().evaluator().call_route_batch(s, ev, &rs, &js))?
             .map_err(bindings::batch_error_in)?;
-        if out.len() != requests.len() {
-            return Err(CallError::BadAnswer(format!("policy answered {} of {} requests", out.len(), requests.len())));
-        }
-        Ok(out.into_iter().map(bindings::decision_in).collect())
+        bindings::decision_columns_in(out).decode(requests.len()).map_err(bindings::bad_columns)
     }
 
     /// The category of a repository.
