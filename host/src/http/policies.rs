@@ -263,12 +263,8 @@ pub async fn revert(
     let rows = store.list_policy_versions().await.map_err(crate::manager::ManagerError::from);
     state.inner.db.observe(&rows);
     let rows = rows?;
-    let active = rows.iter().find(|r| r.active).map(|r| r.sha256.clone());
-    let mut target = rows
-        .iter()
-        .filter(|r| !r.active && r.activated_at.is_some())
-        .max_by_key(|r| r.activated_at)
-        .map(|r| r.sha256.clone());
+    let (active, target) = crate::store::revert_target(&rows);
+    let (active, mut target) = (active.map(str::to_owned), target.map(str::to_owned));
     if target.is_none() {
         if let Some(startup) = &state.inner.options.startup_policy {
             let sha = sha256_hex(&startup.bytes);

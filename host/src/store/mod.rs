@@ -942,6 +942,19 @@ pub struct PolicyVersionRow {
     pub size: i64,
 }
 
+/// The active version's sha256 among `rows`, and the version a revert goes back to: the most
+/// recently activated one that is not active (shared by `POST /v1/policies/revert` and
+/// `rollout policy revert`).
+pub fn revert_target(rows: &[PolicyVersionRow]) -> (Option<&str>, Option<&str>) {
+    let active = rows.iter().find(|r| r.active).map(|r| r.sha256.as_str());
+    let target = rows
+        .iter()
+        .filter(|r| !r.active && r.activated_at.is_some())
+        .max_by_key(|r| r.activated_at)
+        .map(|r| r.sha256.as_str());
+    (active, target)
+}
+
 fn ser_processor<S: serde::Serializer>(p: &Processor, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(p.as_str())
 }

@@ -285,12 +285,8 @@ async fn revert(ctx: &Ctx, reason: Option<&str>) -> CliResult {
         .list_policy_versions()
         .await
         .map_err(store_err(format!("cannot list the policy versions in `{}`", ctx.redacted())))?;
-    let active = rows.iter().find(|r| r.active).map(|r| r.sha256.clone());
-    let mut target = rows
-        .iter()
-        .filter(|r| !r.active && r.activated_at.is_some())
-        .max_by_key(|r| r.activated_at)
-        .map(|r| r.sha256.clone());
+    let (active, target) = crate::store::revert_target(&rows);
+    let (active, mut target) = (active.map(str::to_owned), target.map(str::to_owned));
     if target.is_none() {
         let bundled = crate::runtime::sha256_hex(crate::runtime::BUNDLED_POLICY);
         if active.as_deref().is_some_and(|a| a != bundled) {
