@@ -492,18 +492,26 @@ impl Manager {
         self.state.store(Arc::new(State { stored, snapshot }));
     }
 
+    /// Install a configuration read from the database unless a newer one is installed
+    /// already: a re-read that started before a change committed must not undo it.
+    fn install_read(&self, stored: StoredConfig) {
+        if stored.updated_at >= self.state.load().stored.updated_at {
+            self.install(stored);
+        }
+    }
+
     /// Re-read the configuration and the categories (a new snapshot version).
     pub async fn reload(&self) -> ManagerResult<()> {
         let stored = self.store.get_config(&self.feature).await?;
         let categories = load_categories(&self.store).await?;
         self.categories.store(Arc::new(categories));
-        self.install(stored);
+        self.install_read(stored);
         Ok(())
     }
 
     async fn reload_config(&self) -> ManagerResult<()> {
         let stored = self.store.get_config(&self.feature).await?;
-        self.install(stored);
+        self.install_read(stored);
         Ok(())
     }
 
