@@ -1,6 +1,7 @@
 //! Health evaluation (SPEC §2.5).
 
-use crate::{Config, Health, HealthAction, HealthLevel, ProcessorWindow};
+use crate::trace::yes;
+use crate::{Config, Health, HealthAction, HealthLevel, NoTrace, ProcessorWindow, Section, Trace, Tracer};
 
 /// Error rate above which the level is `critical`.
 const CRITICAL_RATE: f64 = 10.0;
@@ -13,34 +14,107 @@ const WARNING_RATE: f64 = 2.5;
 /// stopped, the window holds at least `min_jobs_for_rollback` jobs (the original wanted
 /// more than 10 where the design says 10) and the error rate exceeds `max_error_rate`.
 pub fn evaluate_health(config: &Config, windows: &[ProcessorWindow]) -> Health {
+    evaluate_health_with(config, windows, &mut NoTrace)
+}
+
+/// [`evaluate_health()`], recording its checks (sections [`Section::HealthLevel`], then
+/// [`Section::HealthAction`]) in `trace`.
+pub fn evaluate_health_traced(config: &Config, windows: &[ProcessorWindow], trace: &mut Trace) -> Health {
+    evaluate_health_with(config, windows, trace)
+}
+
+/// The one implementation of SPEC §2.5, generic over the tracer: the level's checks, then
+/// the action's, each chain up to the first check that holds.
+pub fn evaluate_health_with<T: Tracer>(config: &Config, windows: &[ProcessorWindow], t: &mut T) -> Health {
     let errors = windows.iter().fold(0u64, |a, w| a.saturating_add(w.error_count));
     let total = windows.iter().fold(0u64, |a, w| a.saturating_add(w.total_jobs));
     let error_rate = if total == 0 { 0.0 } else { 100.0 * errors as f64 / total as f64 };
-    let level = if error_rate > CRITICAL_RATE {
+    // `error_rate 12.50 (100 × 25 / 200) > 10.00: yes`
+    let rate_above = |name: &str, limit: f64| {
+        let rate = if total == 0 { "no jobs".to_owned() } else { format!("100 × {errors} / {total}") };
+        format!("error_rate {} ({rate}) > {name}{}: {}", percent(error_rate), percent(limit), yes(error_rate > limit))
+    };
+
+    const L: Section = Section::HealthLevel;
+    let level = if t.check(
+        L,
+        HealthLevel::Critical.as_str(),
+        "error_rate > 10",
+        || rate_above("", CRITICAL_RATE),
+        error_rate > CRITICAL_RATE,
+    ) {
         HealthLevel::Critical
-    } else if error_rate > WARNING_RATE {
+    } else if t.check(
+        L,
+        HealthLevel::Warning.as_str(),
+        "error_rate > 2.5",
+        || rate_above("", WARNING_RATE),
+        error_rate > WARNING_RATE,
+    ) {
         HealthLevel::Warning
     } else {
+        t.check(L, HealthLevel::Ok.as_str(), "otherwise (error_rate ≤ 2.5)", || rate_above("", WARNING_RATE), true);
         HealthLevel::Ok
     };
-    let max = config.max_error_rate;
-    let (action, reason) = if !config.auto_rollback_enabled {
+
+    const A: Section = Section::HealthAction;
+    const NONE: &str = HealthAction::None.as_str();
+    let c = config;
+    let max = c.max_error_rate;
+    let (action, reason) = if t.check(
+        A,
+        NONE,
+        "auto-rollback is disabled",
+        || format!("auto_rollback_enabled = {}", c.auto_rollback_enabled),
+        !c.auto_rollback_enabled,
+    ) {
         (HealthAction::None, "auto-rollback is disabled".to_owned())
-    } else if config.emergency_stop {
+    } else if t.check(
+        A,
+        NONE,
+        "the emergency stop is on",
+        || format!("emergency_stop = {}", c.emergency_stop),
+        c.emergency_stop,
+    ) {
         (HealthAction::None, "the emergency stop is on; nothing to roll back".to_owned())
-    } else if config.rollout_percentage == 0 {
+    } else if t.check(
+        A,
+        NONE,
+        "the rollout is already at 0%",
+        || format!("rollout_percentage = {}", c.rollout_percentage),
+        c.rollout_percentage == 0,
+    ) {
         (HealthAction::None, "the rollout is already at 0%".to_owned())
-    } else if total < u64::from(config.min_jobs_for_rollback) {
+    } else if t.check(
+        A,
+        NONE,
+        "fewer jobs in the window than min_jobs_for_rollback",
+        || {
+            let min = c.min_jobs_for_rollback;
+            format!("total jobs {total} < min_jobs_for_rollback {min}: {}", yes(total < u64::from(min)))
+        },
+        total < u64::from(c.min_jobs_for_rollback),
+    ) {
         (
             HealthAction::None,
-            format!("{total} jobs in the window, fewer than the {} needed to judge", config.min_jobs_for_rollback),
+            format!("{total} jobs in the window, fewer than the {} needed to judge", c.min_jobs_for_rollback),
         )
-    } else if error_rate > max {
+    } else if t.check(
+        A,
+        HealthAction::Rollback.as_str(),
+        "error_rate > max_error_rate",
+        || rate_above("max_error_rate ", max),
+        error_rate > max,
+    ) {
         (
             HealthAction::Rollback,
             format!("error rate {}% over {total} jobs exceeds the maximum {}%", percent(error_rate), percent(max)),
         )
-    } else {
+    }
+    // SPEC §2.5 as amended adds one more line here (a separate change, with its vectors):
+    // `else if t.check(A, "rollback", "the level is critical", …, level == HealthLevel::Critical)`.
+    else {
+        t.check(A, NONE, "otherwise (error_rate ≤ max_error_rate)", || rate_above("max_error_rate ", max), true);
         (
             HealthAction::None,
             format!("error rate {}% over {total} jobs is within the maximum {}%", percent(error_rate), percent(max)),
@@ -51,7 +125,7 @@ pub fn evaluate_health(config: &Config, windows: &[ProcessorWindow]) -> Health {
 
 /// A percentage with two decimals (`12.50`), formatted with integer arithmetic: float
 /// formatting would add tens of kilobytes to the component for two reason strings.
-fn percent(x: f64) -> String {
+pub(crate) fn percent(x: f64) -> String {
     // Rates are in 0..=100 (validated for the maximum, a ratio for the rate); clamp anyway.
     let hundredths = (x.clamp(0.0, 1.0e12) * 100.0).round() as u64;
     format!("{}.{:02}", hundredths / 100, hundredths % 100)

@@ -6,12 +6,18 @@
 //! environment and no files, never panic, and report every decision as data with the rule
 //! that made it.
 //!
+//! Each rule is written once, generic over a [`Tracer`] (the `*_with` functions): the
+//! decision functions run it with [`NoTrace`], which compiles away, and the `*_traced`
+//! functions run the same code with a [`Trace`] that records every check in words with the
+//! values compared — the explanation of the decision, from the code that made it.
+//!
 //! The crate builds two ways: natively (an `rlib` the host links to run the rules without
 //! WebAssembly and to share the domain types) and as a WebAssembly component (the `cdylib`
 //! for `wasm32-unknown-unknown`, wrapped by `make policy`), whose boundary is the WIT
-//! package in `wit/`. The glue between the two is the `guest` module (feature `guest`,
-//! compiled only for wasm), which other policies built on these rules reuse; feature
-//! `component` exports the reference policy through it.
+//! package in `wit/` (world `explained-policy`: the `rules` of world `policy`, plus
+//! `explain`). The glue between the two is the `guest` module (feature `guest`, compiled
+//! only for wasm), which other policies built on these rules reuse; feature `component`
+//! exports the reference policy through it.
 //!
 //! ```
 //! use rollout_policy::{Config, Evaluator, Job, Processor, Repository, RouteRule, Strategy, TriggerSource};
@@ -35,6 +41,9 @@
 )]
 #![deny(missing_docs)]
 
+// First: `named_enum!` is defined there.
+#[macro_use]
+mod types;
 mod bucket;
 mod categorize;
 mod columns;
@@ -42,7 +51,7 @@ mod eligibility;
 mod health;
 mod id;
 mod routing;
-mod types;
+mod trace;
 
 #[cfg(all(target_arch = "wasm32", feature = "guest"))]
 #[allow(unsafe_code, missing_docs, reason = "wit-bindgen's generated bindings and export glue")]
@@ -53,11 +62,12 @@ pub mod guest;
 mod component;
 
 pub use bucket::bucket;
-pub use categorize::categorize;
+pub use categorize::{categorize, categorize_traced, categorize_with};
 pub use columns::{encode_option, BatchError, DecisionColumns, EligibilityColumns, JobColumns, RepositoryColumns};
 pub use eligibility::Evaluator;
-pub use health::evaluate_health;
+pub use health::{evaluate_health, evaluate_health_traced, evaluate_health_with};
 pub use id::{IdSet, RepoId};
+pub use trace::{Check, NoTrace, Section, Trace, Tracer, UNTRACED};
 pub use types::*;
 
 /// Name reported by the reference policy's `info()`.

@@ -1,41 +1,95 @@
 //! Routing (SPEC §2.3).
 
-use crate::{Eligibility, Job, Processor, RouteDecision, RouteRule, TriggerSource};
+use crate::trace::{eligible_text, opt};
+use crate::{Eligibility, Job, Processor, RouteDecision, RouteRule, Section, Tracer, TriggerSource};
 
 /// Most items a "small" batch may have.
 const SMALL_BATCH: u32 = 50;
 /// Most pull requests a "small" PR batch may have.
 const SMALL_PR_BATCH: usize = 10;
 
-/// Where `job` runs, given the repository's eligibility; the first matching rule wins.
-pub fn route(eligibility: Eligibility, job: &Job) -> RouteDecision {
-    let (processor, rule) =
-        if !eligibility.eligible { (Processor::Inngest, RouteRule::NotEligible) } else { choose(job) };
+/// Where `job` runs, given the repository's eligibility; the first matching rule wins. The
+/// one implementation of SPEC §2.3, generic over the tracer: one check per line (the
+/// not-eligible line first), in order, up to the first that holds.
+pub fn route_with<T: Tracer>(eligibility: Eligibility, job: &Job, t: &mut T) -> RouteDecision {
+    let Eligibility { eligible, reason, .. } = eligibility;
+    let (processor, rule) = if t.check(
+        Section::Routing,
+        RouteRule::NotEligible.as_str(),
+        "the repository is not eligible",
+        || format!("{}, reason {reason}", eligible_text(eligible)),
+        !eligible,
+    ) {
+        (Processor::Inngest, RouteRule::NotEligible)
+    } else {
+        choose(job, t)
+    };
     RouteDecision { processor, rule, eligibility }
 }
 
-fn choose(job: &Job) -> (Processor, RouteRule) {
+/// Lines 1 to 7 of SPEC §2.3, for an eligible repository.
+fn choose<T: Tracer>(job: &Job, t: &mut T) -> (Processor, RouteRule) {
+    use Processor::{GithubActions, Inngest};
+    use RouteRule as R;
+    const S: Section = Section::Routing;
     let prs = job.pr_numbers.len();
-    match job.time_range_days {
-        Some(days) if days <= 1 => return (Processor::Inngest, RouteRule::RecentData),
-        _ => {}
+    let days = || format!("time_range_days = {}", opt(job.time_range_days));
+    if t.check(
+        S,
+        R::RecentData.as_str(),
+        "time_range_days present and ≤ 1",
+        days,
+        matches!(job.time_range_days, Some(d) if d <= 1),
+    ) {
+        return (Inngest, R::RecentData);
     }
-    if (1..=SMALL_PR_BATCH).contains(&prs) {
-        return (Processor::Inngest, RouteRule::SmallPrBatch);
+    if t.check(
+        S,
+        R::SmallPrBatch.as_str(),
+        "pr_numbers has 1..=10 entries",
+        || format!("pr_numbers has {prs} entries"),
+        (1..=SMALL_PR_BATCH).contains(&prs),
+    ) {
+        return (Inngest, R::SmallPrBatch);
     }
-    if job.trigger_source == Some(TriggerSource::Manual) && job.max_items.is_none_or(|m| m <= SMALL_BATCH) {
-        return (Processor::Inngest, RouteRule::ManualSmallBatch);
+    if t.check(
+        S,
+        R::ManualSmallBatch.as_str(),
+        "trigger_source manual and (max_items absent or ≤ 50)",
+        || format!("trigger_source = {}, max_items = {}", opt(job.trigger_source), opt(job.max_items)),
+        job.trigger_source == Some(TriggerSource::Manual) && job.max_items.is_none_or(|m| m <= SMALL_BATCH),
+    ) {
+        return (Inngest, R::ManualSmallBatch);
     }
-    if job.time_range_days.is_some_and(|d| d > 1) {
-        return (Processor::GithubActions, RouteRule::HistoricalRange);
+    if t.check(
+        S,
+        R::HistoricalRange.as_str(),
+        "time_range_days present and > 1",
+        days,
+        job.time_range_days.is_some_and(|d| d > 1),
+    ) {
+        return (GithubActions, R::HistoricalRange);
     }
-    if job.max_items.is_some_and(|m| m > SMALL_BATCH) {
-        return (Processor::GithubActions, RouteRule::LargeBatch);
+    if t.check(
+        S,
+        R::LargeBatch.as_str(),
+        "max_items present and > 50",
+        || format!("max_items = {}", opt(job.max_items)),
+        job.max_items.is_some_and(|m| m > SMALL_BATCH),
+    ) {
+        return (GithubActions, R::LargeBatch);
     }
-    if job.trigger_source == Some(TriggerSource::Scheduled) {
-        return (Processor::GithubActions, RouteRule::ScheduledBulk);
+    if t.check(
+        S,
+        R::ScheduledBulk.as_str(),
+        "trigger_source scheduled",
+        || format!("trigger_source = {}", opt(job.trigger_source)),
+        job.trigger_source == Some(TriggerSource::Scheduled),
+    ) {
+        return (GithubActions, R::ScheduledBulk);
     }
-    (Processor::Inngest, RouteRule::Default)
+    t.check(S, R::Default.as_str(), "otherwise (no other line held)", String::new, true);
+    (Inngest, R::Default)
 }
 
 #[cfg(test)]
@@ -44,6 +98,10 @@ mod tests {
     use crate::EligibilityReason;
 
     const YES: Eligibility = Eligibility { eligible: true, reason: EligibilityReason::InPercentage, bucket: 1 };
+
+    fn route(eligibility: Eligibility, job: &Job) -> RouteDecision {
+        route_with(eligibility, job, &mut crate::NoTrace)
+    }
 
     fn rule(job: Job) -> (Processor, RouteRule) {
         let d = route(YES, &job);

@@ -17,23 +17,23 @@ macro_rules! named_enum {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The snake_case name used by SPEC, the case files and the database.
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),+
                 }
             }
 
             /// Parse a snake_case name; the error names the allowed values.
-            pub fn parse(s: &str) -> Result<Self, UnknownName> {
+            pub fn parse(s: &str) -> Result<Self, $crate::UnknownName> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownName { what: $what, given: s.to_owned(), allowed: &[$($text),+] }),
+                    _ => Err($crate::UnknownName { what: $what, given: s.to_owned(), allowed: &[$($text),+] }),
                 }
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
