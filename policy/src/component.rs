@@ -1,5 +1,6 @@
 //! The reference policy's component: the shared export glue ([`crate::guest`]) over the
-//! reference rules. Compiled only for wasm (feature `component`).
+//! reference rules, with their real traces for `explain`. Compiled only for wasm (feature
+//! `component`).
 
 use crate::guest::{export_policy, Export, Policy};
 
@@ -11,6 +12,18 @@ impl Policy for Reference {
 
     fn info() -> (&'static str, &'static str) {
         (crate::POLICY_NAME, crate::POLICY_VERSION)
+    }
+
+    fn categorize_traced(stats: &crate::RepositoryStats, trace: &mut crate::Trace) -> crate::Categorization {
+        crate::categorize_traced(stats, trace)
+    }
+
+    fn evaluate_health_traced(
+        config: &crate::Config,
+        windows: &[crate::ProcessorWindow],
+        trace: &mut crate::Trace,
+    ) -> crate::Health {
+        crate::evaluate_health_traced(config, windows, trace)
     }
 }
 

@@ -3,26 +3,37 @@
 //!
 //! A policy implements [`Policy`] and [`Evaluate`] on the crate's domain types; this
 //! module converts between those and the WIT types wit-bindgen generates from `wit/`, and
-//! implements the generated `Guest` traits once for all of them. The reference policy
-//! (feature `component`) is one such policy; `examples/size-aware-policy` and the hostile
-//! test fixtures are others. A policy crate exports the world with two lines:
+//! implements the generated `Guest` traits once for all of them: the world
+//! `explained-policy`, that is the `rules` of world `policy` plus `explain`. The reference
+//! policy (feature `component`) is one such policy; `examples/size-aware-policy` and the
+//! hostile test fixtures are others. A policy crate exports the world with two lines:
 //!
 //! ```ignore
 //! type Component = rollout_policy::guest::Export<MyPolicy>;
 //! rollout_policy::guest::export_policy!(Component);
 //! ```
+//!
+//! Explanations: the `*_traced` methods of [`Policy`] and [`Evaluate`] record the checks of
+//! a decision in a [`p::Trace`]. Their default implementations run the untraced method and
+//! record one held check per section ([`p::UNTRACED`]), so a policy that does not trace
+//! still explains which decision it made; a policy overrides them to show its chain,
+//! ideally by writing its rules once, generic over [`p::Tracer`] (as the reference does). The
+//! `explain` functions always answer with the decision of the untraced method: should a
+//! policy's traced method decide otherwise (a bug of the policy), the trace gets one more
+//! held check per section saying so, naming the decision actually made.
 
 use crate as p;
 use core::marker::PhantomData;
 
 wit_bindgen::generate!({
     path: "../wit",
-    world: "policy",
+    world: "explained-policy",
     pub_export_macro: true,
     export_macro_name: "export_policy",
     default_bindings_module: "rollout_policy::guest",
 });
 
+use exports::rollout::policy::explain::{self as x, Guest as ExplainGuest};
 use exports::rollout::policy::rules::{Guest, GuestEvaluator};
 use rollout::policy::types as w;
 
@@ -44,6 +55,25 @@ pub trait Policy: 'static {
     fn evaluate_health(config: &p::Config, windows: &[p::ProcessorWindow]) -> p::Health {
         p::evaluate_health(config, windows)
     }
+
+    /// [`Policy::categorize`] with its checks recorded in `trace`. By default one held check
+    /// naming the category ([`p::Trace::record_categorization`]); a policy that keeps the
+    /// reference's `categorize` can return [`p::categorize_traced`] instead.
+    fn categorize_traced(stats: &p::RepositoryStats, trace: &mut p::Trace) -> p::Categorization {
+        let c = Self::categorize(stats);
+        trace.record_categorization(&c, p::UNTRACED);
+        c
+    }
+
+    /// [`Policy::evaluate_health`] with its checks recorded in `trace`. By default one held
+    /// check per section naming the level and the action ([`p::Trace::record_health`]); a
+    /// policy that keeps the reference's `evaluate_health` can return
+    /// [`p::evaluate_health_traced`] instead.
+    fn evaluate_health_traced(config: &p::Config, windows: &[p::ProcessorWindow], trace: &mut p::Trace) -> p::Health {
+        let h = Self::evaluate_health(config, windows);
+        trace.record_health(&h, p::UNTRACED);
+        h
+    }
 }
 
 /// The per-configuration half of a policy (the WIT `evaluator` resource).
@@ -54,6 +84,23 @@ pub trait Evaluate: Sized + 'static {
     fn is_eligible(&self, repository: &p::Repository) -> p::Eligibility;
     /// Where a job runs.
     fn route(&self, repository: &p::Repository, job: &p::Job) -> p::RouteDecision;
+
+    /// [`Evaluate::is_eligible`] with its checks recorded in `trace`. By default one held
+    /// check naming the reason ([`p::Trace::record_eligibility`]).
+    fn is_eligible_traced(&self, repository: &p::Repository, trace: &mut p::Trace) -> p::Eligibility {
+        let e = self.is_eligible(repository);
+        trace.record_eligibility(&e, p::UNTRACED);
+        e
+    }
+
+    /// [`Evaluate::route`] with its checks recorded in `trace` (eligibility's, then
+    /// routing's). By default one held check per section naming the reason and the rule
+    /// ([`p::Trace::record_route`]).
+    fn route_traced(&self, repository: &p::Repository, job: &p::Job, trace: &mut p::Trace) -> p::RouteDecision {
+        let d = self.route(repository, job);
+        trace.record_route(&d, p::UNTRACED);
+        d
+    }
 }
 
 impl Evaluate for p::Evaluator {
@@ -68,6 +115,14 @@ impl Evaluate for p::Evaluator {
     fn route(&self, repository: &p::Repository, job: &p::Job) -> p::RouteDecision {
         p::Evaluator::route(self, repository, job)
     }
+
+    fn is_eligible_traced(&self, repository: &p::Repository, trace: &mut p::Trace) -> p::Eligibility {
+        p::Evaluator::is_eligible_traced(self, repository, trace)
+    }
+
+    fn route_traced(&self, repository: &p::Repository, job: &p::Job, trace: &mut p::Trace) -> p::RouteDecision {
+        p::Evaluator::route_traced(self, repository, job, trace)
+    }
 }
 
 /// The exported component of policy `P`; pass it (through a type alias) to
@@ -81,45 +136,12 @@ impl<P: Policy> Guest for Export<P> {
     type Evaluator = Exported<P::Evaluator>;
 
     fn categorize(stats: w::RepositoryStats) -> w::Categorization {
-        let c = P::categorize(&p::RepositoryStats {
-            star_count: stats.star_count,
-            contributor_count: stats.contributor_count,
-            pr_count: stats.pr_count,
-        });
-        w::Categorization {
-            category: category_out(c.category),
-            priority_level: c.priority_level,
-            is_test_repository: c.is_test_repository,
-            monthly_activity_score: c.monthly_activity_score,
-        }
+        categorization_out(P::categorize(&stats_in(stats)))
     }
 
     fn evaluate_health(config: w::Config, windows: Vec<w::ProcessorWindow>) -> w::Health {
-        let windows: Vec<p::ProcessorWindow> = windows
-            .into_iter()
-            .map(|w| p::ProcessorWindow {
-                processor: processor_in(w.processor),
-                success_count: w.success_count,
-                error_count: w.error_count,
-                total_jobs: w.total_jobs,
-                average_processing_time: w.average_processing_time,
-            })
-            .collect();
-        let h = P::evaluate_health(&config_in(config), &windows);
-        w::Health {
-            level: match h.level {
-                p::HealthLevel::Ok => w::HealthLevel::Ok,
-                p::HealthLevel::Warning => w::HealthLevel::Warning,
-                p::HealthLevel::Critical => w::HealthLevel::Critical,
-            },
-            action: match h.action {
-                p::HealthAction::None => w::HealthAction::None,
-                p::HealthAction::Rollback => w::HealthAction::Rollback,
-            },
-            error_rate: h.error_rate,
-            total_jobs: h.total_jobs,
-            reason: h.reason,
-        }
+        let windows = windows_in(windows);
+        health_out(P::evaluate_health(&config_in(config), &windows))
     }
 
     fn info() -> w::PolicyInfo {
@@ -128,11 +150,78 @@ impl<P: Policy> Guest for Export<P> {
     }
 }
 
+/// What the `explain` functions add to a trace when a policy's traced method decided
+/// otherwise than its untraced one: the decision returned is always the untraced one.
+const MISMATCH: &str =
+    "decided by this policy's rules; its explanation above concluded otherwise (a bug of the policy)";
+
+impl<P: Policy> ExplainGuest for Export<P> {
+    fn explain_eligibility(
+        config: w::Config,
+        repository: w::Repository,
+    ) -> Result<(w::Eligibility, Vec<x::Check>), w::ConfigError> {
+        let e = P::Evaluator::create(config_in(config)).map_err(config_error_out)?;
+        let repository = repository_in(repository);
+        let mut trace = p::Trace::new();
+        let explained = e.is_eligible_traced(&repository, &mut trace);
+        let decided = e.is_eligible(&repository);
+        if explained != decided {
+            trace.record_eligibility(&decided, MISMATCH);
+        }
+        Ok((eligibility_out(decided), checks_out(trace)))
+    }
+
+    fn explain_route(
+        config: w::Config,
+        repository: w::Repository,
+        job: w::Job,
+    ) -> Result<(w::RouteDecision, Vec<x::Check>), w::ConfigError> {
+        let e = P::Evaluator::create(config_in(config)).map_err(config_error_out)?;
+        let (repository, job) = (repository_in(repository), job_in(job));
+        let mut trace = p::Trace::new();
+        let explained = e.route_traced(&repository, &job, &mut trace);
+        let decided = e.route(&repository, &job);
+        if explained != decided {
+            trace.record_route(&decided, MISMATCH);
+        }
+        Ok((decision_out(decided), checks_out(trace)))
+    }
+
+    fn explain_categorize(stats: w::RepositoryStats) -> (w::Categorization, Vec<x::Check>) {
+        let stats = stats_in(stats);
+        let mut trace = p::Trace::new();
+        let explained = P::categorize_traced(&stats, &mut trace);
+        let decided = P::categorize(&stats);
+        if explained != decided {
+            trace.record_categorization(&decided, MISMATCH);
+        }
+        (categorization_out(decided), checks_out(trace))
+    }
+
+    fn explain_health(config: w::Config, windows: Vec<w::ProcessorWindow>) -> (w::Health, Vec<x::Check>) {
+        let (config, windows) = (config_in(config), windows_in(windows));
+        let mut trace = p::Trace::new();
+        let explained = P::evaluate_health_traced(&config, &windows, &mut trace);
+        let decided = P::evaluate_health(&config, &windows);
+        // `error_rate` is a float: NaN never comes out of the reference rules, but a policy's
+        // could; compare its bits so a NaN decided twice counts as the same.
+        let same = explained.level == decided.level
+            && explained.action == decided.action
+            && explained.error_rate.to_bits() == decided.error_rate.to_bits()
+            && explained.total_jobs == decided.total_jobs
+            && explained.reason == decided.reason;
+        if !same {
+            trace.record_health(&decided, MISMATCH);
+        }
+        (health_out(decided), checks_out(trace))
+    }
+}
+
 impl<E: Evaluate> GuestEvaluator for Exported<E> {
     fn create(config: w::Config) -> Result<exports::rollout::policy::rules::Evaluator, w::ConfigError> {
         match E::create(config_in(config)) {
             Ok(e) => Ok(exports::rollout::policy::rules::Evaluator::new(Exported(e))),
-            Err(e) => Err(w::ConfigError { field: e.field, message: e.message }),
+            Err(e) => Err(config_error_out(e)),
         }
     }
 
@@ -165,6 +254,73 @@ impl<E: Evaluate> GuestEvaluator for Exported<E> {
             eligibility: eligibility_columns_out(d.eligibility),
         })
     }
+}
+
+fn config_error_out(e: p::ConfigError) -> w::ConfigError {
+    w::ConfigError { field: e.field, message: e.message }
+}
+
+fn stats_in(s: w::RepositoryStats) -> p::RepositoryStats {
+    p::RepositoryStats { star_count: s.star_count, contributor_count: s.contributor_count, pr_count: s.pr_count }
+}
+
+fn categorization_out(c: p::Categorization) -> w::Categorization {
+    w::Categorization {
+        category: category_out(c.category),
+        priority_level: c.priority_level,
+        is_test_repository: c.is_test_repository,
+        monthly_activity_score: c.monthly_activity_score,
+    }
+}
+
+fn windows_in(windows: Vec<w::ProcessorWindow>) -> Vec<p::ProcessorWindow> {
+    windows
+        .into_iter()
+        .map(|w| p::ProcessorWindow {
+            processor: processor_in(w.processor),
+            success_count: w.success_count,
+            error_count: w.error_count,
+            total_jobs: w.total_jobs,
+            average_processing_time: w.average_processing_time,
+        })
+        .collect()
+}
+
+fn health_out(h: p::Health) -> w::Health {
+    w::Health {
+        level: match h.level {
+            p::HealthLevel::Ok => w::HealthLevel::Ok,
+            p::HealthLevel::Warning => w::HealthLevel::Warning,
+            p::HealthLevel::Critical => w::HealthLevel::Critical,
+        },
+        action: match h.action {
+            p::HealthAction::None => w::HealthAction::None,
+            p::HealthAction::Rollback => w::HealthAction::Rollback,
+        },
+        error_rate: h.error_rate,
+        total_jobs: h.total_jobs,
+        reason: h.reason,
+    }
+}
+
+fn checks_out(trace: p::Trace) -> Vec<x::Check> {
+    trace
+        .checks
+        .into_iter()
+        .map(|c| x::Check {
+            section: match c.section {
+                p::Section::Eligibility => x::Section::Eligibility,
+                p::Section::Routing => x::Section::Routing,
+                p::Section::Categorization => x::Section::Categorization,
+                p::Section::HealthLevel => x::Section::HealthLevel,
+                p::Section::HealthAction => x::Section::HealthAction,
+            },
+            rule: c.rule,
+            condition: c.condition,
+            values: c.values,
+            held: c.held,
+        })
+        .collect()
 }
 
 fn config_in(c: w::Config) -> p::Config {
