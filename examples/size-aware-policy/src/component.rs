@@ -1,6 +1,7 @@
 //! The component export: the shared glue of `rollout_policy::guest` over this policy. The
 //! reference's evaluator decides eligibility; [`crate::route`] decides routing; `info`
-//! names this policy. Compiled only for wasm.
+//! names this policy. The traced methods give `explain` the real chains: the reference's,
+//! and [`crate::route_traced`] for routing. Compiled only for wasm.
 
 use rollout_policy::guest::{export_policy, Evaluate, Export, Policy};
 use rollout_policy::{self as p, ConfigError};
@@ -17,6 +18,16 @@ impl Policy for SizeAware {
     fn info() -> (&'static str, &'static str) {
         (crate::POLICY_NAME, crate::POLICY_VERSION)
     }
+
+    // Categorisation and health are the reference's (the default `categorize` and
+    // `evaluate_health`), so their explanations are the reference's traces.
+    fn categorize_traced(stats: &p::RepositoryStats, trace: &mut p::Trace) -> p::Categorization {
+        p::categorize_traced(stats, trace)
+    }
+
+    fn evaluate_health_traced(config: &p::Config, windows: &[p::ProcessorWindow], trace: &mut p::Trace) -> p::Health {
+        p::evaluate_health_traced(config, windows, trace)
+    }
 }
 
 impl Evaluate for SizeAwareEvaluator {
@@ -30,6 +41,14 @@ impl Evaluate for SizeAwareEvaluator {
 
     fn route(&self, repository: &p::Repository, job: &p::Job) -> p::RouteDecision {
         crate::route(&self.0, repository, job)
+    }
+
+    fn is_eligible_traced(&self, repository: &p::Repository, trace: &mut p::Trace) -> p::Eligibility {
+        self.0.is_eligible_traced(repository, trace)
+    }
+
+    fn route_traced(&self, repository: &p::Repository, job: &p::Job, trace: &mut p::Trace) -> p::RouteDecision {
+        crate::route_traced(&self.0, repository, job, trace)
     }
 }
 
