@@ -154,6 +154,28 @@ export interface Health {
   reason: string;
 }
 
+/** The part of a decision a check belongs to. */
+export type Section = 'eligibility' | 'routing' | 'categorization' | 'health_level' | 'health_action';
+
+/** One check a policy made on the way to a decision. */
+export interface Check {
+  section: Section;
+  /** What the check decides when it holds (a reason, a rule, a category, a level or an action; a policy may add its own names). */
+  rule: string;
+  /** The condition, in words. */
+  condition: string;
+  /** The values compared, in words (`'bucket 37 < rollout_percentage 25: no'`). */
+  values: string;
+  held: boolean;
+}
+
+/** A decision with the checks that reached it, in evaluation order; within a section the last held check decided. */
+export interface Explained<D> {
+  /** Exactly what the function of the same name returns for the same input. */
+  decision: D;
+  checks: Check[];
+}
+
 export interface PolicyInfo {
   name: string;
   version: string;
@@ -202,6 +224,14 @@ export declare class Policy {
   categorize(stats: RepositoryStats): Categorization;
   /** Health over the window; the configuration is checked as for `evaluator()`. */
   evaluateHealth(config: Config | null | undefined, windows: ReadonlyArray<ProcessorWindow>): Health;
+  /** `evaluator(config).isEligible(repository)` with the checks that decided it. */
+  explainEligibility(config: Config | null | undefined, repository: Repository | string): Explained<Eligibility>;
+  /** `evaluator(config).route(repository, job)` with its checks: eligibility's, then routing's. */
+  explainRoute(config: Config | null | undefined, repository: Repository | string, job?: Job | null): Explained<RouteDecision>;
+  /** `categorize(stats)` with its checks. */
+  explainCategorize(stats: RepositoryStats): Explained<Categorization>;
+  /** `evaluateHealth(config, windows)` with its checks: the level's, then the action's. */
+  explainHealth(config: Config | null | undefined, windows: ReadonlyArray<ProcessorWindow>): Explained<Health>;
 }
 
 /** Load the transpiled component (once; later calls return the same promise). */

@@ -68,6 +68,7 @@ const REASON_OUT = outMap(REASONS);
 const RULE_OUT = outMap(RULES);
 const LEVEL_OUT = outMap(['ok', 'warning', 'critical']);
 const ACTION_OUT = outMap(['none', 'rollback']);
+const SECTION_OUT = outMap(['eligibility', 'routing', 'categorization', 'health_level', 'health_action']);
 
 /**
  * Bad input: an unknown field, a value of the wrong type or out of range, an unknown enum
@@ -445,6 +446,39 @@ function eligibilityOut(e) {
   return { eligible: e.eligible, reason: REASON_OUT[e.reason], bucket: e.bucket };
 }
 
+function categorizationOut(c) {
+  return {
+    category: CATEGORY_OUT[c.category],
+    priorityLevel: c.priorityLevel,
+    isTestRepository: c.isTestRepository,
+    monthlyActivityScore: c.monthlyActivityScore,
+  };
+}
+
+function healthOut(h) {
+  return {
+    level: LEVEL_OUT[h.level],
+    action: ACTION_OUT[h.action],
+    errorRate: h.errorRate,
+    totalJobs: Number(h.totalJobs),
+    reason: h.reason,
+  };
+}
+
+/** An explanation: the decision, and the checks in order (`section` in snake_case). */
+function explainedOut([decision, checks], out) {
+  return {
+    decision: out(decision),
+    checks: checks.map((c) => ({
+      section: SECTION_OUT[c.section],
+      rule: c.rule,
+      condition: c.condition,
+      values: c.values,
+      held: c.held,
+    })),
+  };
+}
+
 function decisionOut(d) {
   const e = d.eligibility;
   return {
@@ -461,9 +495,10 @@ function decisionOut(d) {
 const JCO_DISPOSE = Symbol.dispose || Symbol.for('dispose');
 const DISPOSE = Symbol.dispose;
 
-function createRaw(rules, wire) {
+/** A call taking a config; the policy's `config-error` as a PolicyError naming the camelCase field. */
+function configCall(call) {
   try {
-    return rules.Evaluator.create(wire);
+    return call();
   } catch (e) {
     const p = e?.payload;
     if (p && typeof p.field === 'string') {
@@ -472,6 +507,10 @@ function createRaw(rules, wire) {
     }
     throw e;
   }
+}
+
+function createRaw(rules, wire) {
+  return configCall(() => rules.Evaluator.create(wire));
 }
 
 function disposeRaw(raw) {
@@ -565,10 +604,19 @@ export class Evaluator {
 /** The loaded policy component. */
 export class Policy {
   #rules;
+  #explain;
 
   /** @internal Use `loadPolicy()`. */
-  constructor(rules) {
+  constructor(rules, explain) {
     this.#rules = rules;
+    this.#explain = explain;
+  }
+
+  #explained() {
+    if (this.#explain == null) {
+      throw new Error('this policy component does not export rollout:policy/explain (it was built for world `policy`)');
+    }
+    return this.#explain;
   }
 
   /** Name and version of the policy: `{name, version}`. */
@@ -585,13 +633,7 @@ export class Policy {
 
   /** Category of a repository from `{starCount, contributorCount, prCount}`. */
   categorize(stats) {
-    const c = this.#rules.categorize(statsIn(stats));
-    return {
-      category: CATEGORY_OUT[c.category],
-      priorityLevel: c.priorityLevel,
-      isTestRepository: c.isTestRepository,
-      monthlyActivityScore: c.monthlyActivityScore,
-    };
+    return categorizationOut(this.#rules.categorize(statsIn(stats)));
   }
 
   /**
@@ -603,14 +645,40 @@ export class Policy {
     const { wire } = configIn(config);
     disposeRaw(createRaw(this.#rules, wire));
     if (!Array.isArray(windows)) fail('windows', `expected an array, got ${show(windows)}`, '');
-    const h = this.#rules.evaluateHealth(wire, windows.map((w, i) => windowIn(w, i)));
-    return {
-      level: LEVEL_OUT[h.level],
-      action: ACTION_OUT[h.action],
-      errorRate: h.errorRate,
-      totalJobs: Number(h.totalJobs),
-      reason: h.reason,
-    };
+    return healthOut(this.#rules.evaluateHealth(wire, windows.map((w, i) => windowIn(w, i))));
+  }
+
+  // Explanations (interface `explain`): `{decision, checks}`, the decision exactly what the
+  // function of the same name returns, the checks in evaluation order as
+  // `{section, rule, condition, values, held}`; within a section the last held check decided.
+
+  /** `evaluator(config).isEligible(repository)`, explained. */
+  explainEligibility(config, repository) {
+    const { wire } = configIn(config);
+    const repo = repositoryIn(repository, 'repository');
+    return explainedOut(configCall(() => this.#explained().explainEligibility(wire, repo)), eligibilityOut);
+  }
+
+  /** `evaluator(config).route(repository, job)`, explained: eligibility's checks, then routing's. */
+  explainRoute(config, repository, job) {
+    const { wire } = configIn(config);
+    const repo = repositoryIn(repository, 'repository');
+    const j = jobIn(job, 'job');
+    return explainedOut(configCall(() => this.#explained().explainRoute(wire, repo, j)), decisionOut);
+  }
+
+  /** `categorize(stats)`, explained. */
+  explainCategorize(stats) {
+    return explainedOut(this.#explained().explainCategorize(statsIn(stats)), categorizationOut);
+  }
+
+  /** `evaluateHealth(config, windows)`, explained: the level's checks, then the action's. */
+  explainHealth(config, windows) {
+    const { wire } = configIn(config);
+    disposeRaw(createRaw(this.#rules, wire));
+    if (!Array.isArray(windows)) fail('windows', `expected an array, got ${show(windows)}`, '');
+    const w = windows.map((x, i) => windowIn(x, i));
+    return explainedOut(this.#explained().explainHealth(wire, w), healthOut);
   }
 }
 
@@ -656,7 +724,7 @@ let loading = null;
  */
 export function loadPolicy() {
   loading ??= import('../dist/generated/rollout_policy.js').then(
-    (m) => new Policy(m.rules),
+    (m) => new Policy(m.rules, m.explain),
     (e) => {
       loading = null;
       if (e?.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes('rollout_policy.js')) {

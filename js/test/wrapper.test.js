@@ -349,6 +349,57 @@ describe('disposal', () => {
   });
 });
 
+describe('explanations', () => {
+  const config = { rolloutPercentage: 100, isActive: true };
+  /** The rule of the last check of `section` that held: the one that decided. */
+  const decided = (checks, section) => checks.filter((c) => c.section === section && c.held).at(-1)?.rule;
+
+  test('explainRoute: the decision of route, eligibility checks then routing checks', () => {
+    const ev = policy.evaluator(config);
+    for (const job of [{}, { timeRangeDays: 1 }, { prNumbers: [1, 2] }, { triggerSource: 'scheduled' }, { maxItems: 51 }]) {
+      const { decision, checks } = policy.explainRoute(config, { id: UUID, category: 'large' }, job);
+      assert.deepEqual(decision, ev.route({ id: UUID, category: 'large' }, job));
+      assert.equal(decided(checks, 'eligibility'), decision.reason);
+      assert.equal(decided(checks, 'routing'), decision.rule);
+      assert.deepEqual([...new Set(checks.map((c) => c.section))], ['eligibility', 'routing']);
+      for (const c of checks) {
+        assert.deepEqual(Object.keys(c), ['section', 'rule', 'condition', 'values', 'held']);
+      }
+    }
+    const { checks } = policy.explainRoute(config, UUID, { timeRangeDays: 1 });
+    assert.deepEqual(checks.at(-1), {
+      section: 'routing',
+      rule: 'recent_data',
+      condition: 'time_range_days present and ≤ 1',
+      values: 'time_range_days = 1',
+      held: true,
+    });
+    ev.dispose();
+  });
+
+  test('explainEligibility, explainCategorize, explainHealth', () => {
+    const e = policy.explainEligibility({ ...config, emergencyStop: true }, UUID);
+    assert.equal(e.decision.reason, 'emergency_stop');
+    assert.deepEqual(e.checks.map((c) => [c.rule, c.held]), [['emergency_stop', true]]);
+    const stats = { starCount: 60, contributorCount: 3, prCount: 20 };
+    const c = policy.explainCategorize(stats);
+    assert.deepEqual(c.decision, policy.categorize(stats));
+    assert.deepEqual(c.checks.map((x) => x.rule), ['test', 'small', 'medium']);
+    const windows = [{ processorType: 'inngest', successCount: 80, errorCount: 20, totalJobs: 100 }];
+    const h = policy.explainHealth(config, windows);
+    assert.deepEqual(h.decision, policy.evaluateHealth(config, windows));
+    assert.equal(decided(h.checks, 'health_level'), 'critical');
+    assert.equal(decided(h.checks, 'health_action'), 'rollback');
+  });
+
+  test('a configuration the policy refuses is a PolicyError, as for evaluator()', () => {
+    throwsField(() => policy.explainRoute({ maxErrorRate: 101 }, UUID), 'maxErrorRate', 'out of range');
+    throwsField(() => policy.explainEligibility({ featureName: '' }, UUID), 'featureName');
+    throwsField(() => policy.explainHealth({ rolloutPercentage: 101 }, []), 'rolloutPercentage');
+    throwsField(() => policy.explainRoute(config, UUID, { trigger: 'manual' }), 'trigger');
+  });
+});
+
 describe('configFromRow', () => {
   test('maps columns, ignores the others, takes defaults for NULLs, parses DECIMAL strings', () => {
     const config = configFromRow({
