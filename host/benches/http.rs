@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FEATURE: &str = "hybrid_progressive_capture";
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-token-of-enough-length";
 
 struct ServerProcess {
     child: Child,

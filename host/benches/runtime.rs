@@ -7,7 +7,7 @@
 //! on-disk cache into a fresh runtime (a restart); a swap to a known version up to the first
 //! decision on it; instantiation with the pooling allocator; the cold safety check.
 
-use rollout::engine::{ConfigSnapshot, Decide};
+use rollout::engine::{ConfigSnapshot, Policy};
 use rollout::runtime::{new_engine, CompiledPolicy, Limits, Runtime, RuntimeOptions, BUNDLED_POLICY};
 use rollout_policy::{Category, Config, Evaluator, Job, RepoId, Repository, Strategy, TriggerSource};
 use std::hint::black_box;
@@ -203,19 +203,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (r, j) = pick(i);
                 match what.as_str() {
                     "batch" => {
-                        black_box(runtime.route_batch(&config, &requests));
+                        let _ = black_box(runtime.route_batch(&config, &requests));
                     }
                     "bare" => {
                         black_box(instance.route(&config, r, j).ok());
                     }
                     "eligible" => {
-                        black_box(runtime.is_eligible(&config, r));
+                        let _ = black_box(runtime.is_eligible(&config, r));
                     }
                     "native" => {
                         black_box(NativeEval(&config).route(r, j));
                     }
                     _ => {
-                        black_box(runtime.route(&config, r, j));
+                        let _ = black_box(runtime.route(&config, r, j));
                     }
                 }
                 i += 1;
@@ -275,14 +275,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let checked = cold.validated_decisions.unwrap_or(0);
     let single = per_iter(15, 50_000 / scale, |i| {
         let (r, j) = pick(i);
-        black_box(runtime.route(&config, black_box(r), black_box(j)));
+        let _ = black_box(runtime.route(&config, black_box(r), black_box(j)));
     });
     let single_eligible = per_iter(15, 50_000 / scale, |i| {
         let (r, _) = pick(i);
-        black_box(runtime.is_eligible(&config, black_box(r)));
+        let _ = black_box(runtime.is_eligible(&config, black_box(r)));
     });
     let batch = per_iter(15, 40 / scale.min(4), |_| {
-        black_box(runtime.route_batch(&config, black_box(&requests)));
+        let _ = black_box(runtime.route_batch(&config, black_box(&requests)));
     })
     .scaled(1.0 / n as f64);
     // The same 1,000 requests natively and as one `route-batch`, paired per sample.
@@ -294,7 +294,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         },
         || {
-            black_box(runtime.route_batch(&config, black_box(&requests)));
+            let _ = black_box(runtime.route_batch(&config, black_box(&requests)));
         },
     );
     let single_ratio = paired_ratio(
@@ -306,13 +306,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         || {
             for (r, j) in &requests {
-                black_box(runtime.route(&config, black_box(r), black_box(j)));
+                let _ = black_box(runtime.route(&config, black_box(r), black_box(j)));
             }
         },
     );
     let repos: Vec<Repository> = requests.iter().map(|(r, _)| r.clone()).collect();
     let eligibility_batch = per_iter(15, 40 / scale.min(4), |_| {
-        black_box(runtime.is_eligible_batch(&config, black_box(&repos)));
+        let _ = black_box(runtime.is_eligible_batch(&config, black_box(&repos)));
     })
     .scaled(1.0 / n as f64);
     let native_eligible = per_iter(15, 200_000 / scale, |i| {
@@ -338,7 +338,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         |rt| {
             if let Ok(rt) = rt {
                 black_box(rt.load_bytes(BUNDLED_POLICY, "bundled").ok());
-                black_box(rt.route(&config, &requests[0].0, &requests[0].1));
+                let _ = black_box(rt.route(&config, &requests[0].0, &requests[0].1));
             }
         },
     );
@@ -352,7 +352,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         |i| &versions[i % 2],
         |bytes| {
             black_box(runtime.load_bytes(bytes, "swap").ok());
-            black_box(runtime.route(&config, &requests[1].0, &requests[1].1));
+            let _ = black_box(runtime.route(&config, &requests[1].0, &requests[1].1));
         },
     );
     let _ = std::fs::remove_dir_all(&cache);

@@ -1,15 +1,20 @@
 //! Offline case files (SPEC §5): parsing, evaluation on a backend, comparison.
 //!
 //! One format serves the shared vectors in `tests/vectors/` and policy authors' own cases.
-//! Inputs are read by hand from JSON so every error names the field it is about
-//! (`job.trigger_source`, `config.rollout_percentage`, …) and the allowed values.
+//! Inputs decode into the same typed inputs as the HTTP API ([`crate::input`]: one job
+//! decoder, validated values, unknown fields refused), so every error names the field it is
+//! about (`job.trigger_source`, `config.rollout_percentage`, …) and the allowed values.
+//! Cases run on any [`Policy`]: a component ([`crate::runtime::Sandbox`]), the serving
+//! runtime, or the reference rules natively ([`crate::engine::NativePolicy`]).
 //!
 //! Project extension: `"expect": {"error": "<substring>"}` means evaluation must fail with
 //! an error whose message contains the substring.
 
-use crate::engine::ConfigSnapshot;
-use crate::runtime::{CallError, PolicyInstance};
+use crate::engine::{CallError, ConfigSnapshot, Policy, Query};
+use crate::input::config::ConfigInput;
+use crate::input::{from_value, InputError, JobInput};
 use rollout_policy as p;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +29,16 @@ pub struct CaseError {
 impl CaseError {
     fn field(path: &str, msg: impl std::fmt::Display) -> CaseError {
         CaseError { message: format!("`{path}`: {msg}") }
+    }
+}
+
+impl From<InputError> for CaseError {
+    fn from(e: InputError) -> CaseError {
+        if e.field.is_empty() {
+            CaseError { message: e.message }
+        } else {
+            CaseError::field(&e.field, e.message)
+        }
     }
 }
 
@@ -99,252 +114,105 @@ pub struct Case {
     pub expect: Map<String, Value>,
 }
 
-/// The inputs of a case, checked and converted.
-#[derive(Debug, Clone)]
-pub enum Inputs {
-    /// `is_eligible(config, repository)`.
-    IsEligible(p::Config, p::Repository),
-    /// `route(config, repository, job)`.
-    Route(p::Config, p::Repository, p::Job),
-    /// `categorize(stats)`.
-    Categorize(p::RepositoryStats),
-    /// `evaluate_health(config, windows)`.
-    EvaluateHealth(p::Config, Vec<p::ProcessorWindow>),
-}
+/// The inputs of a case, checked and converted: a policy [`Query`].
+pub type Inputs = Query;
 
 const CASE_FIELDS: &[&str] = &["name", "op", "config", "repository", "job", "stats", "windows", "expect"];
-const CONFIG_FIELDS: &[&str] = &[
-    "id",
-    "feature_name",
-    "rollout_percentage",
-    "is_active",
-    "target_repositories",
-    "excluded_repositories",
-    "rollout_strategy",
-    "max_error_rate",
-    "monitoring_window_hours",
-    "auto_rollback_enabled",
-    "emergency_stop",
-    "metadata",
-    "created_at",
-    "updated_at",
-    "min_jobs_for_rollback",
-];
 
-/// Read a JSON object's fields, refusing unknown ones, with errors naming the path.
-struct Fields<'a> {
-    path: String,
-    map: &'a Map<String, Value>,
+/// The inputs of a case as JSON gives them; each is decoded only when the op needs it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputsJson {
+    #[serde(default)]
+    config: Option<ConfigInput>,
+    #[serde(default)]
+    repository: Option<RepositoryInput>,
+    #[serde(default)]
+    job: Option<JobInput>,
+    #[serde(default)]
+    stats: Option<StatsInput>,
+    #[serde(default)]
+    windows: Option<Vec<WindowInput>>,
 }
 
-impl<'a> Fields<'a> {
-    fn new(path: &str, v: &'a Value, allowed: &[&str]) -> Result<Fields<'a>, CaseError> {
-        let map = v.as_object().ok_or_else(|| CaseError::field(path, "must be an object"))?;
-        for k in map.keys() {
-            if !allowed.contains(&k.as_str()) {
-                return Err(CaseError::field(
-                    &join(path, k),
-                    format!("unknown field: allowed fields are {}", allowed.join(", ")),
-                ));
-            }
-        }
-        Ok(Fields { path: path.to_owned(), map })
-    }
-
-    fn get(&self, k: &str) -> Option<&'a Value> {
-        self.map.get(k).filter(|v| !v.is_null())
-    }
-
-    fn p(&self, k: &str) -> String {
-        join(&self.path, k)
-    }
-
-    fn bool(&self, k: &str, default: bool) -> Result<bool, CaseError> {
-        match self.get(k) {
-            None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| CaseError::field(&self.p(k), "must be true or false")),
-        }
-    }
-
-    fn uint(&self, k: &str, max: u64) -> Result<Option<u64>, CaseError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(n) if n <= max => Ok(Some(n)),
-                _ => Err(CaseError::field(&self.p(k), format!("`{v}` is not allowed: a whole number from 0 to {max}"))),
-            },
-        }
-    }
-
-    fn u32(&self, k: &str) -> Result<Option<u32>, CaseError> {
-        Ok(self.uint(k, u64::from(u32::MAX))?.map(|n| n as u32))
-    }
-
-    fn u64(&self, k: &str) -> Result<Option<u64>, CaseError> {
-        self.uint(k, u64::MAX)
-    }
-
-    fn f64(&self, k: &str) -> Result<Option<f64>, CaseError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(v) => {
-                v.as_f64().map(Some).ok_or_else(|| CaseError::field(&self.p(k), format!("`{v}` is not a number")))
-            }
-        }
-    }
-
-    fn str(&self, k: &str) -> Result<Option<&'a str>, CaseError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(v) => {
-                v.as_str().map(Some).ok_or_else(|| CaseError::field(&self.p(k), format!("`{v}` is not a string")))
-            }
-        }
-    }
-
-    fn named<T>(&self, k: &str, parse: fn(&str) -> Result<T, p::UnknownName>) -> Result<Option<T>, CaseError> {
-        match self.str(k)? {
-            None => Ok(None),
-            Some(s) => parse(s).map(Some).map_err(|e| CaseError::field(&self.p(k), e)),
-        }
-    }
-
-    fn strings(&self, k: &str) -> Result<Vec<String>, CaseError> {
-        match self.get(k) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| CaseError::field(&format!("{}[{i}]", self.p(k)), "must be a string"))
-                })
-                .collect(),
-            Some(_) => Err(CaseError::field(&self.p(k), "must be a list of strings")),
-        }
-    }
+/// A repository: `id` (any text; UUIDs are canonicalised) and an optional `category`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepositoryInput {
+    id: String,
+    #[serde(default)]
+    category: Option<p::Category>,
 }
 
-fn join(path: &str, k: &str) -> String {
-    if path.is_empty() {
-        k.to_owned()
-    } else {
-        format!("{path}.{k}")
-    }
+/// Activity numbers; omitted ones are 0.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsInput {
+    #[serde(default)]
+    star_count: u32,
+    #[serde(default)]
+    contributor_count: u32,
+    #[serde(default)]
+    pr_count: u32,
 }
 
-/// Read a configuration object: omitted fields take the seed's defaults, except
-/// `is_active`, which defaults to `is_active_default` (true in case files).
+/// One processor's counts over the window.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowInput {
+    processor_type: p::Processor,
+    #[serde(default)]
+    success_count: u64,
+    #[serde(default)]
+    error_count: u64,
+    #[serde(default)]
+    total_jobs: u64,
+    #[serde(default)]
+    average_processing_time: Option<f64>,
+}
+
+/// Read a configuration object (case files, `--config`): omitted fields take the seed's
+/// defaults, except `is_active`, which defaults to `is_active_default` (true in case files).
 pub fn config_from_json(v: Option<&Value>, is_active_default: bool) -> Result<p::Config, CaseError> {
-    let empty = Value::Object(Map::new());
-    let f = Fields::new("config", v.unwrap_or(&empty), CONFIG_FIELDS)?;
-    let d = p::Config::default();
-    let config = p::Config {
-        feature_name: f.str("feature_name")?.map_or(d.feature_name, str::to_owned),
-        rollout_percentage: match f.uint("rollout_percentage", 100)? {
-            Some(n) => n as u8,
-            None => d.rollout_percentage,
-        },
-        is_active: f.bool("is_active", is_active_default)?,
-        target_repositories: f.strings("target_repositories")?,
-        excluded_repositories: f.strings("excluded_repositories")?,
-        rollout_strategy: f.named("rollout_strategy", p::Strategy::parse)?.unwrap_or(d.rollout_strategy),
-        max_error_rate: f.f64("max_error_rate")?.unwrap_or(d.max_error_rate),
-        monitoring_window_hours: f.u32("monitoring_window_hours")?.unwrap_or(d.monitoring_window_hours),
-        auto_rollback_enabled: f.bool("auto_rollback_enabled", d.auto_rollback_enabled)?,
-        emergency_stop: f.bool("emergency_stop", d.emergency_stop)?,
-        min_jobs_for_rollback: f.u32("min_jobs_for_rollback")?.unwrap_or(d.min_jobs_for_rollback),
+    let input: ConfigInput = match v {
+        None | Some(Value::Null) => ConfigInput::default(),
+        Some(v) => from_value(v).map_err(|e| CaseError::from(e.within("config")))?,
     };
-    config.validate().map_err(|e| CaseError::field(&join("config", &e.field), e.message))?;
+    let config = input.into_config(is_active_default);
+    config.validate().map_err(|e| CaseError::field(&crate::input::join("config", &e.field), e.message))?;
     Ok(config)
-}
-
-/// Read a repository object (`id`, optional `category`).
-pub fn repository_from_json(v: Option<&Value>) -> Result<p::Repository, CaseError> {
-    let v = v.ok_or_else(|| CaseError::field("repository", "is required for this op"))?;
-    let f = Fields::new("repository", v, &["id", "category"])?;
-    let id = f.str("id")?.ok_or_else(|| CaseError::field("repository.id", "is required"))?;
-    Ok(p::Repository::parse(id, f.named("category", p::Category::parse)?))
 }
 
 /// Read a job object; every field is optional.
 pub fn job_from_json(v: Option<&Value>) -> Result<p::Job, CaseError> {
-    let empty = Value::Object(Map::new());
-    let f = Fields::new(
-        "job",
-        v.unwrap_or(&empty),
-        &["job_type", "time_range_days", "pr_numbers", "trigger_source", "max_items"],
-    )?;
-    let pr_numbers = match f.get("pr_numbers") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_u64().ok_or_else(|| {
-                    CaseError::field(&format!("job.pr_numbers[{i}]"), format!("`{v}` is not a PR number"))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(CaseError::field("job.pr_numbers", "must be a list of PR numbers")),
-    };
-    Ok(p::Job {
-        job_type: f.str("job_type")?.map(str::to_owned),
-        time_range_days: f.u32("time_range_days")?,
-        pr_numbers,
-        trigger_source: f.named("trigger_source", p::TriggerSource::parse)?,
-        max_items: f.u32("max_items")?,
-    })
+    match v {
+        None | Some(Value::Null) => Ok(p::Job::default()),
+        Some(v) => Ok(from_value::<JobInput>(v).map_err(|e| CaseError::from(e.within("job")))?.into_job()),
+    }
 }
 
-fn stats_from_json(v: Option<&Value>) -> Result<p::RepositoryStats, CaseError> {
-    let v = v.ok_or_else(|| CaseError::field("stats", "is required for this op"))?;
-    let f = Fields::new("stats", v, &["star_count", "contributor_count", "pr_count"])?;
-    Ok(p::RepositoryStats {
-        star_count: f.u32("star_count")?.unwrap_or(0),
-        contributor_count: f.u32("contributor_count")?.unwrap_or(0),
-        pr_count: f.u32("pr_count")?.unwrap_or(0),
-    })
-}
-
-fn windows_from_json(v: Option<&Value>) -> Result<Vec<p::ProcessorWindow>, CaseError> {
-    let items = match v {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(CaseError::field("windows", "must be a list of processor windows")),
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let path = format!("windows[{i}]");
-            let f = Fields::new(
-                &path,
-                w,
-                &["processor_type", "success_count", "error_count", "total_jobs", "average_processing_time"],
-            )?;
-            Ok(p::ProcessorWindow {
-                processor: f
-                    .named("processor_type", p::Processor::parse)?
-                    .ok_or_else(|| CaseError::field(&f.p("processor_type"), "is required"))?,
-                success_count: f.u64("success_count")?.unwrap_or(0),
-                error_count: f.u64("error_count")?.unwrap_or(0),
-                total_jobs: f.u64("total_jobs")?.unwrap_or(0),
-                average_processing_time: f.f64("average_processing_time")?,
-            })
-        })
-        .collect()
+fn required<T>(v: Option<T>, field: &str) -> Result<T, CaseError> {
+    v.ok_or_else(|| CaseError::field(field, "is required for this op"))
 }
 
 impl Case {
     /// Read one case object; its `expect` may be empty only when `require_expect` is false.
     pub fn from_json(v: &Value, require_expect: bool) -> Result<Case, CaseError> {
-        let f = Fields::new("", v, CASE_FIELDS)?;
-        let name = f.str("name")?.unwrap_or("(unnamed)").to_owned();
-        let op = Op::parse(f.str("op")?.ok_or_else(|| CaseError::field("op", "is required"))?)?;
-        let expect = match f.get("expect") {
-            None => Map::new(),
+        let obj = v.as_object().ok_or_else(|| CaseError { message: "a case must be a JSON object".into() })?;
+        if let Some(k) = obj.keys().find(|k| !CASE_FIELDS.contains(&k.as_str())) {
+            return Err(CaseError::field(k, format!("unknown field: allowed fields are {}", CASE_FIELDS.join(", "))));
+        }
+        let text = |k: &str| -> Result<Option<&str>, CaseError> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(other) => Err(CaseError::field(k, format!("`{other}` is not a string"))),
+            }
+        };
+        let name = text("name")?.unwrap_or("(unnamed)").to_owned();
+        let op = Op::parse(text("op")?.ok_or_else(|| CaseError::field("op", "is required"))?)?;
+        let expect = match obj.get("expect") {
+            None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(CaseError::field("expect", "must be an object")),
         };
@@ -354,52 +222,77 @@ impl Case {
         for k in expect.keys() {
             if k != "error" && !op.output_fields().contains(&k.as_str()) {
                 return Err(CaseError::field(
-                    &join("expect", k),
+                    &crate::input::join("expect", k),
                     format!("not an output of `{op:?}`: allowed fields are error, {}", op.output_fields().join(", ")),
                 ));
             }
         }
-        let raw = f.map.clone();
+        let raw = obj
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "name" | "op" | "expect"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         Ok(Case { name, op, raw, expect })
     }
 
     /// Check and convert the inputs.
     pub fn inputs(&self) -> Result<Inputs, CaseError> {
-        let g = |k: &str| self.raw.get(k);
+        let json: InputsJson = from_value(&Value::Object(self.raw.clone()))?;
+        let config = |c: Option<ConfigInput>| {
+            let config = c.unwrap_or_default().into_config(true);
+            config.validate().map_err(|e| CaseError::field(&crate::input::join("config", &e.field), e.message))?;
+            Ok::<p::Config, CaseError>(config)
+        };
+        let repository = |r: Option<RepositoryInput>| {
+            let r = required(r, "repository")?;
+            Ok::<p::Repository, CaseError>(p::Repository::parse(&r.id, r.category))
+        };
         Ok(match self.op {
-            Op::IsEligible => {
-                Inputs::IsEligible(config_from_json(g("config"), true)?, repository_from_json(g("repository"))?)
-            }
+            Op::IsEligible => Inputs::IsEligible(config(json.config)?, repository(json.repository)?),
             Op::Route => Inputs::Route(
-                config_from_json(g("config"), true)?,
-                repository_from_json(g("repository"))?,
-                job_from_json(g("job"))?,
+                config(json.config)?,
+                repository(json.repository)?,
+                json.job.map(JobInput::into_job).unwrap_or_default(),
             ),
-            Op::Categorize => Inputs::Categorize(stats_from_json(g("stats"))?),
-            Op::EvaluateHealth => {
-                Inputs::EvaluateHealth(config_from_json(g("config"), true)?, windows_from_json(g("windows"))?)
+            Op::Categorize => {
+                let s = required(json.stats, "stats")?;
+                Inputs::Categorize(p::RepositoryStats {
+                    star_count: s.star_count,
+                    contributor_count: s.contributor_count,
+                    pr_count: s.pr_count,
+                })
             }
+            Op::EvaluateHealth => Inputs::EvaluateHealth(
+                config(json.config)?,
+                json.windows
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|w| p::ProcessorWindow {
+                        processor: w.processor_type,
+                        success_count: w.success_count,
+                        error_count: w.error_count,
+                        total_jobs: w.total_jobs,
+                        average_processing_time: w.average_processing_time,
+                    })
+                    .collect(),
+            ),
         })
     }
 }
 
 /// Read a case file (`{"description", "cases": [...]}`) or a single case object.
 pub fn parse_cases(v: &Value, require_expect: bool) -> Result<Vec<Result<Case, CaseError>>, CaseError> {
-    let obj = v.as_object().ok_or_else(|| CaseError::field("", "a case file must be a JSON object"))?;
+    let obj = v.as_object().ok_or_else(|| CaseError { message: "a case file must be a JSON object".into() })?;
     if obj.contains_key("op") {
         return Ok(vec![Case::from_json(v, require_expect)]);
     }
-    let f = Fields::new("", v, &["description", "cases"])?;
-    match f.get("cases") {
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "description" | "cases")) {
+        return Err(CaseError::field(k, "unknown field: allowed fields are description, cases"));
+    }
+    match obj.get("cases") {
         Some(Value::Array(items)) => Ok(items.iter().map(|c| Case::from_json(c, require_expect)).collect()),
         _ => Err(CaseError::field("cases", "is required: a list of cases")),
     }
-}
-
-/// Something that evaluates case inputs: the native rules or a component instance.
-pub trait Backend {
-    /// Evaluate `inputs`, giving the decision as a JSON object of output fields.
-    fn evaluate(&mut self, inputs: &Inputs) -> Result<Map<String, Value>, CaseError>;
 }
 
 fn eligibility_json(e: &p::Eligibility, out: &mut Map<String, Value>) {
@@ -445,72 +338,33 @@ pub fn health_json(h: &p::Health) -> Map<String, Value> {
     out
 }
 
-/// The reference rules, natively.
-#[derive(Debug, Default)]
-pub struct NativeBackend;
-
-impl Backend for NativeBackend {
-    fn evaluate(&mut self, inputs: &Inputs) -> Result<Map<String, Value>, CaseError> {
-        let ev = |c: &p::Config| {
-            p::Evaluator::new(c.clone()).map_err(|e| CaseError::field(&join("config", &e.field), e.message))
-        };
-        Ok(match inputs {
-            Inputs::IsEligible(c, r) => eligibility_to_json(&ev(c)?.is_eligible(r)),
-            Inputs::Route(c, r, j) => route_json(&ev(c)?.route(r, j)),
-            Inputs::Categorize(s) => categorization_json(&p::categorize(s)),
-            Inputs::EvaluateHealth(c, w) => health_json(&p::evaluate_health(c, w)),
-        })
-    }
-}
-
-/// A policy component instance. A trapped instance is replaced by a fresh one.
-pub struct WasmBackend {
-    policy: crate::runtime::CompiledPolicy,
-    instance: Option<PolicyInstance>,
-}
-
-impl WasmBackend {
-    /// Evaluate cases with instances of `policy`.
-    pub fn new(policy: crate::runtime::CompiledPolicy) -> WasmBackend {
-        WasmBackend { policy, instance: None }
-    }
-}
-
 fn call_error(e: CallError) -> CaseError {
     match e {
-        CallError::Config(c) => CaseError::field(&join("config", &c.field), c.message),
+        CallError::Config(c) => CaseError::field(&crate::input::join("config", &c.field), c.message),
         other => CaseError { message: other.to_string() },
     }
 }
 
-impl Backend for WasmBackend {
-    fn evaluate(&mut self, inputs: &Inputs) -> Result<Map<String, Value>, CaseError> {
-        if self.instance.as_ref().is_none_or(PolicyInstance::is_poisoned) {
-            self.instance = Some(self.policy.instantiate(&crate::runtime::Limits::default()).map_err(call_error)?);
+/// Evaluate checked inputs on `policy`, giving the decision as a JSON object of output
+/// fields.
+pub fn evaluate_inputs(inputs: &Inputs, policy: &dyn Policy) -> Result<Map<String, Value>, CaseError> {
+    Ok(match inputs {
+        Inputs::IsEligible(c, r) => {
+            eligibility_to_json(&policy.is_eligible(&ConfigSnapshot::new(c.clone()), r).map_err(call_error)?)
         }
-        let Some(inst) = self.instance.as_mut() else {
-            return Err(CaseError { message: "no policy instance".into() });
-        };
-        Ok(match inputs {
-            Inputs::IsEligible(c, r) => {
-                eligibility_to_json(&inst.is_eligible(&ConfigSnapshot::new(c.clone()), r).map_err(call_error)?)
-            }
-            Inputs::Route(c, r, j) => {
-                route_json(&inst.route(&ConfigSnapshot::new(c.clone()), r, j).map_err(call_error)?)
-            }
-            Inputs::Categorize(s) => categorization_json(&inst.categorize(s).map_err(call_error)?),
-            Inputs::EvaluateHealth(c, w) => health_json(&inst.evaluate_health(c, w).map_err(call_error)?),
-        })
-    }
+        Inputs::Route(c, r, j) => route_json(&policy.route(&ConfigSnapshot::new(c.clone()), r, j).map_err(call_error)?),
+        Inputs::Categorize(s) => categorization_json(&policy.categorize(s).map_err(call_error)?),
+        Inputs::EvaluateHealth(c, w) => health_json(&policy.evaluate_health(c, w).map_err(call_error)?),
+    })
 }
 
 /// The result of evaluating one case.
 pub type Outcome = Result<Map<String, Value>, CaseError>;
 
-/// Evaluate a case on `backend`: input errors and policy errors both become `Err`.
-pub fn evaluate(case: &Case, backend: &mut dyn Backend) -> Outcome {
+/// Evaluate a case on `policy`: input errors and policy errors both become `Err`.
+pub fn evaluate(case: &Case, policy: &dyn Policy) -> Outcome {
     let inputs = case.inputs()?;
-    backend.evaluate(&inputs)
+    evaluate_inputs(&inputs, policy)
 }
 
 /// Compare an outcome with a case's `expect`; `Err` lists every mismatch.
@@ -618,8 +472,8 @@ impl Report {
     }
 }
 
-/// Run every case of every file under `paths` on `backend`.
-pub fn run(paths: &[PathBuf], backend: &mut dyn Backend) -> Report {
+/// Run every case of every file under `paths` on `policy`.
+pub fn run(paths: &[PathBuf], policy: &dyn Policy) -> Report {
     let mut report = Report::default();
     let files = match collect_files(paths) {
         Ok(f) => f,
@@ -644,7 +498,7 @@ pub fn run(paths: &[PathBuf], backend: &mut dyn Backend) -> Report {
         };
         for (i, case) in cases.into_iter().enumerate() {
             let result = case.map_err(|e| (format!("#{i}"), vec![e.message])).and_then(|case| {
-                let outcome = evaluate(&case, backend);
+                let outcome = evaluate(&case, policy);
                 check(&case, &outcome).map_err(|p| (case.name.clone(), p))
             });
             match result {

@@ -7,16 +7,12 @@
 //! the rollout has no outcomes yet), so running it again changes no counts and writes no
 //! history.
 //!
-//! ```no_run
-//! # async fn demo(manager: &rollout::manager::Manager) -> Result<(), rollout::manager::ManagerError> {
-//! let summary = rollout::demo::seed(manager, &rollout::demo::DemoOptions::default()).await?;
-//! println!("{} repositories, {} outcomes", summary.repositories, summary.outcomes_recorded);
-//! # Ok(()) }
-//! ```
+//! Not public API: `rollout demo seed` is its one caller.
 
+use crate::input::values::{ErrorMessage, ProcessingTimeMs, RepositoryRef};
 use crate::manager::{Manager, ManagerResult, OutcomeInput};
 use crate::store::recorder::{aggregate, Outcome};
-use crate::store::ConfigPatch;
+use crate::store::{Change, ChangeRequest, ConfigPatch, StoreError};
 use chrono::{DateTime, TimeDelta, Utc};
 use rollout_policy::{EligibilityReason, Job, Processor, RepositoryStats, TriggerSource};
 use serde::Serialize;
@@ -137,7 +133,7 @@ pub async fn seed(manager: &Manager, options: &DemoOptions) -> ManagerResult<Dem
         let (owner, name) = demo_name(i);
         ids.push(store.upsert_repository(owner, &name, &demo_stats(i)).await?);
     }
-    let categorized = manager.categorize_all_with_progress(false).await?;
+    let categorized = manager.categorize_all(false).await?;
 
     let config = manager.stored_config();
     let first_run = store.list_buckets(config.id).await?.is_empty();
@@ -166,6 +162,11 @@ pub async fn seed(manager: &Manager, options: &DemoOptions) -> ManagerResult<Dem
     Ok(summary)
 }
 
+/// One configuration change of the demo, audited as made by [`DEMO_TRIGGER`].
+async fn change(manager: &Manager, change: Change, reason: &str) -> ManagerResult<()> {
+    manager.change(&ChangeRequest::new(change, Some(reason.to_owned()), DEMO_TRIGGER)).await.map(|_| ())
+}
+
 /// The configuration changes and outcomes of the first run.
 async fn first_seed(
     manager: &Manager,
@@ -183,14 +184,15 @@ async fn first_seed(
         };
         metadata.insert("cost_per_job".into(), serde_json::json!({"inngest": 0.0004, "github_actions": 0.0001}));
         let patch = ConfigPatch { metadata: Some(serde_json::Value::Object(metadata)), ..ConfigPatch::default() };
-        manager.update(patch, Some("demo: per-job costs for the cost estimate"), DEMO_TRIGGER).await?;
+        change(manager, Change::Update(patch), "demo: per-job costs for the cost estimate").await?;
     }
     if config.config.target_repositories.is_empty() {
         let (owner, name) = demo_name(1);
-        manager.whitelist_add(&[format!("{owner}/{name}")], Some("demo: an early adopter"), DEMO_TRIGGER).await?;
+        let id = store.resolve_repository_id(&format!("{owner}/{name}")).await?;
+        change(manager, Change::WhitelistAdd(vec![id]), "demo: an early adopter").await?;
     }
     if config.config.rollout_percentage == 0 && options.percentage > 0 {
-        manager.set_percentage(u32::from(options.percentage), Some("demo: first ramp step"), DEMO_TRIGGER).await?;
+        change(manager, Change::SetPercentage(options.percentage), "demo: first ramp step").await?;
         summary.percentage_set = true;
         summary.percentage = options.percentage;
     }
@@ -218,11 +220,11 @@ async fn first_seed(
         summary.errors_recorded += u64::from(!success);
         if hours_ago == 0 {
             current.push(OutcomeInput {
-                repository_id: id.to_string(),
+                repository: RepositoryRef::new(&id.to_string()).map_err(StoreError::InvalidRepositoryId)?,
                 processor: decision.processor,
                 success,
-                processing_time_ms: Some(time_ms),
-                error_message,
+                processing_time_ms: ProcessingTimeMs::new(time_ms).ok(),
+                error_message: error_message.as_deref().and_then(|m| ErrorMessage::new(m).ok()),
             });
         } else {
             let at: DateTime<Utc> = now - TimeDelta::hours(hours_ago) - TimeDelta::seconds(i64::from(r.range(0, 3000)));
@@ -238,7 +240,7 @@ async fn first_seed(
         }
     }
     store.upsert_metrics(&aggregate(&past)).await?;
-    manager.record_metrics_batch(current).await?;
+    manager.record_outcomes(current).await?;
     Ok(())
 }
 

@@ -166,7 +166,19 @@ impl EnvOverrides {
         out
     }
 
-    /// `config` with the overrides applied.
+    /// The configuration in force for the stored row: the overrides applied, except that
+    /// after an automatic rollback (`rolled_back`) the percentage is the column's (0) whatever
+    /// `HYBRID_ROLLOUT_PERCENTAGE` says, until an operator sets a percentage (SPEC §4: safety
+    /// beats an override).
+    pub fn apply_to(&self, stored: &crate::store::StoredConfig) -> Config {
+        let mut c = self.apply(&stored.config);
+        if stored.rolled_back {
+            c.rollout_percentage = stored.config.rollout_percentage;
+        }
+        c
+    }
+
+    /// `config` with the overrides applied (no rollback in force: see [`EnvOverrides::apply_to`]).
     pub fn apply(&self, config: &Config) -> Config {
         let mut c = config.clone();
         if let Some(v) = self.emergency_stop {

@@ -37,6 +37,16 @@ export type HealthAction = 'none' | 'rollback';
 export declare const STRATEGIES: readonly Strategy[];
 export declare const CATEGORIES: readonly Category[];
 export declare const TRIGGER_SOURCES: readonly TriggerSource[];
+/**
+ * The codes of the batch columns: categories and trigger sources are 1 + their position in
+ * `wit/policy.wit` (0 is none); a batch answer's reasons and rules are their WIT positions.
+ */
+export declare const BATCH_CODES: Readonly<{
+  category: Readonly<Record<Category, number>>;
+  triggerSource: Readonly<Record<TriggerSource, number>>;
+  eligibilityReason: readonly string[];
+  routeRule: readonly string[];
+}>;
 export declare const PROCESSORS: readonly Processor[];
 
 /** A rollout configuration (a `rollout_configuration` row, camelCase). Omitted or null fields take the seed's defaults. */

@@ -64,6 +64,17 @@ const RULES = Object.freeze([
   'not_eligible', 'recent_data', 'small_pr_batch', 'manual_small_batch', 'historical_range',
   'large_batch', 'scheduled_bulk', 'default',
 ]);
+/**
+ * The codes of the batch columns, for tests that check them against `wit/policy.wit`:
+ * categories and trigger sources are 1 + their WIT position (0 is none); a batch answer's
+ * reasons and rules are their WIT positions.
+ */
+export const BATCH_CODES = Object.freeze({
+  category: CATEGORY_CODE,
+  triggerSource: TRIGGER_CODE,
+  eligibilityReason: REASONS,
+  routeRule: RULES,
+});
 const REASON_OUT = outMap(REASONS);
 const RULE_OUT = outMap(RULES);
 const LEVEL_OUT = outMap(['ok', 'warning', 'critical']);

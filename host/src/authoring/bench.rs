@@ -6,8 +6,8 @@
 //! few targets and exclusions. Each measurement runs a warm-up, then times `decisions`
 //! decisions with [`std::time::Instant`].
 
-use super::OfflinePolicy;
 use crate::engine::ConfigSnapshot;
+use crate::engine::Policy;
 use crate::runtime::CallError;
 use rollout_policy as p;
 use std::sync::Arc;
@@ -134,11 +134,7 @@ fn time<F: FnMut() -> Result<usize, CallError>>(mut f: F) -> Result<(usize, f64)
 }
 
 /// Measure `policy`: route and is_eligible, one call per decision and in batches.
-pub fn bench(
-    policy: &mut dyn OfflinePolicy,
-    feature: &str,
-    options: BenchOptions,
-) -> Result<Vec<Measurement>, CallError> {
+pub fn bench(policy: &dyn Policy, feature: &str, options: BenchOptions) -> Result<Vec<Measurement>, CallError> {
     let n = options.decisions.max(1);
     let batch = options.batch.max(1);
     let requests = generate_requests(n, 0x5eed);
@@ -223,11 +219,8 @@ mod tests {
 
     #[test]
     fn native_bench_counts_every_decision() {
-        let ms = bench(
-            &mut crate::authoring::NativeReference::default(),
-            p::DEFAULT_FEATURE,
-            BenchOptions { decisions: 500, batch: 64 },
-        );
+        let ms =
+            bench(&crate::engine::NativePolicy::new(), p::DEFAULT_FEATURE, BenchOptions { decisions: 500, batch: 64 });
         let ms = ms.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ms.len(), 4);
         assert!(ms.iter().all(|m| m.decisions == 500 && m.per_second > 0.0));

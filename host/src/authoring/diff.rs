@@ -6,7 +6,8 @@
 //! one JSON document). Inputs that neither version can evaluate (bad input) are counted
 //! apart and never count as changes.
 
-use crate::cases::{self, Backend, Case, Op, Outcome};
+use crate::cases::{self, Case, Op, Outcome};
+use crate::engine::Policy;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -226,7 +227,7 @@ pub struct DiffReport {
 }
 
 /// Evaluate every entry on both versions and group the changes, keeping `examples` of each.
-pub fn diff(corpus: &Corpus, from: &mut dyn Backend, to: &mut dyn Backend, examples: usize) -> DiffReport {
+pub fn diff(corpus: &Corpus, from: &dyn Policy, to: &dyn Policy, examples: usize) -> DiffReport {
     let mut report = DiffReport::default();
     let mut groups: BTreeMap<(&'static str, String, String), Group> = BTreeMap::new();
     for entry in &corpus.entries {

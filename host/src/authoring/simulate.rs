@@ -8,8 +8,8 @@
 //! (its `categorize`), so a policy that changes the categories is simulated with its own;
 //! one without stats keeps the given category, or none.
 
-use super::OfflinePolicy;
 use crate::engine::ConfigSnapshot;
+use crate::engine::Policy;
 use crate::runtime::CallError;
 use rollout_policy as p;
 use std::collections::HashSet;
@@ -332,7 +332,7 @@ fn slot_category(i: usize) -> Option<p::Category> {
 /// over `repos` with `policy`. `progress` is told how many repository decisions were made
 /// after each batch (categorisations included).
 pub fn simulate(
-    policy: &mut dyn OfflinePolicy,
+    policy: &dyn Policy,
     base: &p::Config,
     repos: &[RepoInput],
     percentages: &[u8],
@@ -457,6 +457,8 @@ pub fn render_text(sim: &Simulation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::NativePolicy;
+    use std::sync::Arc;
 
     #[test]
     fn dropouts_finds_exactly_the_repositories_that_left() {
@@ -511,35 +513,38 @@ mod tests {
     /// `[pct - 10, pct)`, so raising the percentage drops repositories out.
     struct Sliding;
 
-    impl OfflinePolicy for Sliding {
-        fn describe(&self) -> String {
-            "sliding".into()
+    impl Policy for Sliding {
+        fn version(&self) -> Option<crate::engine::PolicyVersion> {
+            None
         }
-        fn categorize(&mut self, s: &p::RepositoryStats) -> Result<p::Categorization, CallError> {
+        fn categorize(&self, s: &p::RepositoryStats) -> Result<p::Categorization, CallError> {
             Ok(p::categorize(s))
         }
-        fn is_eligible(&mut self, c: &ConfigSnapshot, r: &p::Repository) -> Result<p::Eligibility, CallError> {
+        fn is_eligible(&self, c: &Arc<ConfigSnapshot>, r: &p::Repository) -> Result<p::Eligibility, CallError> {
             let bucket = p::bucket(&c.config().feature_name, &r.id);
             let pct = c.config().rollout_percentage;
             let eligible = bucket < pct && bucket + 10 >= pct;
             Ok(p::Eligibility { eligible, reason: p::EligibilityReason::InPercentage, bucket })
         }
         fn is_eligible_batch(
-            &mut self,
-            c: &ConfigSnapshot,
+            &self,
+            c: &Arc<ConfigSnapshot>,
             rs: &[p::Repository],
         ) -> Result<Vec<p::Eligibility>, CallError> {
             rs.iter().map(|r| self.is_eligible(c, r)).collect()
         }
-        fn route(&mut self, c: &ConfigSnapshot, r: &p::Repository, j: &p::Job) -> Result<p::RouteDecision, CallError> {
-            crate::authoring::NativeReference::default().route(c, r, j)
+        fn route(&self, c: &Arc<ConfigSnapshot>, r: &p::Repository, j: &p::Job) -> Result<p::RouteDecision, CallError> {
+            NativePolicy::new().route(c, r, j)
         }
         fn route_batch(
-            &mut self,
-            c: &ConfigSnapshot,
+            &self,
+            c: &Arc<ConfigSnapshot>,
             rs: &[(p::Repository, p::Job)],
         ) -> Result<Vec<p::RouteDecision>, CallError> {
-            crate::authoring::NativeReference::default().route_batch(c, rs)
+            NativePolicy::new().route_batch(c, rs)
+        }
+        fn evaluate_health(&self, c: &p::Config, w: &[p::ProcessorWindow]) -> Result<p::Health, CallError> {
+            NativePolicy::new().evaluate_health(c, w)
         }
     }
 
@@ -554,7 +559,7 @@ mod tests {
     #[test]
     fn a_sliding_policy_is_caught_dropping_repositories() {
         let repos = repos(500);
-        let sim = simulate(&mut Sliding, &base(), &repos, &[10, 50], &mut |_| {});
+        let sim = simulate(&Sliding, &base(), &repos, &[10, 50], &mut |_| {});
         let sim = sim.unwrap_or_else(|e| panic!("{e}"));
         assert!(!sim.monotonic());
         // Exactly the repositories with bucket < 10 were in at 10 % and are out at 50 %.
@@ -580,13 +585,7 @@ mod tests {
     fn the_reference_ramps_monotonically_and_counts_add_up() {
         let repos = repos(3000);
         let mut calls = 0u64;
-        let sim = simulate(
-            &mut crate::authoring::NativeReference::default(),
-            &base(),
-            &repos,
-            &[0, 10, 25, 50, 75, 100],
-            &mut |n| calls += n,
-        );
+        let sim = simulate(&NativePolicy::new(), &base(), &repos, &[0, 10, 25, 50, 75, 100], &mut |n| calls += n);
         let sim = sim.unwrap_or_else(|e| panic!("{e}"));
         assert!(sim.monotonic());
         assert_eq!(calls, 6 * 3000);

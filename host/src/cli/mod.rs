@@ -1,13 +1,21 @@
-//! The `rollout` command line (SPEC §6).
+//! The `rollout` command line (SPEC §6): a thin edge over the [`crate::service`] layer and
+//! the offline tools ([`crate::cases`], [`crate::authoring`]).
+//!
+//! Each command is one file: it parses its arguments into the types of [`crate::input`],
+//! calls the service (the same calls the HTTP API makes, so both edges follow one set of
+//! rules), and prints a table for people or, with `--json`, one JSON document for scripts.
 //!
 //! Exit status: 0 success, 1 a failed check or test, 2 bad usage or input, 3 the database
 //! or policy could not be reached.
 
-mod explain;
-mod ops;
-mod policy;
-mod serve;
+#[macro_use]
+mod output;
+mod commands;
+mod context;
+mod policy_cmd;
+mod table;
 
+use crate::service::{ErrorKind, ServiceError};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -49,6 +57,27 @@ impl CliError {
     pub fn unavailable(error: impl Into<anyhow::Error>) -> CliError {
         CliError { exit: Exit::Unavailable, error: error.into() }
     }
+
+    /// A failed check (exit 1).
+    pub fn failed(error: impl Into<anyhow::Error>) -> CliError {
+        CliError { exit: Exit::Failed, error: error.into() }
+    }
+
+    /// A service error with `context`, mapped to its exit status by its kind (the one
+    /// mapping of every command).
+    pub fn service(context: impl Into<String>) -> impl FnOnce(ServiceError) -> CliError {
+        let context = context.into();
+        move |e| {
+            let exit = match e.kind() {
+                ErrorKind::Invalid { .. } | ErrorKind::NotFound { .. } | ErrorKind::Conflict | ErrorKind::TooLarge => {
+                    Exit::Usage
+                }
+                ErrorKind::Rejected => Exit::Failed,
+                ErrorKind::Unavailable | ErrorKind::Internal => Exit::Unavailable,
+            };
+            CliError { exit, error: anyhow::Error::new(e).context(context) }
+        }
+    }
 }
 
 /// The result of a command: its exit status, or an error.
@@ -77,14 +106,48 @@ pub struct Cli {
 pub enum Command {
     /// Policies: test, eval, simulate, diff, bench offline; upload, list, activate, revert in the database.
     #[command(subcommand)]
-    Policy(policy::PolicyCommand),
-    /// The chain of checks of SPEC §2 in words for one case, with the line that decided.
-    Explain(explain::ExplainArgs),
-    /// Operator commands on the database: migrate, status, stats, history, set-percentage, …
-    #[command(flatten)]
-    Ops(ops::OpsCommand),
+    Policy(policy_cmd::PolicyCommand),
+    /// The chain of checks the policy made for one case, with the one that decided.
+    Explain(commands::explain::Args),
+    /// Apply the database migrations (idempotent).
+    Migrate,
+    /// Features: create one explicitly, list them.
+    #[command(subcommand)]
+    Feature(commands::feature::FeatureCommand),
+    /// The configuration in force (environment overrides marked), the policy, and health.
+    Status,
+    /// The rollout's statistics over the monitoring window.
+    Stats,
+    /// The audit history, newest first.
+    History(commands::history::Args),
+    /// Set the rollout percentage (0..=100).
+    SetPercentage(commands::set_percentage::Args),
+    /// Stop the rollout for every repository (asks to confirm unless --yes).
+    EmergencyStop(commands::emergency_stop::Args),
+    /// Lift the emergency stop.
+    Resume(commands::resume::Args),
+    /// Edit the whitelist (`target_repositories`): ids are UUIDs or owner/name.
+    #[command(subcommand)]
+    Whitelist(commands::lists::ListEdit),
+    /// Edit the exclusions (`excluded_repositories`): ids are UUIDs or owner/name.
+    #[command(subcommand)]
+    Exclude(commands::lists::ListEdit),
+    /// Let the health check roll back by itself (`on`) or only report (`off`).
+    AutoRollback(commands::auto_rollback::Args),
+    /// Categorise one repository, or every repository of `repositories` with --all.
+    Categorize(commands::categorize::Args),
+    /// Evaluate health over the window; with --apply, roll back when the policy says so.
+    /// Exit 1 when the level is warning or critical.
+    CheckHealth(commands::check_health::Args),
+    /// Where a job of a repository would run, and why (writes nothing).
+    Route(commands::route::Args),
+    /// Record a job outcome (returns once it is durable).
+    Record(commands::record::Args),
+    /// Demo data for trying the tools (`make run` seeds it).
+    #[command(subcommand)]
+    Demo(commands::demo::DemoCommand),
     /// Serve the HTTP API, the status page and /metrics.
-    Serve(serve::ServeArgs),
+    Serve(commands::serve::Args),
 }
 
 /// Parse the command line, run the command, print errors, and give the exit status.
@@ -101,10 +164,27 @@ pub fn main() -> ExitCode {
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> CliResult {
+    let ctx = context::Ctx { url: cli.database_url, feature: cli.feature, json: cli.json };
+    use commands as c;
     match cli.command {
-        Command::Policy(cmd) => policy::run(cmd, &cli.feature, cli.json),
-        Command::Explain(args) => explain::run(args, &cli.feature, cli.json),
-        Command::Ops(cmd) => ops::run(cmd, &cli.database_url, &cli.feature, cli.json),
-        Command::Serve(args) => serve::run(args, &cli.database_url, &cli.feature),
+        Command::Policy(cmd) => policy_cmd::run(cmd, &ctx),
+        Command::Explain(args) => c::explain::run(args, &ctx),
+        Command::Serve(args) => c::serve::run(args, &ctx),
+        Command::Migrate => context::block_on(c::migrate::run(&ctx)),
+        Command::Feature(cmd) => context::block_on(c::feature::run(&ctx, cmd)),
+        Command::Status => context::block_on(c::status::run(&ctx)),
+        Command::Stats => context::block_on(c::stats::run(&ctx)),
+        Command::History(args) => context::block_on(c::history::run(&ctx, args)),
+        Command::SetPercentage(args) => context::block_on(c::set_percentage::run(&ctx, args)),
+        Command::EmergencyStop(args) => context::block_on(c::emergency_stop::run(&ctx, args)),
+        Command::Resume(args) => context::block_on(c::resume::run(&ctx, args)),
+        Command::Whitelist(edit) => context::block_on(c::lists::run(&ctx, c::lists::ListKind::Whitelist, edit)),
+        Command::Exclude(edit) => context::block_on(c::lists::run(&ctx, c::lists::ListKind::Exclude, edit)),
+        Command::AutoRollback(args) => context::block_on(c::auto_rollback::run(&ctx, args)),
+        Command::Categorize(args) => context::block_on(c::categorize::run(&ctx, args)),
+        Command::CheckHealth(args) => context::block_on(c::check_health::run(&ctx, args)),
+        Command::Route(args) => context::block_on(c::route::run(&ctx, args)),
+        Command::Record(args) => context::block_on(c::record::run(&ctx, args)),
+        Command::Demo(cmd) => context::block_on(c::demo::run(&ctx, cmd)),
     }
 }

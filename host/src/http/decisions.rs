@@ -1,14 +1,13 @@
 //! Decisions: eligibility, route, route batch. Memory only — no database round trip.
 
 use super::error::ApiResult;
-use super::input::{self, FastDecision, RawBody};
-use super::{AppState, Feature};
+use super::requests::{check_count, decode, read_body, EligibilityBody, RouteBatchBody, RouteBody};
+use super::AppState;
 use crate::engine::PolicyVersion;
 use axum::extract::{Path, State};
 use axum::Json;
-use rollout_policy::{Eligibility, Job, Repository, RouteDecision};
+use rollout_policy::{Eligibility, RouteDecision};
 use serde::Serialize;
-use std::sync::Arc;
 
 /// The answer to an eligibility request.
 #[derive(Debug, Serialize)]
@@ -66,45 +65,17 @@ pub struct BatchView {
     pub decisions: Vec<RouteView>,
 }
 
-fn repository(state: &AppState, feature: &Arc<Feature>, id: &str) -> Repository {
-    let repo = feature.manager.repository(id);
-    if repo.category.is_none() {
-        state.note_uncategorized(feature, &repo.id);
-    }
-    repo
-}
-
-/// The repository id and job of a decision request: the typed fast path, else the
-/// field-by-field checks whose errors name the field.
-fn decision_input(bytes: &[u8], with_job: bool) -> ApiResult<(String, Job)> {
-    if let Ok(fast) = serde_json::from_slice::<FastDecision<'_>>(bytes) {
-        if let Some(accepted) = fast.accept(with_job) {
-            return Ok(accepted);
-        }
-    }
-    let body = input::object(bytes)?;
-    if with_job {
-        input::only(&body, "", &["repository_id", "job"])?;
-        Ok((input::repository_uuid(&body, "")?, input::job(&body, "")?))
-    } else {
-        input::only(&body, "", &["repository_id"])?;
-        Ok((input::repository_uuid(&body, "")?, Job::default()))
-    }
-}
-
 /// `POST /v1/features/{feature}/eligibility` `{repository_id}`.
 pub async fn eligibility(
     State(state): State<AppState>,
     Path(name): Path<String>,
     RawBody(bytes): RawBody,
 ) -> ApiResult<Json<EligibilityView>> {
-    let feature = state.feature(&name).await?;
-    let (id, _) = decision_input(&bytes, false)?;
-    let repo = repository(&state, &feature, &id);
-    let policy = &state.inner.policy;
-    let decision = policy.is_eligible(&feature.manager.snapshot(), &repo);
-    feature.counters.eligibility(&decision);
-    Ok(Json(EligibilityView::new(&decision, policy.policy_version())))
+    let service = state.service();
+    let feature = service.feature(&name).await?;
+    let body: EligibilityBody = decode(&bytes)?;
+    let decision = service.is_eligible(&feature, body.repository_id);
+    Ok(Json(EligibilityView::new(&decision, service.runtime().policy_version())))
 }
 
 /// `POST /v1/features/{feature}/route` `{repository_id, job}`.
@@ -113,41 +84,38 @@ pub async fn route(
     Path(name): Path<String>,
     RawBody(bytes): RawBody,
 ) -> ApiResult<Json<RouteView>> {
-    let feature = state.feature(&name).await?;
-    let (id, job) = decision_input(&bytes, true)?;
-    let repo = repository(&state, &feature, &id);
-    let policy = &state.inner.policy;
-    let decision = policy.route(&feature.manager.snapshot(), &repo, &job);
-    feature.counters.route(&decision);
-    Ok(Json(RouteView::new(&decision, policy.policy_version())))
+    let service = state.service();
+    let feature = service.feature(&name).await?;
+    let (id, job) = decode::<RouteBody>(&bytes)?.into_parts();
+    let decision = service.route(&feature, id, &job);
+    Ok(Json(RouteView::new(&decision, service.runtime().policy_version())))
 }
 
 /// `POST /v1/features/{feature}/route/batch` `{requests: [{repository_id, job}]}`.
 pub async fn route_batch(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    input::JsonObject(body): input::JsonObject,
+    RawBody(bytes): RawBody,
 ) -> ApiResult<Json<BatchView>> {
-    let feature = state.feature(&name).await?;
-    input::only(&body, "", &["requests"])?;
-    let items = input::list(&body, "requests", state.inner.options.max_batch)?;
-    let mut requests: Vec<(Repository, Job)> = Vec::with_capacity(items.len());
-    for (i, v) in items.iter().enumerate() {
-        let (obj, prefix) = input::item(v, "requests", i)?;
-        input::only(obj, &prefix, &["repository_id", "job"])?;
-        let id = input::repository_uuid(obj, &prefix)?;
-        let job = input::job(obj, &prefix)?;
-        requests.push((repository(&state, &feature, &id), job));
+    let service = state.service();
+    let feature = service.feature(&name).await?;
+    let body: RouteBatchBody = decode(&bytes)?;
+    check_count("requests", body.requests.0.len(), service.options().max_batch)?;
+    let requests = body.requests.0.into_iter().map(RouteBody::into_parts).collect();
+    let decisions = service.route_batch(&feature, requests);
+    let version = service.runtime().policy_version();
+    Ok(Json(BatchView { decisions: decisions.iter().map(|d| RouteView::new(d, version.clone())).collect() }))
+}
+
+/// A request body, unparsed: decisions parse it after the feature is known (an unknown
+/// feature is a 404 whatever the body).
+#[derive(Debug)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl axum::extract::FromRequest<AppState> for RawBody {
+    type Rejection = super::ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        read_body(req, state).await.map(RawBody)
     }
-    let policy = &state.inner.policy;
-    let decisions = policy.route_batch(&feature.manager.snapshot(), &requests);
-    let version = policy.policy_version();
-    let decisions = decisions
-        .iter()
-        .map(|d| {
-            feature.counters.route(d);
-            RouteView::new(d, version.clone())
-        })
-        .collect();
-    Ok(Json(BatchView { decisions }))
 }

@@ -1,7 +1,6 @@
 //! The one error type of the HTTP API and its JSON answer `{"error": {"field"?, "message"}}`.
 
-use crate::manager::ManagerError;
-use crate::store::StoreError;
+use crate::service::{ErrorKind, ServiceError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -52,6 +51,9 @@ pub enum ApiError {
     /// A policy failed the runtime's validation (422).
     #[error("{0}")]
     PolicyRejected(String),
+    /// The request took longer than its deadline (408).
+    #[error("the request took longer than its deadline of {} ms; send it again, whole", .0.as_millis())]
+    Timeout(std::time::Duration),
     /// The database cannot be reached, or the service is shutting down (503).
     #[error("{0}")]
     Unavailable(String),
@@ -80,6 +82,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PolicyRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -121,87 +124,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Whether `error` means the database could not be reached (as opposed to a refusal).
-pub fn is_unreachable(error: &StoreError) -> bool {
-    match error {
-        StoreError::Connect { .. } | StoreError::RecorderClosed => true,
-        StoreError::Database { source, .. } => matches!(
-            **source,
-            sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::WorkerCrashed
-        ),
-        _ => false,
-    }
-}
-
-/// The message of a 503 for an unreachable database.
-pub const DATABASE_UNREACHABLE: &str =
-    "the database is unreachable: decisions continue from the cached configuration, outcomes are buffered, \
-     and operations are refused until it is back; retry later";
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> ApiError {
-        if is_unreachable(&error) {
-            tracing::warn!("database unreachable: {error}");
-            return ApiError::Unavailable(DATABASE_UNREACHABLE.to_owned());
-        }
-        match error {
-            StoreError::UnknownFeature(f) => ApiError::NotFound {
-                field: Some("feature".into()),
-                message: format!("unknown feature `{f}`: no rollout configuration has this feature name"),
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        let message = error.public_message();
+        match error.kind() {
+            ErrorKind::Invalid { field } => ApiError::Invalid { field, message },
+            ErrorKind::NotFound { field } => ApiError::NotFound { field: Some(field), message },
+            ErrorKind::Conflict => ApiError::Conflict(message),
+            ErrorKind::Rejected => ApiError::PolicyRejected(message),
+            ErrorKind::TooLarge => match error {
+                ServiceError::TooLarge { limit } => ApiError::TooLarge { limit },
+                _ => ApiError::Internal(message),
             },
-            StoreError::InvalidRepositoryId(id) => ApiError::invalid(
-                "repository_ids",
-                format!("invalid repository id `{id}`: expected a UUID or owner/name"),
-            ),
-            StoreError::UnknownRepository(id) => ApiError::NotFound {
-                field: Some("repository_ids".into()),
-                message: format!("unknown repository `{id}`: no row of repositories has this owner/name"),
-            },
-            StoreError::InvalidConfig(e) => ApiError::invalid(e.field.clone(), e.to_string()),
-            StoreError::UnknownPolicy(sha) => ApiError::NotFound {
-                field: Some("sha256".into()),
-                message: format!("unknown policy `{sha}`: no stored policy version has this sha256"),
-            },
-            StoreError::Database { context, source } => {
-                if let Some(constraint) = source.as_database_error().and_then(|d| d.constraint()) {
-                    return ApiError::Conflict(format!(
-                        "the change conflicts with `{constraint}`: {context} was refused"
-                    ));
-                }
-                tracing::error!("database error: {context}: {source}");
-                ApiError::Internal(format!("the database refused to {context}; see the server log"))
+            ErrorKind::Unavailable => {
+                tracing::warn!("unavailable: {error}");
+                ApiError::Unavailable(message)
             }
-            other => {
-                tracing::error!("store error: {other}");
-                ApiError::Internal("the database returned an unexpected value; see the server log".into())
+            ErrorKind::Internal => {
+                tracing::error!("{error}");
+                ApiError::Internal(message)
             }
-        }
-    }
-}
-
-impl From<ManagerError> for ApiError {
-    fn from(error: ManagerError) -> ApiError {
-        match error {
-            ManagerError::Store(e) => e.into(),
-            ManagerError::PolicyUnavailable(id) => {
-                ApiError::Unavailable(format!("the policy could not categorize repository `{id}`; retry later"))
-            }
-            ManagerError::NoStats(id) => ApiError::NotFound {
-                field: Some("repository_id".into()),
-                message: format!("repository `{id}` has no row in repositories and no stats were given"),
-            },
-            ManagerError::InvalidPercentage(p) => {
-                ApiError::invalid("percentage", format!("`{p}` is out of range: allowed an integer from 0 to 100"))
-            }
-            ManagerError::NoIds => ApiError::invalid(
-                "repository_ids",
-                "no repository ids given: allowed a non-empty list of UUIDs or owner/name",
-            ),
         }
     }
 }
@@ -220,20 +162,15 @@ mod tests {
 
     #[test]
     fn database_details_do_not_leak() {
-        let e: ApiError = StoreError::Database {
-            context: "update feature `x`".into(),
-            source: std::sync::Arc::new(sqlx::Error::RowNotFound),
-        }
-        .into();
+        let corrupt = crate::store::StoreError::Corrupt { column: "secret_column", message: "row 42 is odd".into() };
+        let e: ApiError = ServiceError::Store(corrupt).into();
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!e.to_string().contains("RowNotFound") && !e.to_string().contains("no rows"), "{e}");
+        assert!(!e.to_string().contains("secret_column") && !e.to_string().contains("row 42"), "{e}");
     }
 
     #[test]
     fn unreachable_database_is_503() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let e: ApiError =
-            StoreError::Database { context: "x".into(), source: std::sync::Arc::new(sqlx::Error::Io(io)) }.into();
+        let e: ApiError = ServiceError::Store(crate::store::StoreError::RecorderClosed).into();
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(e.to_string().contains("unreachable"));
     }

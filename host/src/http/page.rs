@@ -5,8 +5,9 @@
 //! the configuration and the policy come from memory and are always shown.
 
 use super::error::ApiResult;
-use super::{AppState, Feature};
+use super::AppState;
 use crate::manager::{EffectiveConfig, Sourced, ValueSource};
+use crate::service::{Feature, Service};
 use crate::store::WindowRow;
 use axum::extract::{RawQuery, State};
 use axum::response::Html;
@@ -205,7 +206,7 @@ pub fn error_chart(rows: &[WindowRow], since: DateTime<Utc>, now: DateTime<Utc>,
     svg
 }
 
-async fn chart_section(state: &AppState, feature: &Arc<Feature>, out: &mut String) {
+async fn chart_section(state: &Service, feature: &Arc<Feature>, out: &mut String) {
     let c = feature.manager.effective_config();
     let now = Utc::now();
     let since = now - TimeDelta::hours(i64::from(c.monitoring_window_hours.max(1)));
@@ -230,50 +231,46 @@ async fn chart_section(state: &AppState, feature: &Arc<Feature>, out: &mut Strin
             out.push_str("</table>");
         }
         Err(e) => {
-            state.db().observe::<()>(&Err(e.into()));
+            state.db().observe::<(), _>(&Err(e));
             out.push_str("<p class=\"muted\">unavailable: the database cannot be read</p>");
         }
     }
 }
 
-async fn categories_section(state: &AppState, feature: &Arc<Feature>, out: &mut String) {
+fn categories_section(state: &Service, feature: &Arc<Feature>, out: &mut String) {
     out.push_str("<h2>Eligible repositories by category</h2>");
-    let rows = match state.store().list_categories().await {
-        Ok(rows) => rows,
-        Err(e) => {
-            state.db().observe::<()>(&Err(e.into()));
-            out.push_str("<p class=\"muted\">unavailable: the database cannot be read</p>");
-            return;
-        }
+    let Some(p) = state.participation(feature) else {
+        out.push_str("<p class=\"muted\">being counted; refresh in a moment</p>");
+        return;
     };
-    let ids: Vec<String> = rows.iter().map(|r| r.repository_id.to_string()).collect();
-    let decisions = feature.manager.is_eligible_batch(&ids);
-    let mut counts: BTreeMap<Category, (u64, u64)> = Category::ALL.iter().map(|c| (*c, (0, 0))).collect();
-    for (row, d) in rows.iter().zip(&decisions) {
-        let e = counts.entry(row.category).or_default();
-        e.0 += 1;
-        e.1 += u64::from(d.eligible);
-    }
     out.push_str(
         "<table id=\"categories\"><tr><th>category</th><th>threshold</th><th>categorised</th><th>eligible</th></tr>",
     );
-    for (c, (total, eligible)) in &counts {
+    for c in Category::ALL {
+        let total = p.categories.get(c.as_str()).copied().unwrap_or(0);
+        let eligible = p.eligible_by_category.get(c.as_str()).copied().unwrap_or(0);
         let _ = write!(
             out,
             "<tr data-category=\"{c}\"><td>{c}</td><td>{} %</td><td>{total}</td><td class=\"eligible\">{eligible}</td></tr>",
             c.threshold()
         );
     }
-    let (total, eligible) = counts.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let _ = write!(out, "<tr><th>all</th><td></td><th>{total}</th><th>{eligible}</th></tr></table>");
+    let _ = write!(
+        out,
+        "<tr><th>all</th><td></td><th>{}</th><th>{}</th></tr></table>",
+        p.categorized_repositories, p.eligible_categorized_repositories
+    );
+    if !p.is_current(&feature.manager) {
+        out.push_str("<p class=\"muted\">recounting after a change</p>");
+    }
 }
 
-async fn history_section(state: &AppState, feature: &Arc<Feature>, out: &mut String) {
+async fn history_section(state: &Service, feature: &Arc<Feature>, out: &mut String) {
     out.push_str("<h2>Recent history</h2>");
     let entries = match feature.manager.history(15).await {
         Ok(e) => e,
         Err(e) => {
-            state.db().observe::<()>(&Err(e));
+            state.db().observe::<(), _>(&Err(e));
             out.push_str("<p class=\"muted\">unavailable: the database cannot be read</p>");
             return;
         }
@@ -302,6 +299,7 @@ async fn history_section(state: &AppState, feature: &Arc<Feature>, out: &mut Str
 
 /// `GET /`: the status page.
 pub async fn status_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Html<String>> {
+    let state = state.service();
     let name = query_feature(query.as_deref()).unwrap_or_else(|| state.options().default_feature.clone());
     let feature = state.feature(&name).await?;
     let c = feature.manager.effective_config();
@@ -347,6 +345,12 @@ pub async fn status_page(State(state): State<AppState>, RawQuery(query): RawQuer
     if c.emergency_stop.value {
         out.push_str("<p class=\"bad\">emergency stop is on: nobody is eligible</p>");
     }
+    if c.rolled_back {
+        out.push_str(
+            "<p class=\"bad\">rolled back automatically: the percentage is held at 0 % (over any environment \
+             override) until an operator sets one</p>",
+        );
+    }
     if !c.env_overrides.is_empty() {
         out.push_str("<p class=\"warn\">environment overrides in force: ");
         for o in &c.env_overrides {
@@ -362,16 +366,16 @@ pub async fn status_page(State(state): State<AppState>, RawQuery(query): RawQuer
             out,
             "<h2>Health</h2><table id=\"health\"><tr><th>level</th><td>{}</td></tr><tr><th>error rate</th><td>{:.2} %</td></tr>\
              <tr><th>jobs in window</th><td>{}</td></tr><tr><th>reason</th><td>{}</td></tr></table>",
-            esc(&h.level),
+            h.level.map_or("unknown", rollout_policy::HealthLevel::as_str),
             h.error_rate,
             h.total_jobs,
             esc(&h.reason)
         );
     }
-    categories_section(&state, &feature, &mut out).await;
+    categories_section(state, &feature, &mut out);
     out.push_str("</div></div>");
-    chart_section(&state, &feature, &mut out).await;
-    history_section(&state, &feature, &mut out).await;
+    chart_section(state, &feature, &mut out).await;
+    history_section(state, &feature, &mut out).await;
     out.push_str(
         "<p class=\"muted\">JSON: <a href=\"/v1/features\">/v1/features</a> · <a href=\"/metrics\">/metrics</a> · \
          <a href=\"/readyz\">/readyz</a></p></body></html>",

@@ -1,11 +1,12 @@
 //! Public reads: liveness, readiness, metrics, status, stats, history.
 
 use super::error::{ApiError, ApiResult};
-use super::metrics::RenderInputs;
-use super::{AppState, DbStatus};
+use super::AppState;
 use crate::engine::PolicyVersion;
 use crate::manager::{EffectiveConfig, HealthReport, RolloutStats};
 use crate::runtime::RuntimeStatus;
+use crate::service::metrics::RenderInputs;
+use crate::service::DbStatus;
 use crate::store::HistoryEntry;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -29,15 +30,15 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: 200 once a policy and the configuration are loaded, 503 before (and while
 /// shutting down).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let policy = state.inner.runtime.policy_version();
-    let config = state.inner.features.load().contains_key(&state.inner.options.default_feature);
-    let ready = state.is_ready();
+    let service = state.service();
+    let policy = service.runtime().policy_version();
+    let ready = service.is_ready();
     let body = json!({
         "ready": ready,
         "policy_loaded": policy.is_some(),
-        "config_loaded": config,
-        "shutting_down": state.inner.shutting_down.load(std::sync::atomic::Ordering::Relaxed),
-        "database_reachable": !state.inner.db.is_down(),
+        "config_loaded": service.default_feature_loaded(),
+        "shutting_down": service.is_shutting_down(),
+        "database_reachable": !service.db().is_down(),
         "policy_version": policy,
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -46,24 +47,26 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: the Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let runtime = state.inner.runtime.status();
-    let age = state.features().iter().map(|f| f.config_age_seconds()).fold(0.0, f64::max);
+    let service = state.service();
+    let runtime = service.runtime().status();
+    let age = service.features().iter().map(|f| f.config_age_seconds()).fold(0.0, f64::max);
     let inputs = RenderInputs {
-        policy: state.inner.runtime.policy_version(),
+        policy: service.runtime().policy_version(),
         swaps: runtime.swaps,
         auto_reverts: runtime.auto_reverts,
         fallbacks_without_policy: runtime.fallbacks_without_policy,
-        database_up: !state.inner.db.is_down(),
+        database_up: !service.db().is_down(),
         config_age_seconds: age,
-        ready: state.is_ready(),
+        ready: service.is_ready(),
     };
-    let text = state.inner.metrics.render(&inputs);
+    let text = service.metrics().render(&inputs);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 /// `GET /v1/features`: the features this process serves.
 pub async fn list_features(State(state): State<AppState>) -> Json<serde_json::Value> {
     let features: Vec<serde_json::Value> = state
+        .service()
         .features()
         .iter()
         .map(|f| {
@@ -118,6 +121,9 @@ pub struct FeatureStatus {
     pub config_freshness: Freshness,
     /// Outcomes waiting for the database.
     pub outcomes_buffered: usize,
+    /// Buffered outcomes the database refused for their content and that were set aside
+    /// (the most recent; `rollout_outcomes_dead_lettered_total` counts them all).
+    pub dead_letters: Vec<crate::service::outcomes::DeadLetter>,
     /// When this process started.
     pub started_at: DateTime<Utc>,
 }
@@ -125,14 +131,15 @@ pub struct FeatureStatus {
 /// `GET /v1/features/{feature}`: effective config (overrides marked), policy version, health,
 /// readiness, database reachability and staleness.
 pub async fn feature_status(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FeatureStatus>> {
-    let feature = state.feature(&name).await?;
-    let database = state.inner.db.status(state.inner.store.backend());
+    let service = state.service();
+    let feature = service.feature(&name).await?;
+    let database = service.db().status();
     Ok(Json(FeatureStatus {
         feature_name: feature.name().to_owned(),
         config: feature.manager.effective_config(),
-        policy: PolicyStatus { serving: state.inner.runtime.policy_version(), runtime: state.inner.runtime.status() },
+        policy: PolicyStatus { serving: service.runtime().policy_version(), runtime: service.runtime().status() },
         health: feature.last_health(),
-        ready: state.is_ready(),
+        ready: service.is_ready(),
         config_freshness: Freshness {
             loaded_at: feature.loaded_at(),
             age_seconds: feature.config_age_seconds(),
@@ -140,17 +147,14 @@ pub async fn feature_status(State(state): State<AppState>, Path(name): Path<Stri
         },
         database,
         outcomes_buffered: feature.buffered(),
-        started_at: state.inner.started_at,
+        dead_letters: feature.dead_letters(),
+        started_at: service.started_at(),
     }))
 }
 
 /// `GET /v1/features/{feature}/stats`.
 pub async fn stats(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<RolloutStats>> {
-    let feature = state.feature(&name).await?;
-    state.require_db()?;
-    let result = feature.manager.get_rollout_stats().await;
-    state.inner.db.observe(&result);
-    Ok(Json(result?))
+    Ok(Json(state.service().stats(&name).await?))
 }
 
 /// The `limit` query parameter: 1..=[`HISTORY_MAX`], default [`HISTORY_DEFAULT`].
@@ -174,7 +178,7 @@ pub fn parse_limit(raw: Option<&str>) -> ApiResult<u32> {
         Some(v) => v.trim().parse::<u32>().ok().filter(|n| (1..=HISTORY_MAX).contains(n)).ok_or_else(|| {
             ApiError::invalid(
                 "limit",
-                format!("`{}` is not allowed: expected an integer from 1 to {HISTORY_MAX}", super::input::clip(v)),
+                format!("`{}` is not allowed: expected an integer from 1 to {HISTORY_MAX}", crate::input::clip(v)),
             )
         }),
     }
@@ -187,10 +191,6 @@ pub async fn history(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<serde_json::Value>> {
     let limit = parse_limit(query.as_deref())?;
-    let feature = state.feature(&name).await?;
-    state.require_db()?;
-    let result = feature.manager.history(limit).await;
-    state.inner.db.observe(&result);
-    let entries: Vec<HistoryEntry> = result?;
-    Ok(Json(json!({ "feature_name": feature.name(), "limit": limit, "entries": entries })))
+    let entries: Vec<HistoryEntry> = state.service().history(&name, limit).await?;
+    Ok(Json(json!({ "feature_name": name, "limit": limit, "entries": entries })))
 }

@@ -1,7 +1,13 @@
-//! The pieces of [`super::RolloutStats`] that are plain computation: error kinds, the
-//! hourly error-rate trend and its direction, and the cost estimate.
+//! The statistics of a rollout (SPEC §3): [`RolloutStats`], and the pieces that are plain
+//! computation: error kinds, the hourly error-rate trend and its direction, and the cost
+//! estimate.
 
-use chrono::{DateTime, Utc};
+use super::health::{processor_stats, rate, ProcessorStats};
+use super::Participation;
+use super::{Manager, ManagerResult};
+use crate::engine::PolicyVersion;
+use chrono::{DateTime, TimeDelta, Utc};
+
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -273,5 +279,144 @@ mod tests {
         assert!((c.all_inngest_cost - 400.0 * 0.0004).abs() < 1e-12);
         assert!((c.savings - (0.16 - 0.07)).abs() < 1e-12);
         assert!((c.savings_percent.unwrap() - 56.25).abs() < 1e-9);
+    }
+}
+
+/// The statistics of a rollout (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutStats {
+    /// The feature.
+    pub feature_name: String,
+    /// When computed.
+    pub generated_at: DateTime<Utc>,
+    /// The policy that counted eligibility.
+    pub policy_version: Option<PolicyVersion>,
+    /// The configuration snapshot used (the one routing uses).
+    pub config_version: u64,
+    /// Effective percentage.
+    pub rollout_percentage: u8,
+    /// Effective strategy.
+    pub rollout_strategy: String,
+    /// Effective stop.
+    pub emergency_stop: bool,
+    /// Whether active.
+    pub is_active: bool,
+    /// Known repositories (`repositories` ∪ categorised).
+    pub total_repositories: u64,
+    /// Categorised repositories.
+    pub categorized_repositories: u64,
+    /// Known repositories the policy finds eligible.
+    pub eligible_repositories: u64,
+    /// Categorised repositories the policy finds eligible.
+    pub eligible_categorized_repositories: u64,
+    /// `100 × eligible categorised ÷ categorised` (0 when none is categorised).
+    pub participation_rate: f64,
+    /// Categorised repositories per category (every category present).
+    pub categories: BTreeMap<String, u64>,
+    /// When the participation figures (repositories, eligible, participation rate,
+    /// categories) were counted; `null` when they have not been yet (all zero).
+    pub participation_computed_at: Option<DateTime<Utc>>,
+    /// Whether they describe the configuration, categories and policy in force now (false:
+    /// a recount is under way; a server recounts in the background).
+    pub participation_current: bool,
+    /// The stats window in hours (`monitoring_window_hours`).
+    pub window_hours: u32,
+    /// Start of the stats window (now − window hours, hour buckets overlapping it counted).
+    pub window_start: DateTime<Utc>,
+    /// Jobs in the window.
+    pub total_jobs: u64,
+    /// Successes in the window.
+    pub success_count: u64,
+    /// Errors in the window.
+    pub error_count: u64,
+    /// `100 × errors / jobs`.
+    pub error_rate: f64,
+    /// `100 × successes / jobs`.
+    pub success_rate: f64,
+    /// Jobs per processor (every processor present).
+    pub processor_distribution: BTreeMap<String, u64>,
+    /// Counts, error rate and mean time per processor (every processor present).
+    pub processors: BTreeMap<String, ProcessorStats>,
+    /// Errors grouped by the kind of each bucket's `last_error_message` (every kind present).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Hourly error rate and its direction.
+    pub error_trend: ErrorTrend,
+    /// Cost estimate; absent when `metadata.cost_per_job` is not configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostEstimate>,
+}
+
+impl Manager {
+    /// The statistics of the rollout over the monitoring window, participation counted now.
+    pub async fn get_rollout_stats(&self) -> ManagerResult<RolloutStats> {
+        let participation = self.compute_participation().await?;
+        self.rollout_stats_with(&participation).await
+    }
+
+    /// The statistics of the rollout over the monitoring window with `participation`
+    /// counted earlier (a server keeps it cached and recounts it in the background; the
+    /// statistics say when it was counted and whether it is current).
+    pub async fn rollout_stats_with(&self, participation: &Participation) -> ManagerResult<RolloutStats> {
+        let state = self.state.load_full();
+        let config = state.snapshot.config();
+        let now = Utc::now();
+        let hours = config.monitoring_window_hours.max(1);
+        let since = now - TimeDelta::hours(i64::from(hours));
+
+        let rows = self.store.metrics_window(state.stored.id, since, DateTime::<Utc>::UNIX_EPOCH).await?;
+        let processors = processor_stats(&rows);
+        let total_jobs: u64 = processors.values().map(|p| p.total_jobs).sum();
+        let success_count: u64 = processors.values().map(|p| p.success_count).sum();
+        let error_count: u64 = processors.values().map(|p| p.error_count).sum();
+        let distribution: BTreeMap<String, u64> = processors.iter().map(|(k, v)| (k.clone(), v.total_jobs)).collect();
+
+        let mut hourly: BTreeMap<DateTime<Utc>, (u64, u64)> = BTreeMap::new();
+        for r in &rows {
+            let e = hourly.entry(crate::store::hour_start(r.window_start)).or_default();
+            e.0 += r.total_jobs;
+            e.1 += r.error_count;
+        }
+        let points: Vec<TrendPoint> = hourly
+            .into_iter()
+            .filter(|(_, (jobs, _))| *jobs > 0)
+            .map(|(hour, (jobs, errors))| TrendPoint { hour, jobs, errors, error_rate: rate(errors, jobs) })
+            .collect();
+        let direction = trend_direction(&points);
+        let messages = self.store.error_messages(state.stored.id, since, DateTime::<Utc>::UNIX_EPOCH).await?;
+
+        Ok(RolloutStats {
+            feature_name: self.feature.clone(),
+            generated_at: now,
+            policy_version: self.policy.version(),
+            config_version: state.snapshot.version(),
+            rollout_percentage: config.rollout_percentage,
+            rollout_strategy: config.rollout_strategy.as_str().to_owned(),
+            emergency_stop: config.emergency_stop,
+            is_active: config.is_active,
+            total_repositories: participation.total_repositories,
+            categorized_repositories: participation.categorized_repositories,
+            eligible_repositories: participation.eligible_repositories,
+            eligible_categorized_repositories: participation.eligible_categorized_repositories,
+            participation_rate: rate(
+                participation.eligible_categorized_repositories,
+                participation.categorized_repositories,
+            ),
+            categories: participation.categories.clone(),
+            participation_computed_at: (participation.computed_at > DateTime::<Utc>::UNIX_EPOCH)
+                .then_some(participation.computed_at),
+            participation_current: participation.is_current(self),
+            window_hours: hours,
+            window_start: since,
+            total_jobs,
+            success_count,
+            error_count,
+            error_rate: rate(error_count, total_jobs),
+            success_rate: rate(success_count, total_jobs),
+            cost: cost_estimate(&state.stored.metadata, &distribution),
+            processor_distribution: distribution,
+            processors,
+            errors_by_kind: errors_by_kind(&messages),
+            error_trend: ErrorTrend { points, direction },
+        })
     }
 }

@@ -6,9 +6,9 @@
 //! the instance is poisoned and must be dropped (wasmtime refuses to re-enter an instance
 //! that trapped).
 
-use super::bindings::{self, w, Policy, PolicyPre};
+use super::bindings::{self, w, Exports, PolicyPre};
 use super::{CallError, Limits};
-use crate::engine::ConfigSnapshot;
+use crate::engine::{ConfigSnapshot, Decision, Explanation, Query};
 use rollout_policy as p;
 use wasmtime::component::ResourceAny;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
@@ -43,7 +43,7 @@ impl ResourceLimiter for HostState {
 /// A live instance of a policy component.
 pub struct PolicyInstance {
     store: Store<HostState>,
-    bindings: Policy,
+    exports: Exports,
     /// `(config version, resource)`, most recently used first.
     evaluators: Vec<(u64, ResourceAny)>,
     limits: Limits,
@@ -76,7 +76,7 @@ impl PolicyInstance {
         });
         // The deadline must be set before instantiation, or instantiation itself traps.
         store.set_epoch_deadline(1);
-        let bindings = pre.instantiate(&mut store).map_err(|e| {
+        let exports = pre.instantiate(&mut store).map_err(|e| {
             if store.data().memory_denied {
                 CallError::MemoryExhausted(limits.memory_bytes)
             } else {
@@ -85,7 +85,7 @@ impl PolicyInstance {
         })?;
         Ok(PolicyInstance {
             store,
-            bindings,
+            exports,
             evaluators: Vec::with_capacity(EVALUATORS),
             limits: *limits,
             poisoned: false,
@@ -101,7 +101,7 @@ impl PolicyInstance {
     #[inline]
     fn call<T>(
         &mut self,
-        f: impl FnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<T>,
+        f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
         if self.poisoned {
             return Err(CallError::Poisoned);
@@ -111,7 +111,7 @@ impl PolicyInstance {
         state.timed_out = false;
         state.memory_denied = false;
         self.store.set_epoch_deadline(1);
-        match f(&self.bindings, &mut self.store) {
+        match f(&self.exports, &mut self.store) {
             Ok(v) => Ok(v),
             Err(e) => {
                 self.poisoned = true;
@@ -130,7 +130,7 @@ impl PolicyInstance {
 
     /// The policy's name and version.
     pub fn info(&mut self) -> Result<(String, String), CallError> {
-        let info = self.call(|b, s| b.rollout_policy_rules().call_info(s))?;
+        let info = self.call(|b, s| b.rules.call_info(s))?;
         Ok((info.name, info.version))
     }
 
@@ -162,7 +162,7 @@ impl PolicyInstance {
             }
         }
         let wc = bindings::config_out(config.config());
-        let created = self.call(|b, s| b.rollout_policy_rules().evaluator().call_create(s, &wc))?;
+        let created = self.call(|b, s| b.rules.evaluator().call_create(s, &wc))?;
         match created {
             Ok(res) => {
                 self.evaluators.insert(0, (config.version(), res));
@@ -181,7 +181,7 @@ impl PolicyInstance {
     pub fn is_eligible(&mut self, config: &ConfigSnapshot, repo: &p::Repository) -> Result<p::Eligibility, CallError> {
         let ev = self.evaluator(config)?;
         let r = bindings::repository_out(repo);
-        let e = self.call(|b, s| b.rollout_policy_rules().evaluator().call_is_eligible(s, ev, &r))?;
+        let e = self.call(|b, s| b.rules.evaluator().call_is_eligible(s, ev, &r))?;
         Ok(bindings::eligibility_in(e))
     }
 
@@ -194,7 +194,7 @@ impl PolicyInstance {
         let ev = self.evaluator(config)?;
         let rs = bindings::repository_columns_out(p::RepositoryColumns::encode(repos));
         let out = self
-            .call(|b, s| b.rollout_policy_rules().evaluator().call_is_eligible_batch(s, ev, &rs))?
+            .call(|b, s| b.rules.evaluator().call_is_eligible_batch(s, ev, &rs))?
             .map_err(bindings::batch_error_in)?;
         bindings::eligibility_columns_in(out).decode(repos.len()).map_err(bindings::bad_columns)
     }
@@ -208,7 +208,7 @@ impl PolicyInstance {
     ) -> Result<p::RouteDecision, CallError> {
         let ev = self.evaluator(config)?;
         let (r, j) = (bindings::repository_out(repo), bindings::job_out(job));
-        let d = self.call(|b, s| b.rollout_policy_rules().evaluator().call_route(s, ev, &r, &j))?;
+        let d = self.call(|b, s| b.rules.evaluator().call_route(s, ev, &r, &j))?;
         Ok(bindings::decision_in(d))
     }
 
@@ -223,7 +223,7 @@ impl PolicyInstance {
         let rs = bindings::repository_columns_out(p::RepositoryColumns::encode(requests.iter().map(|(r, _)| r)));
         let js = bindings::job_columns_out(p::JobColumns::encode(requests.iter().map(|(_, j)| j)));
         let out = self
-            .call(|b, s| b.rollout_policy_rules().evaluator().call_route_batch(s, ev, &rs, &js))?
+            .call(|b, s| b.rules.evaluator().call_route_batch(s, ev, &rs, &js))?
             .map_err(bindings::batch_error_in)?;
         bindings::decision_columns_in(out).decode(requests.len()).map_err(bindings::bad_columns)
     }
@@ -231,8 +231,52 @@ impl PolicyInstance {
     /// The category of a repository.
     pub fn categorize(&mut self, stats: &p::RepositoryStats) -> Result<p::Categorization, CallError> {
         let st = bindings::stats_out(stats);
-        let c = self.call(|b, s| b.rollout_policy_rules().call_categorize(s, st))?;
+        let c = self.call(|b, s| b.rules.call_categorize(s, st))?;
         Ok(bindings::categorization_in(c))
+    }
+
+    /// The decision for `query` and the checks that reached it, from the component's own
+    /// `explain` interface ([`CallError::Unsupported`] when it has none).
+    pub fn explain(&mut self, query: &Query) -> Result<Explanation, CallError> {
+        if self.exports.explain.is_none() {
+            return Err(CallError::Unsupported(
+                "this policy cannot explain its decisions: it does not export `rollout:policy/explain` (built \
+                 before the contract had it)"
+                    .into(),
+            ));
+        }
+        let refused = |e: w::ConfigError| CallError::Config(p::ConfigError { field: e.field, message: e.message });
+        let checks = |c: Vec<bindings::explain_iface::Check>| c.into_iter().map(bindings::check_in).collect();
+        let missing = || wasmtime::Error::msg("the explain interface vanished");
+        Ok(match query {
+            Query::IsEligible(c, r) => {
+                let (wc, wr) = (bindings::config_out(c), bindings::repository_out(r));
+                let (d, cs) = self
+                    .call(|b, s| b.explain.as_ref().ok_or_else(missing)?.call_explain_eligibility(s, &wc, &wr))?
+                    .map_err(refused)?;
+                Explanation { decision: Decision::Eligibility(bindings::eligibility_in(d)), checks: checks(cs) }
+            }
+            Query::Route(c, r, j) => {
+                let (wc, wr, wj) = (bindings::config_out(c), bindings::repository_out(r), bindings::job_out(j));
+                let (d, cs) = self
+                    .call(|b, s| b.explain.as_ref().ok_or_else(missing)?.call_explain_route(s, &wc, &wr, &wj))?
+                    .map_err(refused)?;
+                Explanation { decision: Decision::Route(bindings::decision_in(d)), checks: checks(cs) }
+            }
+            Query::Categorize(st) => {
+                let ws = bindings::stats_out(st);
+                let (d, cs) =
+                    self.call(|b, s| b.explain.as_ref().ok_or_else(missing)?.call_explain_categorize(s, ws))?;
+                Explanation { decision: Decision::Categorization(bindings::categorization_in(d)), checks: checks(cs) }
+            }
+            Query::EvaluateHealth(c, w) => {
+                let wc = bindings::config_out(c);
+                let ws: Vec<w::ProcessorWindow> = w.iter().map(bindings::window_out).collect();
+                let (d, cs) =
+                    self.call(|b, s| b.explain.as_ref().ok_or_else(missing)?.call_explain_health(s, &wc, &ws))?;
+                Explanation { decision: Decision::Health(bindings::health_in(d)), checks: checks(cs) }
+            }
+        })
     }
 
     /// Health over the window.
@@ -243,7 +287,7 @@ impl PolicyInstance {
     ) -> Result<p::Health, CallError> {
         let wc = bindings::config_out(config);
         let ws: Vec<w::ProcessorWindow> = windows.iter().map(bindings::window_out).collect();
-        let h = self.call(|b, s| b.rollout_policy_rules().call_evaluate_health(s, &wc, &ws))?;
+        let h = self.call(|b, s| b.rules.call_evaluate_health(s, &wc, &ws))?;
         Ok(bindings::health_in(h))
     }
 }

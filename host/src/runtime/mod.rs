@@ -1,6 +1,6 @@
 //! The wasmtime runtime: compiles, checks, pools and hot-swaps policy components.
 //!
-//! [`Runtime`] is what the rest of the host uses. It implements [`crate::engine::Decide`]
+//! [`Runtime`] is what the rest of the host uses. It implements [`crate::engine::Policy`]
 //! (total functions: when the component cannot answer — a trap, a timeout, a memory
 //! failure, no policy loaded — the caller gets the `policy_error` fallback of SPEC §2.3),
 //! and it swaps policy versions while serving:
@@ -25,7 +25,7 @@
 //!   first calls passes a threshold is reverted automatically ([`RuntimeEvent`]).
 //!
 //! ```
-//! use rollout::engine::{ConfigSnapshot, Decide};
+//! use rollout::engine::{ConfigSnapshot, Policy};
 //! use rollout::runtime::{Runtime, RuntimeOptions, BUNDLED_POLICY};
 //! use rollout_policy::{Config, Job, Processor, Repository, Strategy, TriggerSource};
 //!
@@ -41,7 +41,7 @@
 //! });
 //! let repo = Repository::parse("6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11", None);
 //! let job = Job { trigger_source: Some(TriggerSource::Scheduled), ..Job::default() };
-//! assert_eq!(runtime.route(&config, &repo, &job).processor, Processor::GithubActions);
+//! assert_eq!(runtime.route(&config, &repo, &job)?.processor, Processor::GithubActions);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -50,11 +50,13 @@ mod cache;
 mod instance;
 mod pool;
 mod safety;
+mod sandbox;
 mod service;
 mod watch;
 
 pub use instance::{HostState, PolicyInstance};
 pub use safety::SafetyProperty;
+pub use sandbox::Sandbox;
 pub use service::{
     CompileSource, ErrorRecord, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions, RuntimeStatus, SwapError,
     SwapReport, VersionStatus,
@@ -133,44 +135,94 @@ pub enum LoadError {
     },
 }
 
-/// Why a guest call gave no answer.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CallError {
-    /// The guest trapped or the call could not be made.
-    #[error("policy trapped: {0}")]
-    Trap(String),
-    /// The call ran past its epoch deadline.
-    #[error("policy ran past its deadline of {0} ms")]
-    Timeout(u64),
-    /// The guest tried to grow its memory past the cap.
-    #[error("policy ran out of memory (cap {0} bytes)")]
-    MemoryExhausted(usize),
-    /// No instance could be made.
-    #[error("cannot instantiate the policy: {0}")]
-    Instantiate(String),
-    /// The policy refused the configuration.
-    #[error("policy refused the configuration: {0}")]
-    Config(rollout_policy::ConfigError),
-    /// The call returned, but its answer cannot be used: a batch of the wrong length, or a
-    /// batch the policy refused as malformed (the host encoded it, so a policy bug).
-    #[error("policy gave an unusable answer: {0}")]
-    BadAnswer(String),
-    /// An earlier call trapped; the instance cannot be entered again.
-    #[error("policy instance is unusable after an earlier trap")]
-    Poisoned,
-}
+pub use crate::engine::CallError;
 
-impl CallError {
-    pub(crate) fn trap(e: wasmtime::Error) -> CallError {
-        CallError::Trap(format!("{e:#}"))
-    }
+/// `impl Policy for $t` over its `call(items, |instance| …)`: every decision function is one
+/// guest call on a pooled instance (shared by [`Runtime`] and [`Sandbox`]).
+macro_rules! policy_through_instances {
+    ($t:ty, $version:expr) => {
+        $crate::runtime::policy_through_instances!($t, $version, |p: &$t, config, repositories: &[_]| {
+            $crate::engine::Policy::is_eligible_batch(p, config, repositories)
+        });
+    };
+    ($t:ty, $version:expr, $read_batch:expr) => {
+        impl $crate::engine::Policy for $t {
+            fn version(&self) -> Option<$crate::engine::PolicyVersion> {
+                ($version)(self)
+            }
 
-    /// Whether the policy itself failed (trap, timeout, memory, instantiation), as opposed
-    /// to refusing a configuration.
-    pub fn is_failure(&self) -> bool {
-        !matches!(self, CallError::Config(_))
-    }
+            fn is_eligible_batch_for_read(
+                &self,
+                config: &std::sync::Arc<$crate::engine::ConfigSnapshot>,
+                repositories: &[rollout_policy::Repository],
+            ) -> $crate::engine::CallResult<Vec<rollout_policy::Eligibility>> {
+                ($read_batch)(self, config, repositories)
+            }
+
+            fn is_eligible(
+                &self,
+                config: &std::sync::Arc<$crate::engine::ConfigSnapshot>,
+                repository: &rollout_policy::Repository,
+            ) -> $crate::engine::CallResult<rollout_policy::Eligibility> {
+                self.call(1, |i| i.is_eligible(config, repository))
+            }
+
+            fn is_eligible_batch(
+                &self,
+                config: &std::sync::Arc<$crate::engine::ConfigSnapshot>,
+                repositories: &[rollout_policy::Repository],
+            ) -> $crate::engine::CallResult<Vec<rollout_policy::Eligibility>> {
+                if repositories.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.call(repositories.len() as u64, |i| i.is_eligible_batch(config, repositories))
+            }
+
+            fn route(
+                &self,
+                config: &std::sync::Arc<$crate::engine::ConfigSnapshot>,
+                repository: &rollout_policy::Repository,
+                job: &rollout_policy::Job,
+            ) -> $crate::engine::CallResult<rollout_policy::RouteDecision> {
+                self.call(1, |i| i.route(config, repository, job))
+            }
+
+            fn route_batch(
+                &self,
+                config: &std::sync::Arc<$crate::engine::ConfigSnapshot>,
+                requests: &[(rollout_policy::Repository, rollout_policy::Job)],
+            ) -> $crate::engine::CallResult<Vec<rollout_policy::RouteDecision>> {
+                if requests.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.call(requests.len() as u64, |i| i.route_batch(config, requests))
+            }
+
+            fn categorize(
+                &self,
+                stats: &rollout_policy::RepositoryStats,
+            ) -> $crate::engine::CallResult<rollout_policy::Categorization> {
+                self.call(1, |i| i.categorize(stats))
+            }
+
+            fn evaluate_health(
+                &self,
+                config: &rollout_policy::Config,
+                windows: &[rollout_policy::ProcessorWindow],
+            ) -> $crate::engine::CallResult<rollout_policy::Health> {
+                self.call(1, |i| i.evaluate_health(config, windows))
+            }
+
+            fn explain(
+                &self,
+                query: &$crate::engine::Query,
+            ) -> $crate::engine::CallResult<$crate::engine::Explanation> {
+                self.call(1, |i| i.explain(query))
+            }
+        }
+    };
 }
+pub(crate) use policy_through_instances;
 
 /// Instances (and memories) the process-wide pooling allocator holds. Each runtime keeps
 /// a few instances per serving version; 256 leaves room for many runtimes in one process

@@ -76,6 +76,7 @@ impl AtomicCounts {
                 bump(&self.fallbacks, items);
                 match e {
                     CallError::Config(_) => bump(&self.config_refusals, 1),
+                    CallError::Unsupported(_) | CallError::NoPolicy => {}
                     CallError::Timeout(_) => {
                         bump(&self.traps, 1);
                         bump(&self.timeouts, 1);
@@ -281,6 +282,17 @@ impl Serving {
         items: u64,
         f: impl FnOnce(&mut PolicyInstance) -> Result<R, CallError>,
     ) -> (Result<R, CallError>, Verdict) {
+        self.call_with(items, true, f)
+    }
+
+    /// [`Serving::call`]; a call with `probation` false is not watched by the probation.
+    #[inline]
+    pub fn call_with<R>(
+        &self,
+        items: u64,
+        probation: bool,
+        f: impl FnOnce(&mut PolicyInstance) -> Result<R, CallError>,
+    ) -> (Result<R, CallError>, Verdict) {
         let (slot, mut guard) = self.lock();
         let result = match guard.as_mut() {
             Some(instance) if !instance.is_poisoned() => f(instance),
@@ -297,8 +309,8 @@ impl Serving {
         }
         drop(guard);
         let verdict = match &self.probation {
-            Some(p) => p.record(result.is_err()),
-            None => Verdict::Fine,
+            Some(p) if probation => p.record(result.is_err()),
+            _ => Verdict::Fine,
         };
         (result, verdict)
     }

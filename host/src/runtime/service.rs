@@ -4,12 +4,9 @@ use super::cache::DiskCache;
 use super::pool::{Counts, Probation, Serving, Verdict, Version};
 use super::safety::{Checker, SafetyProperty, MIN_SAMPLE};
 use super::{compile_component, sha256_hex, CallError, CompiledPolicy, Limits, LoadError, PolicyInstance};
-use crate::engine::{fallback_eligibility, fallback_route, ConfigSnapshot, Decide, PolicyVersion};
+use crate::engine::{CallResult, PolicyVersion};
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
-use rollout_policy::{
-    Categorization, Config, Eligibility, Job, ProcessorWindow, Repository, RepositoryStats, RouteDecision,
-};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -575,20 +572,32 @@ impl Runtime {
         });
     }
 
-    /// Run `f` on an instance of the serving version; `None` (and a counted fallback) when
+    /// Run `f` on an instance of the serving version; an error (and a counted fallback) when
     /// there is none or the call failed.
     #[inline]
-    fn call<R>(&self, items: u64, f: impl FnOnce(&mut PolicyInstance) -> Result<R, CallError>) -> Option<R> {
+    fn call<R>(&self, items: u64, f: impl FnOnce(&mut PolicyInstance) -> Result<R, CallError>) -> CallResult<R> {
+        self.call_with(items, true, f)
+    }
+
+    /// [`Runtime::call`]; `probation` false for a read, which a new version's probation
+    /// does not count.
+    #[inline]
+    fn call_with<R>(
+        &self,
+        items: u64,
+        probation: bool,
+        f: impl FnOnce(&mut PolicyInstance) -> Result<R, CallError>,
+    ) -> CallResult<R> {
         let guard = self.inner.active.load();
         let Some(serving) = guard.as_ref() else {
             self.inner.no_policy.fetch_add(items, Relaxed);
-            return None;
+            return Err(CallError::NoPolicy);
         };
-        let (result, verdict) = serving.call(items, f);
+        let (result, verdict) = serving.call_with(items, probation, f);
         if let Verdict::Failed { calls, failed } = verdict {
             self.probation_failed(serving, calls, failed);
         }
-        result.ok()
+        result
     }
 
     /// The status: serving and previous versions, counts, the last error.
@@ -651,7 +660,7 @@ impl Runtime {
     }
 
     /// The version serving now; `None` before the first load (the same as
-    /// [`Decide::policy_version`], callable without the trait in scope).
+    /// [`crate::engine::Policy::version`], callable without the trait in scope).
     pub fn policy_version(&self) -> Option<PolicyVersion> {
         self.inner.active.load().as_ref().map(|s| s.version.info.clone())
     }
@@ -662,40 +671,9 @@ impl Runtime {
     }
 }
 
-impl Decide for Runtime {
-    fn is_eligible(&self, config: &Arc<ConfigSnapshot>, repository: &Repository) -> Eligibility {
-        self.call(1, |i| i.is_eligible(config, repository)).unwrap_or_else(fallback_eligibility)
+super::policy_through_instances!(Runtime, Runtime::policy_version, |r: &Runtime, config, repositories: &[_]| {
+    if repositories.is_empty() {
+        return Ok(Vec::new());
     }
-
-    fn is_eligible_batch(&self, config: &Arc<ConfigSnapshot>, repositories: &[Repository]) -> Vec<Eligibility> {
-        if repositories.is_empty() {
-            return Vec::new();
-        }
-        self.call(repositories.len() as u64, |i| i.is_eligible_batch(config, repositories))
-            .unwrap_or_else(|| repositories.iter().map(|_| fallback_eligibility()).collect())
-    }
-
-    fn route(&self, config: &Arc<ConfigSnapshot>, repository: &Repository, job: &Job) -> RouteDecision {
-        self.call(1, |i| i.route(config, repository, job)).unwrap_or_else(fallback_route)
-    }
-
-    fn route_batch(&self, config: &Arc<ConfigSnapshot>, requests: &[(Repository, Job)]) -> Vec<RouteDecision> {
-        if requests.is_empty() {
-            return Vec::new();
-        }
-        self.call(requests.len() as u64, |i| i.route_batch(config, requests))
-            .unwrap_or_else(|| requests.iter().map(|_| fallback_route()).collect())
-    }
-
-    fn categorize(&self, stats: &RepositoryStats) -> Option<Categorization> {
-        self.call(1, |i| i.categorize(stats))
-    }
-
-    fn evaluate_health(&self, config: &Config, windows: &[ProcessorWindow]) -> Option<rollout_policy::Health> {
-        self.call(1, |i| i.evaluate_health(config, windows))
-    }
-
-    fn policy_version(&self) -> Option<PolicyVersion> {
-        Runtime::policy_version(self)
-    }
-}
+    r.call_with(repositories.len() as u64, false, |i| i.is_eligible_batch(config, repositories))
+});

@@ -1,8 +1,12 @@
 //! The database: one API over Postgres (production) and SQLite (the embedded default).
 //!
-//! [`Store`] is an enum over the two backends; [`Store::connect`] picks one by the URL's
-//! scheme (`postgres://`/`postgresql://` or `sqlite:`), [`Store::migrate`] applies the
-//! embedded migrations ([`PG_MIGRATOR`], [`SQLITE_MIGRATOR`], from `migrations/`).
+//! [`Store`] is an enum over the two backends; [`Store::connect_with`] picks one by the URL's
+//! scheme (`postgres://`/`postgresql://` or `sqlite:`) and is the one place connections are
+//! set up ([`StoreOptions`]: pool size and every timeout); [`Store::migrate`] applies the
+//! embedded migrations ([`PG_MIGRATOR`], [`SQLITE_MIGRATOR`], from `migrations/`). No other
+//! module of the host talks to sqlx: notifications ([`Store::notify`], [`Store::listen`]),
+//! the migration check ([`Store::is_migrated`]) and the classification of failures
+//! ([`StoreError::kind`]) live here too.
 //!
 //! What the store guarantees (SPEC §3):
 //! - every configuration change ([`Store::apply_change`]) and its `rollout_history` row commit
@@ -10,11 +14,21 @@
 //!   always carries the true previous and new values; Postgres also sends
 //!   `pg_notify('rollout_changes', feature_name)` inside that transaction, so listeners learn
 //!   of the change exactly when it is visible;
-//! - whitelist and exclusion edits are set operations inside one `UPDATE` (no lost edits);
-//! - metrics go through one atomic multi-row upsert into unique buckets
-//!   ([`Store::upsert_metrics`]; group commit lives in [`recorder`]);
-//! - the auto-rollback is a conditional update (`rollout_percentage > 0 AND NOT
-//!   emergency_stop`), so two hosts deciding at once write exactly one `rollback` row.
+//! - what a change means is one pure function ([`plan`]) of the row read under the lock,
+//!   the same for both databases: whitelist and exclusion edits are set operations on that
+//!   row (no lost edits), and a change that changes no column writes nothing (no history
+//!   row, `applied: false`);
+//! - every applied change bumps [`StoredConfig::version`] by exactly 1 in its transaction, so
+//!   readers order configurations by version, never by clock;
+//! - the auto-rollback is a compare-and-set on the judged window ([`Change::Rollback`]): it
+//!   applies only while the row's `state_changed_at` is the one the health check read, the
+//!   rollout is above 0 % and not stopped, so two hosts deciding at once write exactly one
+//!   `rollback` row and a ramp committed meanwhile is never undone;
+//! - metrics go through one atomic multi-row upsert into unique buckets, exactly once per
+//!   submission key ([`Store::upsert_metrics_batches`]; group commit lives in [`recorder`]);
+//!   sums saturate instead of overflowing;
+//! - on Postgres no statement waits forever: lock and statement timeouts
+//!   ([`StoreOptions`]) turn a held row into an [`ErrorKind::Unreachable`] error.
 //!
 //! The rules themselves (eligibility, routing, categorisation, health) never live in the
 //! database; the manager ([`crate::manager`]) asks the policy through [`crate::engine::Decide`].
@@ -29,16 +43,31 @@
 //! # Ok(()) }
 //! ```
 
+mod change;
+mod error;
+mod listen;
 mod pg;
 pub mod recorder;
 mod sqlite;
 pub mod testing;
+mod tx;
+mod types;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use rollout_policy::{Category, Config, ConfigError, Processor, RepoId, RepositoryStats, Strategy};
+pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planned, Skipped};
+pub use error::{ErrorKind, StoreError, StoreResult};
+pub use listen::ChangeListener;
+pub use types::{
+    hour_start, merge_deltas, revert_target, CategoryRow, HistoryAction, HistoryEntry, MetricsBatch, MetricsBucket,
+    MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
+};
+
+use chrono::{DateTime, Utc};
+use rollout_policy::{ConfigError, RepoId, RepositoryStats};
 use serde::Serialize;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The embedded Postgres migrations (`migrations/postgres`).
@@ -51,89 +80,65 @@ pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://rollout.db";
 
 /// The channel of the Postgres notifications sent inside every change transaction; the
-/// payload is the feature name.
+/// payload is the feature name (empty for changes of no feature, such as a policy
+/// activation; other payloads go through [`Store::notify`]).
 pub const CHANGE_CHANNEL: &str = "rollout_changes";
 
 /// Longest `last_error_message` kept (longer messages are cut at a character boundary).
 pub const MAX_ERROR_MESSAGE_CHARS: usize = 1000;
 
-/// Something the store could not do.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The URL names no supported database.
-    #[error("unsupported database url `{0}`: expected postgres://, postgresql:// or sqlite:")]
-    UnsupportedUrl(String),
-    /// The database could not be reached.
-    #[error("cannot connect to `{url}`: {source}")]
-    Connect {
-        /// The URL, password removed.
-        url: String,
-        /// The driver's error.
-        #[source]
-        source: Arc<sqlx::Error>,
-    },
-    /// The migrations could not be applied.
-    #[error("cannot apply the migrations: {0}")]
-    Migrate(#[source] Arc<sqlx::migrate::MigrateError>),
-    /// A statement failed.
-    #[error("{context}: {source}")]
-    Database {
-        /// What was being done, naming its input.
-        context: String,
-        /// The driver's error.
-        #[source]
-        source: Arc<sqlx::Error>,
-    },
-    /// No configuration has this feature name.
-    #[error("unknown feature `{0}`: no row in rollout_configuration has this feature_name")]
-    UnknownFeature(String),
-    /// An id that is neither a UUID nor `owner/name`.
-    #[error("invalid repository id `{0}`: expected a UUID or owner/name")]
-    InvalidRepositoryId(String),
-    /// An `owner/name` (or UUID) that no row of `repositories` has.
-    #[error("unknown repository `{0}`: not in the repositories table")]
-    UnknownRepository(String),
-    /// A value read back that the program cannot represent.
-    #[error("unexpected value in column `{column}`: {message}")]
-    Corrupt {
-        /// The column.
-        column: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-    /// A configuration value the rules refuse.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(#[from] ConfigError),
-    /// No stored policy has this digest.
-    #[error("unknown policy `{0}`: no stored policy version has this sha256")]
-    UnknownPolicy(String),
-    /// The metrics recorder's flusher is gone (the runtime is shutting down).
-    #[error("the metrics recorder has stopped")]
-    RecorderClosed,
-}
+/// How long the key of an applied outcome batch is kept: a retry later than this counts
+/// the batch again. Keys older than this are deleted opportunistically by the metrics
+/// writes (at most every [`PRUNE_EVERY`]) or by [`Store::prune_applied_batches`].
+pub const APPLIED_BATCH_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-impl StoreError {
-    pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
-        let context = context.into();
-        move |source| StoreError::Database { context, source: Arc::new(source) }
-    }
-}
+/// How often the metrics writes of one process delete expired batch keys.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// Result of store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Connection settings beyond the URL.
+/// The one connection setup of the host: pool size and timeouts, used by every caller
+/// (server, CLI, tests) through [`Store::connect_with`].
+///
+/// Defaults: 10 connections; acquiring a connection waits at most 5 s (so an unreachable
+/// server answers in seconds: the CLI may shorten it, the server may raise the pool size);
+/// on Postgres every statement is cancelled after 10 s (`statement_timeout`) and every lock
+/// wait after 3 s (`lock_timeout`), both reported as [`ErrorKind::Unreachable`]; SQLite
+/// writers wait up to 10 s for the write lock (`busy_timeout`). A zero timeout means none
+/// (migrations always run without the statement and lock timeouts).
+///
+/// ```
+/// use rollout::store::StoreOptions;
+/// use std::time::Duration;
+/// // the CLI: a small pool
+/// let cli = StoreOptions { max_connections: 4, ..StoreOptions::default() };
+/// // the server: a larger pool, an outage noticed within 3 s
+/// let server = StoreOptions { max_connections: 16, acquire_timeout: Duration::from_secs(3), ..StoreOptions::default() };
+/// assert_eq!(cli.lock_timeout, server.lock_timeout);
+/// ```
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Largest number of pooled connections (default 10; SQLite serialises writers anyway).
     pub max_connections: u32,
     /// How long a SQLite writer waits for the lock (default 10 s).
-    pub busy_timeout: std::time::Duration,
+    pub busy_timeout: Duration,
+    /// How long taking a connection from the pool (connecting if needed) may wait, both
+    /// databases (default 5 s).
+    pub acquire_timeout: Duration,
+    /// Postgres `statement_timeout` of every connection (default 10 s).
+    pub statement_timeout: Duration,
+    /// Postgres `lock_timeout` of every connection (default 3 s): a row held by another
+    /// transaction fails the waiting statement after this long instead of hanging.
+    pub lock_timeout: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { max_connections: 10, busy_timeout: std::time::Duration::from_secs(10) }
+        StoreOptions {
+            max_connections: 10,
+            busy_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(3),
+        }
     }
 }
 
@@ -172,6 +177,31 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Split `owner/name` (both non-empty, no further `/`).
+pub fn split_owner_name(id: &str) -> Option<(&str, &str)> {
+    let (owner, name) = id.split_once('/')?;
+    if owner.is_empty() || name.is_empty() || name.contains('/') || owner.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((owner, name))
+}
+
+/// Milliseconds as Postgres wants a timeout setting.
+fn pg_millis(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+/// When this process last deleted expired batch keys (Unix seconds).
+static LAST_PRUNE: AtomicI64 = AtomicI64::new(0);
+
+/// Whether a metrics write should delete expired batch keys now (one caller per period).
+fn prune_due(now: DateTime<Utc>) -> bool {
+    let now = now.timestamp();
+    let last = LAST_PRUNE.load(Ordering::Relaxed);
+    now - last >= PRUNE_EVERY.as_secs() as i64
+        && LAST_PRUNE.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 impl Store {
     /// Connect to `url` with the default [`StoreOptions`].
     pub async fn connect(url: &str) -> StoreResult<Store> {
@@ -179,13 +209,22 @@ impl Store {
     }
 
     /// Connect to `url`: `postgres://…`/`postgresql://…` or `sqlite:…` (a SQLite file is
-    /// created when missing and put in WAL mode with a busy timeout).
+    /// created when missing and put in WAL mode with a busy timeout), with `options`.
+    ///
+    /// Fails with [`StoreError::UnsupportedUrl`] for another scheme, and with
+    /// [`StoreError::Connect`] when the URL cannot be parsed ([`ErrorKind::Input`], field
+    /// `database_url`) or no connection could be made within the acquire timeout
+    /// ([`ErrorKind::Unreachable`]).
     pub async fn connect_with(url: &str, options: &StoreOptions) -> StoreResult<Store> {
         let connect_err = |source: sqlx::Error| StoreError::Connect { url: redact_url(url), source: Arc::new(source) };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = sqlx::postgres::PgConnectOptions::from_str(url).map_err(connect_err)?;
+            let opts = sqlx::postgres::PgConnectOptions::from_str(url).map_err(connect_err)?.options([
+                ("statement_timeout", pg_millis(options.statement_timeout)),
+                ("lock_timeout", pg_millis(options.lock_timeout)),
+            ]);
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
                 .connect_with(opts)
                 .await
                 .map_err(connect_err)?;
@@ -200,6 +239,7 @@ impl Store {
                 .foreign_keys(true);
             let pool = sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
                 .connect_with(opts)
                 .await
                 .map_err(connect_err)?;
@@ -218,12 +258,44 @@ impl Store {
     }
 
     /// Apply the embedded migrations (idempotent; concurrent callers serialise on a lock).
+    /// On Postgres they run without the statement and lock timeouts: a migration may
+    /// rewrite a table, and waits for another host's migration.
     pub async fn migrate(&self) -> StoreResult<()> {
-        let result = match self {
-            Store::Postgres(pool) => PG_MIGRATOR.run(pool).await,
-            Store::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
+        let migrate_err = |e| StoreError::Migrate(Arc::new(e));
+        match self {
+            Store::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(StoreError::db("connect to migrate"))?;
+                sqlx::raw_sql("SET statement_timeout = 0; SET lock_timeout = 0")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StoreError::db("lift the timeouts to migrate"))?;
+                let result = PG_MIGRATOR.run(&mut *conn).await.map_err(migrate_err);
+                // back to the connection's settings before it returns to the pool
+                let reset = sqlx::raw_sql("RESET statement_timeout; RESET lock_timeout").execute(&mut *conn).await;
+                if reset.is_err() {
+                    conn.detach();
+                }
+                result
+            }
+            Store::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await.map_err(migrate_err),
+        }
+    }
+
+    /// Whether the database holds the rollout tables with every embedded migration applied
+    /// (`false`: run [`Store::migrate`], e.g. `rollout migrate`).
+    pub async fn is_migrated(&self) -> StoreResult<bool> {
+        let (tables, applied, migrator) = match self {
+            Store::Postgres(pool) => {
+                let (t, a) = pg::migration_state(pool).await?;
+                (t, a, &PG_MIGRATOR)
+            }
+            Store::Sqlite(pool) => {
+                let (t, a) = sqlite::migration_state(pool).await?;
+                (t, a, &SQLITE_MIGRATOR)
+            }
         };
-        result.map_err(|e| StoreError::Migrate(Arc::new(e)))
+        Ok(tables
+            && migrator.iter().filter(|m| !m.migration_type.is_down_migration()).all(|m| applied.contains(&m.version)))
     }
 
     /// Close the pool, waiting for connections in use to be returned.
@@ -231,6 +303,25 @@ impl Store {
         match self {
             Store::Postgres(pool) => pool.close().await,
             Store::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Send `payload` to the listeners of [`CHANGE_CHANNEL`] ([`Store::listen`]) on
+    /// Postgres, e.g. `policy_uploaded:<sha256>`; nothing on SQLite, which has no
+    /// notifications. Changes made through the store notify by themselves.
+    pub async fn notify(&self, payload: &str) -> StoreResult<()> {
+        match self {
+            Store::Postgres(pool) => pg::notify(pool, payload).await,
+            Store::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Listen on [`CHANGE_CHANNEL`]: a [`ChangeListener`] with its own connection on
+    /// Postgres, `None` on SQLite (poll instead). Fails when no connection can be made.
+    pub async fn listen(&self) -> StoreResult<Option<ChangeListener>> {
+        match self {
+            Store::Postgres(pool) => ChangeListener::connect(pool).await.map(Some),
+            Store::Sqlite(_) => Ok(None),
         }
     }
 
@@ -261,39 +352,43 @@ impl Store {
             }));
         }
         match self {
-            Store::Postgres(pool) => pg::ensure_config(pool, feature, triggered_by).await,
-            Store::Sqlite(pool) => sqlite::ensure_config(pool, feature, triggered_by).await,
+            Store::Postgres(pool) => tx::ensure_config(&pg::Pg(pool), feature, triggered_by).await,
+            Store::Sqlite(pool) => tx::ensure_config(&sqlite::Lite(pool), feature, triggered_by).await,
         }
     }
 
-    /// Apply one configuration change and write its history row, in one transaction.
-    ///
-    /// Returns `applied: false` (and writes nothing) only for [`Change::Rollback`] when the
-    /// rollout is already at 0 % or stopped.
+    /// Apply one configuration change and write its history row, in one transaction: the
+    /// row is locked and read, [`plan`] decides the whole new row, which is written with a
+    /// history row and a notification. A change that would change no column (including a
+    /// rollback whose judged window is gone, or at 0 %, or stopped) writes nothing and
+    /// returns `applied: false` with the reason ([`ChangeOutcome::skipped`]).
     pub async fn apply_change(&self, feature: &str, request: &ChangeRequest) -> StoreResult<ChangeOutcome> {
-        if let Change::Update(patch) = &request.change {
-            patch.validate()?;
-        }
-        if let Change::SetPercentage(p) = request.change {
-            if p > 100 {
-                return Err(StoreError::InvalidConfig(ConfigError {
-                    field: "rollout_percentage".into(),
-                    message: format!("`{p}` is out of range: allowed 0..=100"),
-                }));
-            }
-        }
+        request.change.validate()?;
         match self {
-            Store::Postgres(pool) => pg::apply_change(pool, feature, request).await,
-            Store::Sqlite(pool) => sqlite::apply_change(pool, feature, request).await,
+            Store::Postgres(pool) => tx::apply_change(&pg::Pg(pool), feature, request).await,
+            Store::Sqlite(pool) => tx::apply_change(&sqlite::Lite(pool), feature, request).await,
         }
     }
 
     /// Append a history row that goes with no configuration change (`env_override`,
     /// `policy_activated`, `policy_reverted`); `feature` `None` for a row of no feature.
     pub async fn append_history(&self, feature: Option<&str>, entry: &NewHistory) -> StoreResult<HistoryEntry> {
+        let name = feature.unwrap_or("");
         match self {
-            Store::Postgres(pool) => pg::append_history(pool, feature, entry).await,
-            Store::Sqlite(pool) => sqlite::append_history(pool, feature, entry).await,
+            Store::Postgres(pool) => {
+                let id = match feature {
+                    Some(f) => Some(pg::config_id(pool, f).await?),
+                    None => None,
+                };
+                tx::append_history(&pg::Pg(pool), id, name, entry).await
+            }
+            Store::Sqlite(pool) => {
+                let id = match feature {
+                    Some(f) => Some(sqlite::config_id(pool, f).await?),
+                    None => None,
+                };
+                tx::append_history(&sqlite::Lite(pool), id, name, entry).await
+            }
         }
     }
 
@@ -387,21 +482,72 @@ impl Store {
         }
     }
 
-    /// Add outcome counts to their buckets with one atomic upsert (one statement on
-    /// Postgres, one transaction on SQLite). Deltas with the same key must have been merged
-    /// ([`recorder::aggregate`] does it).
+    /// Add outcome counts to their buckets as one submission under a fresh key
+    /// ([`Store::upsert_metrics_batches`]; a caller that may retry should make the key
+    /// itself). Deltas with the same key are merged.
     pub async fn upsert_metrics(&self, deltas: &[MetricsDelta]) -> StoreResult<()> {
         if deltas.is_empty() {
             return Ok(());
         }
+        let batch = MetricsBatch { batch_id: Uuid::new_v4(), deltas: deltas.to_vec() };
+        self.upsert_metrics_batches(std::slice::from_ref(&batch)).await.map(|_| ())
+    }
+
+    /// Add the outcome counts of several submissions to their buckets, exactly once per
+    /// [`MetricsBatch::batch_id`]: in one transaction, the keys not recorded yet in
+    /// `rollout_applied_batches` are recorded and only their submissions are added (merged
+    /// per bucket, one upsert in bucket order; the first submission of a key repeated in
+    /// `batches` counts). A submission retried after its reply was lost — same key — is
+    /// skipped; the same content under another key counts again. Returns the keys applied
+    /// now, in order (the others had been applied before).
+    ///
+    /// Sums saturate at `i64::MAX` instead of overflowing. A write the database refuses
+    /// for its content fails with [`StoreError::MetricsRefused`] naming the keys of the
+    /// write; nothing of it is kept. Keys older than [`APPLIED_BATCH_RETENTION`] are deleted
+    /// now and then.
+    pub async fn upsert_metrics_batches(&self, batches: &[MetricsBatch]) -> StoreResult<Vec<Uuid>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = match self {
+            Store::Postgres(pool) => tx::record_batches(&pg::Pg(pool), batches).await,
+            Store::Sqlite(pool) => tx::record_batches(&sqlite::Lite(pool), batches).await,
+        };
+        let applied = result.map_err(|e| match e.kind() {
+            ErrorKind::Input { .. } => {
+                let mut batch_ids: Vec<Uuid> = Vec::with_capacity(batches.len());
+                for b in batches {
+                    if !batch_ids.contains(&b.batch_id) {
+                        batch_ids.push(b.batch_id);
+                    }
+                }
+                StoreError::MetricsRefused { batch_ids, source: Box::new(e) }
+            }
+            _ => e,
+        })?;
+        let now = Utc::now();
+        if prune_due(now) {
+            let before =
+                now - chrono::TimeDelta::from_std(APPLIED_BATCH_RETENTION).unwrap_or(chrono::TimeDelta::days(1));
+            if let Err(e) = self.prune_applied_batches(before).await {
+                tracing::debug!("cannot forget old outcome batch keys: {e}");
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Delete the keys of outcome batches applied before `before` (a retry of such a
+    /// batch would count again); how many were deleted.
+    pub async fn prune_applied_batches(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         match self {
-            Store::Postgres(pool) => pg::upsert_metrics(pool, deltas).await,
-            Store::Sqlite(pool) => sqlite::upsert_metrics(pool, deltas).await,
+            Store::Postgres(pool) => pg::prune_applied_batches(pool, before).await,
+            Store::Sqlite(pool) => sqlite::prune_applied_batches(pool, before).await,
         }
     }
 
     /// Metrics of one configuration summed per processor and bucket start, over the buckets
-    /// that end after `ends_after` and start at or after `starts_at_or_after`.
+    /// that end after `ends_after` and start at or after `starts_at_or_after`. Sums saturate
+    /// at `i64::MAX` (on SQLite they are exact below 2^53).
     pub async fn metrics_window(
         &self,
         config_id: Uuid,
@@ -471,524 +617,48 @@ impl Store {
         reason: Option<&str>,
         triggered_by: &str,
     ) -> StoreResult<Option<String>> {
+        let done = self.activate_policy_version_inner(sha256, None, revert, reason, triggered_by, None).await?;
+        Ok(done.flatten())
+    }
+
+    /// [`Store::activate_policy_version`] as a compare-and-set: only if the active version
+    /// is still `expected_active` (`None`: none is active). `Ok(None)` when it is not —
+    /// another activation came first — and nothing was changed or written; otherwise the
+    /// previously active digest. What an automatic revert uses, so that of several
+    /// instances reverting the same failing version, exactly one records it. The fields of
+    /// `details` (an object) join the history row's metadata.
+    pub async fn activate_policy_version_if(
+        &self,
+        sha256: &str,
+        expected_active: Option<&str>,
+        revert: bool,
+        reason: Option<&str>,
+        triggered_by: &str,
+        details: &serde_json::Value,
+    ) -> StoreResult<Option<Option<String>>> {
+        self.activate_policy_version_inner(sha256, Some(expected_active), revert, reason, triggered_by, Some(details))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)] // one statement's parameters, passed straight through
+    async fn activate_policy_version_inner(
+        &self,
+        sha256: &str,
+        expected_active: Option<Option<&str>>,
+        revert: bool,
+        reason: Option<&str>,
+        triggered_by: &str,
+        details: Option<&serde_json::Value>,
+    ) -> StoreResult<Option<Option<String>>> {
         match self {
-            Store::Postgres(pool) => pg::activate_policy_version(pool, sha256, revert, reason, triggered_by).await,
-            Store::Sqlite(pool) => sqlite::activate_policy_version(pool, sha256, revert, reason, triggered_by).await,
-        }
-    }
-}
-
-/// Split `owner/name` (both non-empty, no further `/`).
-pub fn split_owner_name(id: &str) -> Option<(&str, &str)> {
-    let (owner, name) = id.split_once('/')?;
-    if owner.is_empty() || name.is_empty() || name.contains('/') || owner.contains(char::is_whitespace) {
-        return None;
-    }
-    Some((owner, name))
-}
-
-/// A configuration row: the rules' [`Config`] plus what the database keeps beside it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredConfig {
-    /// `rollout_configuration.id`.
-    pub id: Uuid,
-    /// The columns the rules read.
-    pub config: Config,
-    /// `metadata` (JSON object; `cost_per_job` is read by the stats).
-    pub metadata: serde_json::Value,
-    /// Last change of the percentage, the strategy or the stop (health window start).
-    pub state_changed_at: DateTime<Utc>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Last update time.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl StoredConfig {
-    /// The configuration as a JSON object of its columns (for history rows and views).
-    pub fn to_json(&self) -> serde_json::Value {
-        let c = &self.config;
-        serde_json::json!({
-            "feature_name": c.feature_name,
-            "rollout_percentage": c.rollout_percentage,
-            "is_active": c.is_active,
-            "target_repositories": c.target_repositories,
-            "excluded_repositories": c.excluded_repositories,
-            "rollout_strategy": c.rollout_strategy.as_str(),
-            "max_error_rate": c.max_error_rate,
-            "monitoring_window_hours": c.monitoring_window_hours,
-            "auto_rollback_enabled": c.auto_rollback_enabled,
-            "emergency_stop": c.emergency_stop,
-            "min_jobs_for_rollback": c.min_jobs_for_rollback,
-            "metadata": self.metadata,
-        })
-    }
-}
-
-/// The actions of `rollout_history` (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HistoryAction {
-    /// A configuration was created.
-    Created,
-    /// Fields other than the ones below changed (percentage, strategy, auto-rollback, …).
-    Updated,
-    /// The health check set the percentage to 0.
-    Rollback,
-    /// The emergency stop was switched on.
-    EmergencyStop,
-    /// The emergency stop was switched off.
-    Resume,
-    /// Ids were added to `target_repositories`.
-    WhitelistAdd,
-    /// Ids were removed from `target_repositories`.
-    WhitelistRemove,
-    /// Ids were added to `excluded_repositories`.
-    ExcludeAdd,
-    /// Ids were removed from `excluded_repositories`.
-    ExcludeRemove,
-    /// Environment overrides were in force at a start.
-    EnvOverride,
-    /// A policy version was activated.
-    PolicyActivated,
-    /// The previous policy version was restored.
-    PolicyReverted,
-}
-
-impl HistoryAction {
-    /// Every action.
-    pub const ALL: &'static [HistoryAction] = &[
-        HistoryAction::Created,
-        HistoryAction::Updated,
-        HistoryAction::Rollback,
-        HistoryAction::EmergencyStop,
-        HistoryAction::Resume,
-        HistoryAction::WhitelistAdd,
-        HistoryAction::WhitelistRemove,
-        HistoryAction::ExcludeAdd,
-        HistoryAction::ExcludeRemove,
-        HistoryAction::EnvOverride,
-        HistoryAction::PolicyActivated,
-        HistoryAction::PolicyReverted,
-    ];
-
-    /// The name stored in `rollout_history.action`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HistoryAction::Created => "created",
-            HistoryAction::Updated => "updated",
-            HistoryAction::Rollback => "rollback",
-            HistoryAction::EmergencyStop => "emergency_stop",
-            HistoryAction::Resume => "resume",
-            HistoryAction::WhitelistAdd => "whitelist_add",
-            HistoryAction::WhitelistRemove => "whitelist_remove",
-            HistoryAction::ExcludeAdd => "exclude_add",
-            HistoryAction::ExcludeRemove => "exclude_remove",
-            HistoryAction::EnvOverride => "env_override",
-            HistoryAction::PolicyActivated => "policy_activated",
-            HistoryAction::PolicyReverted => "policy_reverted",
-        }
-    }
-
-    /// Parse a stored action name.
-    pub fn parse(s: &str) -> Option<HistoryAction> {
-        HistoryAction::ALL.iter().copied().find(|a| a.as_str() == s)
-    }
-}
-
-/// One row of `rollout_history`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HistoryEntry {
-    /// Row id.
-    pub id: Uuid,
-    /// Insertion order (larger is newer).
-    pub seq: i64,
-    /// The configuration it belongs to (`None` for rows of no feature).
-    pub rollout_config_id: Option<Uuid>,
-    /// What happened.
-    pub action: HistoryAction,
-    /// Percentage before.
-    pub previous_percentage: Option<i32>,
-    /// Percentage after.
-    pub new_percentage: Option<i32>,
-    /// Why, in the operator's words.
-    pub reason: Option<String>,
-    /// Who or what (`manual`, `auto_rollback`, `environment`, a user name, …).
-    pub triggered_by: Option<String>,
-    /// Details: `previous`/`new` values of every changed column, `requested` ids, ….
-    pub metadata: serde_json::Value,
-    /// When.
-    pub created_at: DateTime<Utc>,
-}
-
-/// A history row to append with [`Store::append_history`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewHistory {
-    /// What happened.
-    pub action: HistoryAction,
-    /// Percentage before.
-    pub previous_percentage: Option<i32>,
-    /// Percentage after.
-    pub new_percentage: Option<i32>,
-    /// Why.
-    pub reason: Option<String>,
-    /// Who or what (at most 100 characters; longer fails the write).
-    pub triggered_by: String,
-    /// Details.
-    pub metadata: serde_json::Value,
-}
-
-/// Fields of a configuration to change together (`None` leaves a field as it is); history
-/// action `updated`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ConfigPatch {
-    /// `is_active`.
-    pub is_active: Option<bool>,
-    /// `rollout_strategy` (a change restarts the health window).
-    pub rollout_strategy: Option<Strategy>,
-    /// `max_error_rate`, 0..=100.
-    pub max_error_rate: Option<f64>,
-    /// `monitoring_window_hours`, at least 1.
-    pub monitoring_window_hours: Option<u32>,
-    /// `min_jobs_for_rollback`.
-    pub min_jobs_for_rollback: Option<u32>,
-    /// `metadata`, replaced whole (must be a JSON object).
-    pub metadata: Option<serde_json::Value>,
-}
-
-impl ConfigPatch {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(rate) = self.max_error_rate {
-            if !rate.is_finite() || !(0.0..=100.0).contains(&rate) {
-                return Err(ConfigError {
-                    field: "max_error_rate".into(),
-                    message: format!("`{rate}` is out of range: allowed a number from 0 to 100"),
-                });
+            Store::Postgres(pool) => {
+                let d = pg::Pg(pool);
+                tx::activate_policy_version(&d, sha256, expected_active, revert, reason, triggered_by, details).await
             }
-        }
-        if self.monitoring_window_hours == Some(0) {
-            return Err(ConfigError {
-                field: "monitoring_window_hours".into(),
-                message: "`0` is out of range: allowed 1 or more".into(),
-            });
-        }
-        if self.monitoring_window_hours.is_some_and(|h| h > i32::MAX as u32)
-            || self.min_jobs_for_rollback.is_some_and(|h| h > i32::MAX as u32)
-        {
-            return Err(ConfigError { field: "monitoring_window_hours".into(), message: "too large".into() });
-        }
-        if let Some(m) = &self.metadata {
-            if !m.is_object() {
-                return Err(ConfigError { field: "metadata".into(), message: "must be a JSON object".into() });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A configuration change.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// Set `rollout_percentage` (0..=100); history `updated`.
-    SetPercentage(u8),
-    /// Switch the emergency stop on; history `emergency_stop` (the percentage is kept).
-    EmergencyStop,
-    /// Switch the emergency stop off; history `resume`.
-    Resume,
-    /// Switch auto-rollback on or off; history `updated`.
-    SetAutoRollback(bool),
-    /// Change other fields; history `updated`.
-    Update(ConfigPatch),
-    /// Add ids (canonical UUIDs) to `target_repositories`; history `whitelist_add`.
-    WhitelistAdd(Vec<Uuid>),
-    /// Remove ids from `target_repositories`; history `whitelist_remove`.
-    WhitelistRemove(Vec<Uuid>),
-    /// Add ids to `excluded_repositories`; history `exclude_add`.
-    ExcludeAdd(Vec<Uuid>),
-    /// Remove ids from `excluded_repositories`; history `exclude_remove`.
-    ExcludeRemove(Vec<Uuid>),
-    /// Percentage → 0 only if above 0 and not stopped; history `rollback`.
-    Rollback,
-}
-
-impl Change {
-    /// The history action written for this change.
-    pub fn action(&self) -> HistoryAction {
-        match self {
-            Change::SetPercentage(_) | Change::SetAutoRollback(_) | Change::Update(_) => HistoryAction::Updated,
-            Change::EmergencyStop => HistoryAction::EmergencyStop,
-            Change::Resume => HistoryAction::Resume,
-            Change::WhitelistAdd(_) => HistoryAction::WhitelistAdd,
-            Change::WhitelistRemove(_) => HistoryAction::WhitelistRemove,
-            Change::ExcludeAdd(_) => HistoryAction::ExcludeAdd,
-            Change::ExcludeRemove(_) => HistoryAction::ExcludeRemove,
-            Change::Rollback => HistoryAction::Rollback,
-        }
-    }
-
-    fn requested_ids(&self) -> Option<&[Uuid]> {
-        match self {
-            Change::WhitelistAdd(ids)
-            | Change::WhitelistRemove(ids)
-            | Change::ExcludeAdd(ids)
-            | Change::ExcludeRemove(ids) => Some(ids),
-            _ => None,
-        }
-    }
-}
-
-/// A change with its audit data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangeRequest {
-    /// The change.
-    pub change: Change,
-    /// Why.
-    pub reason: Option<String>,
-    /// Who or what (at most 100 characters; longer fails the transaction).
-    pub triggered_by: String,
-    /// Extra details merged into the history row's metadata (e.g. the health evaluation
-    /// behind a rollback).
-    pub details: Option<serde_json::Value>,
-}
-
-impl ChangeRequest {
-    /// A change by `triggered_by` for `reason`.
-    pub fn new(change: Change, reason: Option<String>, triggered_by: impl Into<String>) -> ChangeRequest {
-        ChangeRequest { change, reason, triggered_by: triggered_by.into(), details: None }
-    }
-}
-
-/// What [`Store::apply_change`] did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangeOutcome {
-    /// Whether the change was made (false only for a rollback that had nothing to do).
-    pub applied: bool,
-    /// The configuration before, as read under the row lock.
-    pub before: StoredConfig,
-    /// The configuration after (equal to `before` when not applied).
-    pub after: StoredConfig,
-    /// The history row written (`None` when not applied).
-    pub history: Option<HistoryEntry>,
-}
-
-/// The history metadata of a change: `previous`/`new` of every column that differs, the
-/// requested ids, and the caller's details.
-pub(crate) fn change_metadata(
-    request: &ChangeRequest,
-    before: &StoredConfig,
-    after: &StoredConfig,
-) -> serde_json::Value {
-    let (b, a) = (before.to_json(), after.to_json());
-    let mut previous = serde_json::Map::new();
-    let mut new = serde_json::Map::new();
-    if let (Some(b), Some(a)) = (b.as_object(), a.as_object()) {
-        for (key, bv) in b {
-            let av = a.get(key).cloned().unwrap_or(serde_json::Value::Null);
-            if *bv != av {
-                previous.insert(key.clone(), bv.clone());
-                new.insert(key.clone(), av);
+            Store::Sqlite(pool) => {
+                let d = sqlite::Lite(pool);
+                tx::activate_policy_version(&d, sha256, expected_active, revert, reason, triggered_by, details).await
             }
         }
     }
-    let mut meta = serde_json::Map::new();
-    meta.insert("previous".into(), serde_json::Value::Object(previous));
-    meta.insert("new".into(), serde_json::Value::Object(new));
-    if let Some(ids) = request.change.requested_ids() {
-        meta.insert("requested".into(), ids.iter().map(|u| serde_json::Value::String(u.to_string())).collect());
-    }
-    if let Some(serde_json::Value::Object(details)) = &request.details {
-        for (k, v) in details {
-            meta.insert(k.clone(), v.clone());
-        }
-    } else if let Some(details) = &request.details {
-        meta.insert("details".into(), details.clone());
-    }
-    serde_json::Value::Object(meta)
-}
-
-/// A categorisation row of `repository_categories`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CategoryRow {
-    /// The repository.
-    pub repository_id: Uuid,
-    /// Its category.
-    pub category: Category,
-    /// The category's priority.
-    pub priority_level: u8,
-    /// Whether the category is `test`.
-    pub is_test_repository: bool,
-    /// The numbers it was computed from.
-    pub stats: RepositoryStats,
-    /// The activity score.
-    pub monthly_activity_score: u8,
-}
-
-/// Counts to add to one metrics bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetricsDelta {
-    /// The configuration.
-    pub config_id: Uuid,
-    /// The repository.
-    pub repository_id: Uuid,
-    /// The processor.
-    pub processor: Processor,
-    /// Start of the hour the outcomes fall in.
-    pub hour_start: DateTime<Utc>,
-    /// Time of the latest outcome in the delta (a state change between the hour start and
-    /// this time starts a new bucket at the change).
-    pub at: DateTime<Utc>,
-    /// Successes to add.
-    pub success_count: i64,
-    /// Errors to add.
-    pub error_count: i64,
-    /// Processing time (ms) to add.
-    pub processing_time_ms: i64,
-    /// Jobs that reported a processing time.
-    pub timed_jobs: i64,
-    /// The latest error message, if any error.
-    pub last_error_message: Option<String>,
-    /// When the latest error happened.
-    pub last_error_at: Option<DateTime<Utc>>,
-}
-
-/// One outcome bucket of `rollout_metrics`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MetricsBucket {
-    /// The configuration.
-    pub config_id: Uuid,
-    /// The repository.
-    pub repository_id: Uuid,
-    /// The processor.
-    #[serde(serialize_with = "ser_processor")]
-    pub processor: Processor,
-    /// Successes.
-    pub success_count: i64,
-    /// Errors.
-    pub error_count: i64,
-    /// Jobs.
-    pub total_jobs: i64,
-    /// Sum of processing times (ms).
-    pub total_processing_time_ms: i64,
-    /// Jobs that reported a processing time.
-    pub timed_jobs: i64,
-    /// The stored mean (`total_processing_time_ms / timed_jobs`, 2 decimals).
-    pub average_processing_time: Option<f64>,
-    /// Latest error message.
-    pub last_error_message: Option<String>,
-    /// Latest error time.
-    pub last_error_at: Option<DateTime<Utc>>,
-    /// Bucket start.
-    pub window_start: DateTime<Utc>,
-    /// Bucket end.
-    pub window_end: DateTime<Utc>,
-}
-
-/// Metrics summed per processor and bucket start ([`Store::metrics_window`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WindowRow {
-    /// The processor.
-    pub processor: Processor,
-    /// The bucket start.
-    pub window_start: DateTime<Utc>,
-    /// Successes.
-    pub success_count: u64,
-    /// Errors.
-    pub error_count: u64,
-    /// Jobs.
-    pub total_jobs: u64,
-    /// Sum of processing times (ms).
-    pub total_processing_time_ms: u64,
-    /// Jobs with a processing time.
-    pub timed_jobs: u64,
-}
-
-/// A policy component to store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewPolicyVersion {
-    /// The component bytes.
-    pub bytes: Vec<u8>,
-    /// Lowercase hex sha256 of the bytes.
-    pub sha256: String,
-    /// The policy's name.
-    pub name: Option<String>,
-    /// Its semantic version.
-    pub semver: String,
-    /// Notes.
-    pub notes: Option<String>,
-    /// Who uploaded it.
-    pub uploaded_by: Option<String>,
-}
-
-/// A stored policy version (without its bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PolicyVersionRow {
-    /// Lowercase hex sha256.
-    pub sha256: String,
-    /// The policy's name.
-    pub name: Option<String>,
-    /// Its semantic version.
-    pub semver: String,
-    /// Notes.
-    pub notes: Option<String>,
-    /// Who uploaded it.
-    pub uploaded_by: Option<String>,
-    /// When.
-    pub uploaded_at: DateTime<Utc>,
-    /// Whether it is the active policy.
-    pub active: bool,
-    /// When it was last activated.
-    pub activated_at: Option<DateTime<Utc>>,
-    /// Size in bytes.
-    pub size: i64,
-}
-
-/// The active version's sha256 among `rows`, and the version a revert goes back to: the most
-/// recently activated one that is not active (shared by `POST /v1/policies/revert` and
-/// `rollout policy revert`).
-pub fn revert_target(rows: &[PolicyVersionRow]) -> (Option<&str>, Option<&str>) {
-    let active = rows.iter().find(|r| r.active).map(|r| r.sha256.as_str());
-    let target = rows
-        .iter()
-        .filter(|r| !r.active && r.activated_at.is_some())
-        .max_by_key(|r| r.activated_at)
-        .map(|r| r.sha256.as_str());
-    (active, target)
-}
-
-fn ser_processor<S: serde::Serializer>(p: &Processor, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(p.as_str())
-}
-
-/// Start of the UTC hour of `t`.
-pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
-}
-
-pub(crate) fn parse_strategy(s: &str) -> StoreResult<Strategy> {
-    Strategy::parse(s).map_err(|e| StoreError::Corrupt { column: "rollout_strategy", message: e.to_string() })
-}
-
-pub(crate) fn parse_category(s: &str) -> StoreResult<Category> {
-    Category::parse(s).map_err(|e| StoreError::Corrupt { column: "category", message: e.to_string() })
-}
-
-pub(crate) fn parse_processor(s: &str) -> StoreResult<Processor> {
-    Processor::parse(s).map_err(|e| StoreError::Corrupt { column: "processor_type", message: e.to_string() })
-}
-
-pub(crate) fn parse_action(s: &str) -> StoreResult<HistoryAction> {
-    HistoryAction::parse(s)
-        .ok_or_else(|| StoreError::Corrupt { column: "action", message: format!("unknown action `{s}`") })
-}
-
-pub(crate) fn to_u8(column: &'static str, v: i64) -> StoreResult<u8> {
-    u8::try_from(v).map_err(|_| StoreError::Corrupt { column, message: format!("`{v}` is out of range") })
-}
-
-pub(crate) fn to_u32(column: &'static str, v: i64) -> StoreResult<u32> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt { column, message: format!("`{v}` is out of range") })
-}
-
-pub(crate) fn to_u64(column: &'static str, v: i64) -> StoreResult<u64> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt { column, message: format!("`{v}` is out of range") })
 }

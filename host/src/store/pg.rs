@@ -1,22 +1,29 @@
-//! The Postgres implementation of [`super::Store`].
+//! The Postgres dialect of the store: SQL text and row decoding. The transactions are
+//! written once in [`super::tx`]; this file says how Postgres spells their steps
+//! ([`Pg`]) and holds the single-statement reads and writes.
 
-use super::{
-    change_metadata, parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u64, to_u8, CategoryRow,
-    Change, ChangeOutcome, ChangeRequest, HistoryAction, HistoryEntry, MetricsBucket, MetricsDelta, NewHistory,
-    NewPolicyVersion, PolicyVersionRow, StoreError, StoreResult, StoredConfig, WindowRow, CHANGE_CHANNEL,
+use super::tx::{Dialect, Tx};
+use super::types::{
+    parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u64, to_u8, CategoryRow, HistoryEntry,
+    MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
 };
+use super::{StoreError, StoreResult, CHANGE_CHANNEL};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Config, RepositoryStats};
-use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::{PgPool, PgRow, Postgres};
+use sqlx::Row;
 use uuid::Uuid;
 
 const CONFIG_COLUMNS: &str = "id, feature_name, rollout_percentage, is_active, target_repositories, \
     excluded_repositories, rollout_strategy, max_error_rate::float8 AS max_error_rate, monitoring_window_hours, \
-    auto_rollback_enabled, emergency_stop, min_jobs_for_rollback, metadata, state_changed_at, created_at, updated_at";
+    auto_rollback_enabled, emergency_stop, min_jobs_for_rollback, metadata, state_changed_at, created_at, updated_at, \
+    config_version, rolled_back";
 
 const HISTORY_COLUMNS: &str =
     "id, seq, rollout_config_id, action, previous_percentage, new_percentage, reason, triggered_by, metadata, created_at";
+
+/// The largest value of a BIGINT column: sums saturate there.
+const MAX_BIGINT: &str = "9223372036854775807";
 
 fn get<'r, T>(row: &'r PgRow, column: &'static str) -> StoreResult<T>
 where
@@ -49,6 +56,8 @@ fn config_from_row(row: &PgRow) -> StoreResult<StoredConfig> {
         state_changed_at: get(row, "state_changed_at")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
+        version: get(row, "config_version")?,
+        rolled_back: get(row, "rolled_back")?,
     })
 }
 
@@ -86,208 +95,290 @@ pub(super) async fn list_configs(pool: &PgPool) -> StoreResult<Vec<StoredConfig>
     rows.iter().map(config_from_row).collect()
 }
 
-async fn insert_history(
-    conn: &mut PgConnection,
-    config_id: Option<Uuid>,
-    feature: &str,
-    entry: &NewHistory,
-    now: DateTime<Utc>,
-) -> StoreResult<HistoryEntry> {
-    let sql = format!(
-        "INSERT INTO rollout_history (rollout_config_id, action, previous_percentage, new_percentage, reason, \
-         triggered_by, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {HISTORY_COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(config_id)
-        .bind(entry.action.as_str())
-        .bind(entry.previous_percentage)
-        .bind(entry.new_percentage)
-        .bind(entry.reason.as_deref())
-        .bind(&entry.triggered_by)
-        .bind(&entry.metadata)
+/// The Postgres steps of the store's transactions.
+pub(super) struct Pg<'a>(pub(super) &'a PgPool);
+
+impl Dialect for Pg<'_> {
+    type Db = Postgres;
+
+    async fn begin(&self) -> Result<Tx<Self>, sqlx::Error> {
+        self.0.begin().await
+    }
+
+    async fn read_config(&self, tx: &mut Tx<Self>, feature: &str, lock: bool) -> StoreResult<Option<StoredConfig>> {
+        let (sql, what) = if lock {
+            // `NO KEY`: a change never touches the key, so it must not block the outcomes'
+            // inserts, whose foreign key takes `FOR KEY SHARE` on this row
+            (
+                format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = $1 FOR NO KEY UPDATE"),
+                "lock",
+            )
+        } else {
+            (format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = $1"), "read")
+        };
+        let row = sqlx::query(&sql)
+            .bind(feature)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("{what} the configuration of `{feature}`")))?;
+        row.as_ref().map(config_from_row).transpose()
+    }
+
+    async fn create_config(&self, tx: &mut Tx<Self>, feature: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO rollout_configuration (feature_name, is_active, state_changed_at, created_at, updated_at) \
+             VALUES ($1, true, $2, $2, $2) ON CONFLICT (feature_name) DO NOTHING RETURNING id",
+        )
+        .bind(feature)
         .bind(now)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut **tx)
         .await
-        .map_err(StoreError::db(format!("write the `{}` history row of `{feature}`", entry.action.as_str())))?;
-    history_from_row(&row)
+        .map_err(StoreError::db(format!("create the configuration of `{feature}`")))?;
+        Ok(inserted.is_some())
+    }
+
+    async fn write_config(
+        &self,
+        tx: &mut Tx<Self>,
+        before_version: i64,
+        after: &StoredConfig,
+    ) -> StoreResult<Option<StoredConfig>> {
+        let sql = format!(
+            "UPDATE rollout_configuration SET rollout_percentage = $2, is_active = $3, target_repositories = $4, \
+             excluded_repositories = $5, rollout_strategy = $6, max_error_rate = $7::float8::numeric, \
+             monitoring_window_hours = $8, auto_rollback_enabled = $9, emergency_stop = $10, \
+             min_jobs_for_rollback = $11, metadata = $12, state_changed_at = $13, updated_at = $14, \
+             config_version = $15, rolled_back = $17 WHERE id = $1 AND config_version = $16 RETURNING {CONFIG_COLUMNS}"
+        );
+        let c = &after.config;
+        let row = sqlx::query(&sql)
+            .bind(after.id)
+            .bind(i32::from(c.rollout_percentage))
+            .bind(c.is_active)
+            .bind(&c.target_repositories)
+            .bind(&c.excluded_repositories)
+            .bind(c.rollout_strategy.as_str())
+            .bind(c.max_error_rate)
+            .bind(clamp_i32(c.monitoring_window_hours))
+            .bind(c.auto_rollback_enabled)
+            .bind(c.emergency_stop)
+            .bind(clamp_i32(c.min_jobs_for_rollback))
+            .bind(&after.metadata)
+            .bind(after.state_changed_at)
+            .bind(after.updated_at)
+            .bind(after.version)
+            .bind(before_version)
+            .bind(after.rolled_back)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("write the configuration of `{}`", c.feature_name)))?;
+        row.as_ref().map(config_from_row).transpose()
+    }
+
+    async fn insert_history(
+        &self,
+        tx: &mut Tx<Self>,
+        config_id: Option<Uuid>,
+        feature: &str,
+        entry: &NewHistory,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HistoryEntry> {
+        let sql = format!(
+            "INSERT INTO rollout_history (rollout_config_id, action, previous_percentage, new_percentage, reason, \
+             triggered_by, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {HISTORY_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(config_id)
+            .bind(entry.action.as_str())
+            .bind(entry.previous_percentage)
+            .bind(entry.new_percentage)
+            .bind(entry.reason.as_deref())
+            .bind(&entry.triggered_by)
+            .bind(&entry.metadata)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("write the `{}` history row of `{feature}`", entry.action.as_str())))?;
+        history_from_row(&row)
+    }
+
+    async fn notify(&self, tx: &mut Tx<Self>, payload: &str) -> StoreResult<()> {
+        sqlx::query(NOTIFY)
+            .bind(CHANGE_CHANNEL)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("notify `{CHANGE_CHANNEL}` of `{payload}`")))?;
+        Ok(())
+    }
+
+    async fn lock_policies(&self, tx: &mut Tx<Self>) -> StoreResult<()> {
+        sqlx::query("LOCK TABLE policy_versions IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db("lock the policy versions"))?;
+        Ok(())
+    }
+
+    async fn policy_state(&self, tx: &mut Tx<Self>, sha256: &str) -> StoreResult<(bool, Option<String>)> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM policy_versions WHERE sha256 = $1) AS known, \
+             (SELECT sha256 FROM policy_versions WHERE active) AS active",
+        )
+        .bind(sha256)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(StoreError::db(format!("read the state of policy `{sha256}`")))?;
+        let active: Option<String> = get(&row, "active")?;
+        Ok((get(&row, "known")?, active.map(|s| s.trim().to_owned())))
+    }
+
+    async fn set_active_policy(&self, tx: &mut Tx<Self>, sha256: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let ctx = format!("activate policy `{sha256}`");
+        // two statements: the one-active index is checked row by row
+        sqlx::query("UPDATE policy_versions SET active = false WHERE active AND sha256 <> $1")
+            .bind(sha256)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(&ctx))?;
+        sqlx::query("UPDATE policy_versions SET active = true, activated_at = $2 WHERE sha256 = $1")
+            .bind(sha256)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(&ctx))?;
+        Ok(())
+    }
+
+    async fn claim_batches(&self, tx: &mut Tx<Self>, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "INSERT INTO rollout_applied_batches (batch_id, applied_at) \
+             SELECT b, $2 FROM unnest($1::uuid[]) WITH ORDINALITY AS u(b, n) ORDER BY n \
+             ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
+        )
+        .bind(ids)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(StoreError::db(format!("record {} outcome batch keys", ids.len())))?;
+        rows.iter().map(|r| get(r, "batch_id")).collect()
+    }
+
+    /// One statement for the whole group: sums saturate at the BIGINT maximum.
+    async fn add_metrics(&self, tx: &mut Tx<Self>, deltas: &[MetricsDelta], now: DateTime<Utc>) -> StoreResult<()> {
+        let cfg: Vec<Uuid> = deltas.iter().map(|d| d.config_id).collect();
+        let repo: Vec<Uuid> = deltas.iter().map(|d| d.repository_id).collect();
+        let processor: Vec<&str> = deltas.iter().map(|d| d.processor.as_str()).collect();
+        let ok: Vec<i64> = deltas.iter().map(|d| d.success_count).collect();
+        let err: Vec<i64> = deltas.iter().map(|d| d.error_count).collect();
+        let tsum: Vec<i64> = deltas.iter().map(|d| d.processing_time_ms).collect();
+        let tcnt: Vec<i64> = deltas.iter().map(|d| d.timed_jobs).collect();
+        let msg: Vec<Option<&str>> = deltas.iter().map(|d| d.last_error_message.as_deref()).collect();
+        let msg_at: Vec<Option<DateTime<Utc>>> = deltas.iter().map(|d| d.last_error_at).collect();
+        let hour: Vec<DateTime<Utc>> = deltas.iter().map(|d| d.hour_start).collect();
+        let at: Vec<DateTime<Utc>> = deltas.iter().map(|d| d.at).collect();
+        let sql = format!(
+            "INSERT INTO rollout_metrics AS m (rollout_config_id, repository_id, processor_type, success_count, \
+             error_count, total_jobs, total_processing_time_ms, timed_jobs, last_error_message, last_error_at, \
+             metrics_window_start, metrics_window_end, created_at, updated_at) \
+             SELECT u.cfg, u.repo, u.proc, u.ok, u.err, u.ok + u.err, u.tsum, u.tcnt, u.msg, u.msg_at, \
+             CASE WHEN c.state_changed_at > u.hour AND c.state_changed_at <= u.at THEN c.state_changed_at \
+             ELSE u.hour END, u.hour + interval '1 hour', $12, $12 \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], \
+             $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY \
+             AS u(cfg, repo, proc, ok, err, tsum, tcnt, msg, msg_at, hour, at, n) \
+             JOIN rollout_configuration c ON c.id = u.cfg ORDER BY u.n \
+             ON CONFLICT (rollout_config_id, repository_id, processor_type, metrics_window_start) DO UPDATE SET \
+             success_count = m.success_count + EXCLUDED.success_count, \
+             error_count = m.error_count + EXCLUDED.error_count, \
+             total_jobs = m.total_jobs + EXCLUDED.total_jobs, \
+             total_processing_time_ms = LEAST(m.total_processing_time_ms::numeric \
+             + EXCLUDED.total_processing_time_ms, {MAX_BIGINT})::int8, \
+             timed_jobs = m.timed_jobs + EXCLUDED.timed_jobs, \
+             last_error_message = CASE WHEN EXCLUDED.last_error_at IS NOT NULL AND (m.last_error_at IS NULL OR \
+             EXCLUDED.last_error_at >= m.last_error_at) THEN EXCLUDED.last_error_message \
+             ELSE m.last_error_message END, \
+             last_error_at = GREATEST(m.last_error_at, EXCLUDED.last_error_at), updated_at = EXCLUDED.updated_at"
+        );
+        let done = sqlx::query(&sql)
+            .bind(&cfg)
+            .bind(&repo)
+            .bind(&processor)
+            .bind(&ok)
+            .bind(&err)
+            .bind(&tsum)
+            .bind(&tcnt)
+            .bind(&msg)
+            .bind(&msg_at)
+            .bind(&hour)
+            .bind(&at)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("record {} metric buckets", deltas.len())))?;
+        if done.rows_affected() != deltas.len() as u64 {
+            return Err(StoreError::Corrupt {
+                column: "rollout_config_id",
+                message: format!(
+                    "{} of {} metric rows name no configuration (deleted while recording?)",
+                    deltas.len() as u64 - done.rows_affected(),
+                    deltas.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn lost_race(&self, error: &StoreError) -> bool {
+        matches!(error.database_code().as_deref(), Some("40P01" | "40001"))
+    }
 }
 
-async fn notify(conn: &mut PgConnection, payload: &str) -> StoreResult<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+/// Send `payload` on [`CHANGE_CHANNEL`] outside any change.
+pub(super) async fn notify(pool: &PgPool, payload: &str) -> StoreResult<()> {
+    sqlx::query(NOTIFY)
         .bind(CHANGE_CHANNEL)
         .bind(payload)
-        .execute(&mut *conn)
+        .execute(pool)
         .await
-        .map_err(StoreError::db(format!("notify `{CHANGE_CHANNEL}`")))?;
+        .map_err(StoreError::db(format!("notify `{CHANGE_CHANNEL}` of `{payload}`")))?;
     Ok(())
 }
 
-pub(super) async fn ensure_config(pool: &PgPool, feature: &str, triggered_by: &str) -> StoreResult<StoredConfig> {
-    let ctx = format!("create the configuration of `{feature}`");
-    let mut tx = pool.begin().await.map_err(StoreError::db(ctx.clone()))?;
-    let now = Utc::now();
-    let inserted = sqlx::query(
-        "INSERT INTO rollout_configuration (feature_name, is_active, state_changed_at) VALUES ($1, true, $2) \
-         ON CONFLICT (feature_name) DO NOTHING RETURNING id",
+/// Whether the rollout tables exist, and the versions of the migrations applied.
+pub(super) async fn migration_state(pool: &PgPool) -> StoreResult<(bool, Vec<i64>)> {
+    let ctx = "look for the rollout tables";
+    let row = sqlx::query(
+        "SELECT to_regclass('rollout_configuration') IS NOT NULL AS tables, \
+         to_regclass('_sqlx_migrations') IS NOT NULL AS ledger",
     )
-    .bind(feature)
-    .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_one(pool)
     .await
-    .map_err(StoreError::db(ctx.clone()))?;
-    let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = $1");
-    let row = sqlx::query(&sql).bind(feature).fetch_one(&mut *tx).await.map_err(StoreError::db(ctx.clone()))?;
-    let config = config_from_row(&row)?;
-    if inserted.is_some() {
-        let entry = NewHistory {
-            action: HistoryAction::Created,
-            previous_percentage: None,
-            new_percentage: Some(i32::from(config.config.rollout_percentage)),
-            reason: Some("configuration created".into()),
-            triggered_by: triggered_by.to_owned(),
-            metadata: serde_json::json!({ "new": config.to_json() }),
-        };
-        insert_history(&mut tx, Some(config.id), feature, &entry, now).await?;
-        notify(&mut tx, feature).await?;
+    .map_err(StoreError::db(ctx))?;
+    let (tables, ledger): (bool, bool) = (get(&row, "tables")?, get(&row, "ledger")?);
+    if !ledger {
+        return Ok((tables, Vec::new()));
     }
-    tx.commit().await.map_err(StoreError::db(ctx))?;
-    Ok(config)
+    let versions = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db(ctx))?;
+    Ok((tables, versions))
 }
 
-fn ids_text(ids: &[Uuid]) -> Vec<String> {
-    ids.iter().map(Uuid::to_string).collect()
+/// Forget outcome batch keys applied before `before`.
+pub(super) async fn prune_applied_batches(pool: &PgPool, before: DateTime<Utc>) -> StoreResult<u64> {
+    let done = sqlx::query("DELETE FROM rollout_applied_batches WHERE applied_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await
+        .map_err(StoreError::db("forget the outcome batch keys past their retention"))?;
+    Ok(done.rows_affected())
 }
 
-pub(super) async fn apply_change(pool: &PgPool, feature: &str, request: &ChangeRequest) -> StoreResult<ChangeOutcome> {
-    let action = request.change.action();
-    let ctx = format!("apply `{}` to `{feature}`", action.as_str());
-    let mut tx = pool.begin().await.map_err(StoreError::db(ctx.clone()))?;
-    let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = $1 FOR UPDATE");
-    let before =
-        match sqlx::query(&sql).bind(feature).fetch_optional(&mut *tx).await.map_err(StoreError::db(ctx.clone()))? {
-            Some(row) => config_from_row(&row)?,
-            None => return Err(StoreError::UnknownFeature(feature.to_owned())),
-        };
-    let now = Utc::now();
-    let set_add = |col: &str| {
-        format!(
-            "UPDATE rollout_configuration SET {col} = ARRAY(SELECT x FROM unnest({col} || $2::text[]) WITH ORDINALITY \
-             AS t(x, n) GROUP BY x ORDER BY min(n)), updated_at = $3 WHERE id = $1 RETURNING {CONFIG_COLUMNS}"
-        )
-    };
-    let set_remove = |col: &str| {
-        format!(
-            "UPDATE rollout_configuration SET {col} = ARRAY(SELECT x FROM unnest({col}) WITH ORDINALITY AS t(x, n) \
-             WHERE lower(x) <> ALL($2::text[]) ORDER BY n), updated_at = $3 WHERE id = $1 RETURNING {CONFIG_COLUMNS}"
-        )
-    };
-    let returning = format!("RETURNING {CONFIG_COLUMNS}");
-    let row = match &request.change {
-        Change::SetPercentage(p) => {
-            let sql = format!(
-                "UPDATE rollout_configuration SET rollout_percentage = $2, state_changed_at = CASE WHEN \
-                 rollout_percentage <> $2 THEN $3 ELSE state_changed_at END, updated_at = $3 WHERE id = $1 {returning}"
-            );
-            sqlx::query(&sql).bind(before.id).bind(i32::from(*p)).bind(now).fetch_optional(&mut *tx).await
-        }
-        Change::EmergencyStop | Change::Resume => {
-            let stop = matches!(request.change, Change::EmergencyStop);
-            let sql = format!(
-                "UPDATE rollout_configuration SET emergency_stop = $2, state_changed_at = CASE WHEN \
-                 emergency_stop <> $2 THEN $3 ELSE state_changed_at END, updated_at = $3 WHERE id = $1 {returning}"
-            );
-            sqlx::query(&sql).bind(before.id).bind(stop).bind(now).fetch_optional(&mut *tx).await
-        }
-        Change::SetAutoRollback(on) => {
-            let sql = format!(
-                "UPDATE rollout_configuration SET auto_rollback_enabled = $2, updated_at = $3 WHERE id = $1 {returning}"
-            );
-            sqlx::query(&sql).bind(before.id).bind(*on).bind(now).fetch_optional(&mut *tx).await
-        }
-        Change::Update(patch) => {
-            let sql = format!(
-                "UPDATE rollout_configuration SET is_active = COALESCE($2, is_active), \
-                 state_changed_at = CASE WHEN $3::text IS NOT NULL AND $3::text <> rollout_strategy THEN $8 \
-                 ELSE state_changed_at END, \
-                 rollout_strategy = COALESCE($3::text, rollout_strategy), \
-                 max_error_rate = COALESCE($4::float8::numeric, max_error_rate), \
-                 monitoring_window_hours = COALESCE($5, monitoring_window_hours), \
-                 min_jobs_for_rollback = COALESCE($6, min_jobs_for_rollback), \
-                 metadata = COALESCE($7, metadata), updated_at = $8 WHERE id = $1 {returning}"
-            );
-            sqlx::query(&sql)
-                .bind(before.id)
-                .bind(patch.is_active)
-                .bind(patch.rollout_strategy.map(|s| s.as_str()))
-                .bind(patch.max_error_rate)
-                .bind(patch.monitoring_window_hours.map(|v| v as i32))
-                .bind(patch.min_jobs_for_rollback.map(|v| v as i32))
-                .bind(patch.metadata.as_ref())
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::WhitelistAdd(ids) => {
-            sqlx::query(&set_add("target_repositories"))
-                .bind(before.id)
-                .bind(ids_text(ids))
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::ExcludeAdd(ids) => {
-            sqlx::query(&set_add("excluded_repositories"))
-                .bind(before.id)
-                .bind(ids_text(ids))
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::WhitelistRemove(ids) => {
-            sqlx::query(&set_remove("target_repositories"))
-                .bind(before.id)
-                .bind(ids_text(ids))
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::ExcludeRemove(ids) => {
-            sqlx::query(&set_remove("excluded_repositories"))
-                .bind(before.id)
-                .bind(ids_text(ids))
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::Rollback => {
-            let sql = format!(
-                "UPDATE rollout_configuration SET rollout_percentage = 0, state_changed_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND rollout_percentage > 0 AND NOT emergency_stop {returning}"
-            );
-            sqlx::query(&sql).bind(before.id).bind(now).fetch_optional(&mut *tx).await
-        }
-    }
-    .map_err(StoreError::db(ctx.clone()))?;
-    let Some(row) = row else {
-        tx.commit().await.map_err(StoreError::db(ctx))?;
-        return Ok(ChangeOutcome { applied: false, after: before.clone(), before, history: None });
-    };
-    let after = config_from_row(&row)?;
-    let entry = NewHistory {
-        action,
-        previous_percentage: Some(i32::from(before.config.rollout_percentage)),
-        new_percentage: Some(i32::from(after.config.rollout_percentage)),
-        reason: request.reason.clone(),
-        triggered_by: request.triggered_by.clone(),
-        metadata: change_metadata(request, &before, &after),
-    };
-    let history = insert_history(&mut tx, Some(before.id), feature, &entry, now).await?;
-    notify(&mut tx, feature).await?;
-    tx.commit().await.map_err(StoreError::db(ctx))?;
-    Ok(ChangeOutcome { applied: true, before, after, history: Some(history) })
-}
-
-async fn config_id(pool: &PgPool, feature: &str) -> StoreResult<Uuid> {
+pub(super) async fn config_id(pool: &PgPool, feature: &str) -> StoreResult<Uuid> {
     let row = sqlx::query("SELECT id FROM rollout_configuration WHERE feature_name = $1")
         .bind(feature)
         .fetch_optional(pool)
@@ -297,23 +388,6 @@ async fn config_id(pool: &PgPool, feature: &str) -> StoreResult<Uuid> {
         Some(row) => get(&row, "id"),
         None => Err(StoreError::UnknownFeature(feature.to_owned())),
     }
-}
-
-pub(super) async fn append_history(
-    pool: &PgPool,
-    feature: Option<&str>,
-    entry: &NewHistory,
-) -> StoreResult<HistoryEntry> {
-    let id = match feature {
-        Some(f) => Some(config_id(pool, f).await?),
-        None => None,
-    };
-    let ctx = format!("write the `{}` history row", entry.action.as_str());
-    let mut tx = pool.begin().await.map_err(StoreError::db(ctx.clone()))?;
-    let row = insert_history(&mut tx, id, feature.unwrap_or(""), entry, Utc::now()).await?;
-    notify(&mut tx, feature.unwrap_or("")).await?;
-    tx.commit().await.map_err(StoreError::db(ctx))?;
-    Ok(row)
 }
 
 pub(super) async fn history(pool: &PgPool, feature: &str, limit: u32) -> StoreResult<Vec<HistoryEntry>> {
@@ -471,85 +545,23 @@ pub(super) async fn list_categories(pool: &PgPool) -> StoreResult<Vec<CategoryRo
         .collect()
 }
 
-/// The group-commit upsert: one statement for the whole batch, rows in key order (so two
-/// batches running at once lock their rows in the same order), retried on deadlock.
-pub(super) async fn upsert_metrics(pool: &PgPool, deltas: &[MetricsDelta]) -> StoreResult<()> {
-    let mut sorted: Vec<&MetricsDelta> = deltas.iter().collect();
-    sorted.sort_by(|a, b| {
-        (a.config_id, a.repository_id, a.processor.as_str(), a.hour_start).cmp(&(
-            b.config_id,
-            b.repository_id,
-            b.processor.as_str(),
-            b.hour_start,
-        ))
-    });
-    let cfg: Vec<Uuid> = sorted.iter().map(|d| d.config_id).collect();
-    let repo: Vec<Uuid> = sorted.iter().map(|d| d.repository_id).collect();
-    let processor: Vec<&str> = sorted.iter().map(|d| d.processor.as_str()).collect();
-    let ok: Vec<i64> = sorted.iter().map(|d| d.success_count).collect();
-    let err: Vec<i64> = sorted.iter().map(|d| d.error_count).collect();
-    let tsum: Vec<i64> = sorted.iter().map(|d| d.processing_time_ms).collect();
-    let tcnt: Vec<i64> = sorted.iter().map(|d| d.timed_jobs).collect();
-    let msg: Vec<Option<&str>> = sorted.iter().map(|d| d.last_error_message.as_deref()).collect();
-    let msg_at: Vec<Option<DateTime<Utc>>> = sorted.iter().map(|d| d.last_error_at).collect();
-    let hour: Vec<DateTime<Utc>> = sorted.iter().map(|d| d.hour_start).collect();
-    let at: Vec<DateTime<Utc>> = sorted.iter().map(|d| d.at).collect();
-    let sql = "INSERT INTO rollout_metrics AS m (rollout_config_id, repository_id, processor_type, success_count, \
-        error_count, total_jobs, total_processing_time_ms, timed_jobs, last_error_message, last_error_at, \
-        metrics_window_start, metrics_window_end, updated_at) \
-        SELECT u.cfg, u.repo, u.proc, u.ok, u.err, u.ok + u.err, u.tsum, u.tcnt, u.msg, u.msg_at, \
-        CASE WHEN c.state_changed_at > u.hour AND c.state_changed_at <= u.at THEN c.state_changed_at ELSE u.hour END, \
-        u.hour + interval '1 hour', now() \
-        FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::text[], \
-        $9::timestamptz[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY \
-        AS u(cfg, repo, proc, ok, err, tsum, tcnt, msg, msg_at, hour, at, n) \
-        JOIN rollout_configuration c ON c.id = u.cfg ORDER BY u.n \
-        ON CONFLICT (rollout_config_id, repository_id, processor_type, metrics_window_start) DO UPDATE SET \
-        success_count = m.success_count + EXCLUDED.success_count, \
-        error_count = m.error_count + EXCLUDED.error_count, \
-        total_jobs = m.total_jobs + EXCLUDED.total_jobs, \
-        total_processing_time_ms = m.total_processing_time_ms + EXCLUDED.total_processing_time_ms, \
-        timed_jobs = m.timed_jobs + EXCLUDED.timed_jobs, \
-        last_error_message = CASE WHEN EXCLUDED.last_error_at IS NOT NULL AND (m.last_error_at IS NULL OR \
-        EXCLUDED.last_error_at >= m.last_error_at) THEN EXCLUDED.last_error_message ELSE m.last_error_message END, \
-        last_error_at = GREATEST(m.last_error_at, EXCLUDED.last_error_at), updated_at = now()";
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result = sqlx::query(sql)
-            .bind(&cfg)
-            .bind(&repo)
-            .bind(&processor)
-            .bind(&ok)
-            .bind(&err)
-            .bind(&tsum)
-            .bind(&tcnt)
-            .bind(&msg)
-            .bind(&msg_at)
-            .bind(&hour)
-            .bind(&at)
-            .execute(pool)
-            .await;
-        match result {
-            Ok(done) if done.rows_affected() == sorted.len() as u64 => return Ok(()),
-            Ok(done) => {
-                return Err(StoreError::Corrupt {
-                    column: "rollout_config_id",
-                    message: format!(
-                        "{} of {} metric rows name no configuration (deleted while recording?)",
-                        sorted.len() as u64 - done.rows_affected(),
-                        sorted.len()
-                    ),
-                })
-            }
-            Err(sqlx::Error::Database(e))
-                if attempt < 5 && matches!(e.code().as_deref(), Some("40P01") | Some("40001")) =>
-            {
-                continue
-            }
-            Err(e) => return Err(StoreError::db(format!("record {} metric buckets", sorted.len()))(e)),
-        }
-    }
+/// The rows of `sql` over the metrics window of one configuration (`$1` the configuration,
+/// `$2` buckets ending after, `$3` starting at or after); `what` names the read in errors.
+async fn window_rows(
+    pool: &PgPool,
+    sql: &str,
+    config_id: Uuid,
+    ends_after: DateTime<Utc>,
+    starts_at_or_after: DateTime<Utc>,
+    what: &str,
+) -> StoreResult<Vec<PgRow>> {
+    sqlx::query(sql)
+        .bind(config_id)
+        .bind(ends_after)
+        .bind(starts_at_or_after)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db(format!("read the {what} of configuration `{config_id}`")))
 }
 
 pub(super) async fn metrics_window(
@@ -558,18 +570,16 @@ pub(super) async fn metrics_window(
     ends_after: DateTime<Utc>,
     starts_at_or_after: DateTime<Utc>,
 ) -> StoreResult<Vec<WindowRow>> {
-    let rows = sqlx::query(
-        "SELECT processor_type, metrics_window_start, sum(success_count)::int8 AS ok, sum(error_count)::int8 AS err, \
-         sum(total_jobs)::int8 AS total, sum(total_processing_time_ms)::int8 AS tsum, sum(timed_jobs)::int8 AS tcnt \
+    // sum(bigint) is numeric: it cannot overflow; the result saturates at the BIGINT maximum
+    let sql = format!(
+        "SELECT processor_type, metrics_window_start, LEAST(sum(success_count), {MAX_BIGINT})::int8 AS ok, \
+         LEAST(sum(error_count), {MAX_BIGINT})::int8 AS err, LEAST(sum(total_jobs), {MAX_BIGINT})::int8 AS total, \
+         LEAST(sum(total_processing_time_ms), {MAX_BIGINT})::int8 AS tsum, \
+         LEAST(sum(timed_jobs), {MAX_BIGINT})::int8 AS tcnt \
          FROM rollout_metrics WHERE rollout_config_id = $1 AND metrics_window_end > $2 AND metrics_window_start >= $3 \
-         GROUP BY processor_type, metrics_window_start ORDER BY metrics_window_start, processor_type",
-    )
-    .bind(config_id)
-    .bind(ends_after)
-    .bind(starts_at_or_after)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::db(format!("read the metrics of configuration `{config_id}`")))?;
+         GROUP BY processor_type, metrics_window_start ORDER BY metrics_window_start, processor_type"
+    );
+    let rows = window_rows(pool, &sql, config_id, ends_after, starts_at_or_after, "metrics").await?;
     rows.iter()
         .map(|r| {
             Ok(WindowRow {
@@ -591,17 +601,12 @@ pub(super) async fn error_messages(
     ends_after: DateTime<Utc>,
     starts_at_or_after: DateTime<Utc>,
 ) -> StoreResult<Vec<(Option<String>, u64)>> {
-    let rows = sqlx::query(
-        "SELECT last_error_message, sum(error_count)::int8 AS errors FROM rollout_metrics \
+    let sql = format!(
+        "SELECT last_error_message, LEAST(sum(error_count), {MAX_BIGINT})::int8 AS errors FROM rollout_metrics \
          WHERE rollout_config_id = $1 AND metrics_window_end > $2 AND metrics_window_start >= $3 AND error_count > 0 \
-         GROUP BY last_error_message",
-    )
-    .bind(config_id)
-    .bind(ends_after)
-    .bind(starts_at_or_after)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::db(format!("read the errors of configuration `{config_id}`")))?;
+         GROUP BY last_error_message"
+    );
+    let rows = window_rows(pool, &sql, config_id, ends_after, starts_at_or_after, "errors").await?;
     rows.iter().map(|r| Ok((get(r, "last_error_message")?, to_u64("error_count", get(r, "errors")?)?))).collect()
 }
 
@@ -687,56 +692,4 @@ pub(super) async fn policy_bytes(pool: &PgPool, sha256: &str) -> StoreResult<Opt
         .await
         .map_err(StoreError::db(format!("read policy `{sha256}`")))?;
     row.map(|r| get(&r, "bytes")).transpose()
-}
-
-pub(super) async fn activate_policy_version(
-    pool: &PgPool,
-    sha256: &str,
-    revert: bool,
-    reason: Option<&str>,
-    triggered_by: &str,
-) -> StoreResult<Option<String>> {
-    let ctx = format!("activate policy `{sha256}`");
-    let mut tx = pool.begin().await.map_err(StoreError::db(ctx.clone()))?;
-    // one activation at a time
-    sqlx::query("LOCK TABLE policy_versions IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?;
-    let exists = sqlx::query("SELECT 1 FROM policy_versions WHERE sha256 = $1")
-        .bind(sha256)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?;
-    if exists.is_none() {
-        return Err(StoreError::UnknownPolicy(sha256.to_owned()));
-    }
-    let previous: Option<String> = sqlx::query("SELECT sha256 FROM policy_versions WHERE active")
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?
-        .map(|r| get::<String>(&r, "sha256").map(|s| s.trim().to_owned()))
-        .transpose()?;
-    sqlx::query("UPDATE policy_versions SET active = false WHERE active AND sha256 <> $1")
-        .bind(sha256)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?;
-    sqlx::query("UPDATE policy_versions SET active = true, activated_at = now() WHERE sha256 = $1")
-        .bind(sha256)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?;
-    let entry = NewHistory {
-        action: if revert { HistoryAction::PolicyReverted } else { HistoryAction::PolicyActivated },
-        previous_percentage: None,
-        new_percentage: None,
-        reason: reason.map(str::to_owned),
-        triggered_by: triggered_by.to_owned(),
-        metadata: serde_json::json!({ "previous": { "policy_sha256": previous }, "new": { "policy_sha256": sha256 } }),
-    };
-    insert_history(&mut tx, None, "", &entry, Utc::now()).await?;
-    notify(&mut tx, "").await?;
-    tx.commit().await.map_err(StoreError::db(ctx))?;
-    Ok(previous)
 }

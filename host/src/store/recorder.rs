@@ -3,14 +3,22 @@
 //! Callers of [`MetricsRecorder::record`] enqueue their outcome and wait. A flusher task
 //! takes everything queued (up to [`RecorderOptions::max_batch_outcomes`]), merges it by
 //! bucket key in memory ([`aggregate`]) and writes it with one multi-row upsert
-//! ([`Store::upsert_metrics`]); while a batch commits, the next one gathers. Every caller
+//! ([`Store::upsert_metrics_batches`]); while a batch commits, the next one gathers. Every caller
 //! of a batch returns only after that batch committed — an `Ok` means the outcome is
 //! durable — and every caller of a failed batch gets the error.
+//!
+//! Every submission carries an idempotency key ([`MetricsRecorder::record_batch`]): a
+//! caller that retries after an error (the connection may have dropped after the commit)
+//! passes the same key, and the store counts the submission once. When the database
+//! refuses a group for its content (a permanent failure), the flusher writes each
+//! submission of the group on its own, so one bad outcome fails only its own submission
+//! ([`StoreError::MetricsRefused`]).
 
-use super::{hour_start, MetricsDelta, Store, StoreError, StoreResult, MAX_ERROR_MESSAGE_CHARS};
+use super::{
+    hour_start, merge_deltas, MetricsBatch, MetricsDelta, Store, StoreError, StoreResult, MAX_ERROR_MESSAGE_CHARS,
+};
 use chrono::{DateTime, Utc};
 use rollout_policy::Processor;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
@@ -36,42 +44,26 @@ pub struct Outcome {
 }
 
 /// Merge outcomes into one delta per bucket key (configuration, repository, processor,
-/// hour), keeping the latest error message.
+/// hour), keeping the latest error message; counts saturate.
 pub fn aggregate<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Vec<MetricsDelta> {
-    let mut map: HashMap<(Uuid, Uuid, Processor, DateTime<Utc>), MetricsDelta> = HashMap::new();
-    for o in outcomes {
-        let hour = hour_start(o.at);
-        let d = map.entry((o.config_id, o.repository_id, o.processor, hour)).or_insert_with(|| MetricsDelta {
-            config_id: o.config_id,
-            repository_id: o.repository_id,
-            processor: o.processor,
-            hour_start: hour,
-            at: o.at,
-            success_count: 0,
-            error_count: 0,
-            processing_time_ms: 0,
-            timed_jobs: 0,
-            last_error_message: None,
-            last_error_at: None,
-        });
-        if o.at > d.at {
-            d.at = o.at;
-        }
-        if o.success {
-            d.success_count += 1;
-        } else {
-            d.error_count += 1;
-            if d.last_error_at.is_none_or(|t| o.at >= t) {
-                d.last_error_at = Some(o.at);
-                d.last_error_message = o.error_message.as_deref().map(cut_message);
-            }
-        }
-        if let Some(ms) = o.processing_time_ms {
-            d.processing_time_ms = d.processing_time_ms.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
-            d.timed_jobs += 1;
-        }
+    merge_deltas(outcomes.into_iter().map(delta_of))
+}
+
+/// The delta of one outcome.
+fn delta_of(o: &Outcome) -> MetricsDelta {
+    MetricsDelta {
+        config_id: o.config_id,
+        repository_id: o.repository_id,
+        processor: o.processor,
+        hour_start: hour_start(o.at),
+        at: o.at,
+        success_count: i64::from(o.success),
+        error_count: i64::from(!o.success),
+        processing_time_ms: o.processing_time_ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+        timed_jobs: i64::from(o.processing_time_ms.is_some()),
+        last_error_message: if o.success { None } else { o.error_message.as_deref().map(cut_message) },
+        last_error_at: (!o.success).then_some(o.at),
     }
-    map.into_values().collect()
 }
 
 fn cut_message(m: &str) -> String {
@@ -105,6 +97,7 @@ impl RecorderOptions {
 }
 
 struct Submission {
+    batch_id: Uuid,
     outcomes: Vec<Outcome>,
     done: oneshot::Sender<StoreResult<()>>,
 }
@@ -141,13 +134,28 @@ impl MetricsRecorder {
         self.record_many(vec![outcome]).await
     }
 
-    /// Record several outcomes; returns once all are committed (they commit together).
+    /// Record several outcomes under a fresh key; returns once all are committed (they
+    /// commit together). A caller that may retry uses [`MetricsRecorder::record_batch`].
     pub async fn record_many(&self, outcomes: Vec<Outcome>) -> StoreResult<()> {
+        self.record_batch(Uuid::new_v4(), outcomes).await
+    }
+
+    /// Record several outcomes as one submission with the idempotency key `batch_id` (made
+    /// once per request, e.g. `Uuid::new_v4()`, and passed again on every retry of it);
+    /// returns once all are committed. However often a submission is recorded under one
+    /// key — a retry after a lost reply, two copies in flight at once — it counts once (for
+    /// [`super::APPLIED_BATCH_RETENTION`]).
+    ///
+    /// Errors: [`ErrorKind::Unreachable`](super::ErrorKind::Unreachable) — retry with the
+    /// same key; [`StoreError::MetricsRefused`] — the database refused this submission's
+    /// content (nothing of it was kept): retrying it as it is fails again, split it to find
+    /// the bad outcome.
+    pub async fn record_batch(&self, batch_id: Uuid, outcomes: Vec<Outcome>) -> StoreResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
         let (done, wait) = oneshot::channel();
-        self.queue.send(Submission { outcomes, done }).map_err(|_| StoreError::RecorderClosed)?;
+        self.queue.send(Submission { batch_id, outcomes, done }).map_err(|_| StoreError::RecorderClosed)?;
         wait.await.map_err(|_| StoreError::RecorderClosed)?
     }
 }
@@ -170,13 +178,25 @@ async fn flusher(store: Store, options: RecorderOptions, mut rx: mpsc::Unbounded
         }
         let store = store.clone();
         tokio::spawn(async move {
-            let deltas = aggregate(batch.iter().flat_map(|s| s.outcomes.iter()));
-            let result = store.upsert_metrics(&deltas).await;
-            drop(permit);
-            for s in batch {
-                // a caller that stopped waiting is no error
-                let _ = s.done.send(result.clone());
+            let batches: Vec<MetricsBatch> =
+                batch.iter().map(|s| MetricsBatch { batch_id: s.batch_id, deltas: aggregate(&s.outcomes) }).collect();
+            let result = store.upsert_metrics_batches(&batches).await.map(|_| ());
+            match result {
+                // refused for its content: find whose, writing each submission alone
+                Err(e) if !e.kind().is_transient() && batches.len() > 1 => {
+                    for (s, b) in batch.into_iter().zip(&batches) {
+                        let alone = store.upsert_metrics_batches(std::slice::from_ref(b)).await.map(|_| ());
+                        // a caller that stopped waiting is no error
+                        let _ = s.done.send(alone);
+                    }
+                }
+                result => {
+                    for s in batch {
+                        let _ = s.done.send(result.clone());
+                    }
+                }
             }
+            drop(permit);
         });
     }
 }
@@ -215,6 +235,15 @@ mod tests {
         assert_eq!(d.at.to_rfc3339(), "2025-01-01T10:50:00+00:00");
         assert_eq!(deltas[1].hour_start.to_rfc3339(), "2025-01-01T11:00:00+00:00");
         assert_eq!(deltas[2].repository_id, Uuid::from_u128(2));
+    }
+
+    #[test]
+    fn processing_times_saturate() {
+        let huge = outcome(1, true, Some(u64::MAX), "2025-01-01T10:05:00Z");
+        let big = outcome(1, true, Some(i64::MAX as u64), "2025-01-01T10:06:00Z");
+        let deltas = aggregate([&huge, &big, &big]);
+        assert_eq!(deltas.len(), 1);
+        assert_eq!((deltas[0].processing_time_ms, deltas[0].timed_jobs, deltas[0].success_count), (i64::MAX, 3, 3));
     }
 
     #[test]

@@ -1,24 +1,27 @@
-//! The SQLite implementation of [`super::Store`].
+//! The SQLite dialect of the store: SQL text and row decoding. The transactions are
+//! written once in [`super::tx`]; this file says how SQLite spells their steps ([`Lite`])
+//! and holds the single-statement reads and writes.
 //!
 //! UUIDs are canonical text, id lists and metadata JSON text, timestamps fixed-width UTC
 //! text ([`ts`]) so that text order is time order. Every writing transaction starts with
 //! `BEGIN IMMEDIATE`, taking the write lock before the first read: the previous values it
 //! reads are the ones it replaces, and no transaction fails upgrading a read lock.
 
-use super::{
-    change_metadata, parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u64, to_u8, CategoryRow,
-    Change, ChangeOutcome, ChangeRequest, HistoryAction, HistoryEntry, MetricsBucket, MetricsDelta, NewHistory,
-    NewPolicyVersion, PolicyVersionRow, StoreError, StoreResult, StoredConfig, WindowRow,
+use super::tx::{Dialect, Tx};
+use super::types::{
+    parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u8, total_to_u64, CategoryRow,
+    HistoryEntry, MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
 };
+use super::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Config, RepositoryStats};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{Row, SqliteConnection};
+use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
+use sqlx::Row;
 use uuid::Uuid;
 
 const CONFIG_COLUMNS: &str = "id, feature_name, rollout_percentage, is_active, target_repositories, \
     excluded_repositories, rollout_strategy, max_error_rate, monitoring_window_hours, auto_rollback_enabled, \
-    emergency_stop, min_jobs_for_rollback, metadata, state_changed_at, created_at, updated_at";
+    emergency_stop, min_jobs_for_rollback, metadata, state_changed_at, created_at, updated_at, config_version, rolled_back";
 
 const HISTORY_COLUMNS: &str =
     "id, seq, rollout_config_id, action, previous_percentage, new_percentage, reason, triggered_by, metadata, created_at";
@@ -89,6 +92,8 @@ fn config_from_row(row: &SqliteRow) -> StoreResult<StoredConfig> {
         state_changed_at: get_ts(row, "state_changed_at")?,
         created_at: get_ts(row, "created_at")?,
         updated_at: get_ts(row, "updated_at")?,
+        version: get(row, "config_version")?,
+        rolled_back: get(row, "rolled_back")?,
     })
 }
 
@@ -130,208 +135,251 @@ fn new_uuid() -> String {
     Uuid::new_v4().to_string()
 }
 
-async fn insert_history(
-    conn: &mut SqliteConnection,
-    config_id: Option<Uuid>,
-    feature: &str,
-    entry: &NewHistory,
-    now: DateTime<Utc>,
-) -> StoreResult<HistoryEntry> {
-    let sql = format!(
-        "INSERT INTO rollout_history (id, rollout_config_id, action, previous_percentage, new_percentage, reason, \
-         triggered_by, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING {HISTORY_COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// The SQLite steps of the store's transactions.
+pub(super) struct Lite<'a>(pub(super) &'a SqlitePool);
+
+impl Dialect for Lite<'_> {
+    type Db = Sqlite;
+
+    async fn begin(&self) -> Result<Tx<Self>, sqlx::Error> {
+        self.0.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// `BEGIN IMMEDIATE` holds the database's write lock already: `lock` changes nothing.
+    async fn read_config(&self, tx: &mut Tx<Self>, feature: &str, _lock: bool) -> StoreResult<Option<StoredConfig>> {
+        let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = ?1");
+        let row = sqlx::query(&sql)
+            .bind(feature)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("read the configuration of `{feature}`")))?;
+        row.as_ref().map(config_from_row).transpose()
+    }
+
+    async fn create_config(&self, tx: &mut Tx<Self>, feature: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO rollout_configuration (id, feature_name, is_active, state_changed_at, created_at, updated_at) \
+             VALUES (?1, ?2, 1, ?3, ?3, ?3) ON CONFLICT (feature_name) DO NOTHING RETURNING id",
+        )
         .bind(new_uuid())
-        .bind(config_id.map(|u| u.to_string()))
-        .bind(entry.action.as_str())
-        .bind(entry.previous_percentage)
-        .bind(entry.new_percentage)
-        .bind(entry.reason.as_deref())
-        .bind(&entry.triggered_by)
-        .bind(entry.metadata.to_string())
+        .bind(feature)
         .bind(ts(now))
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut **tx)
         .await
-        .map_err(StoreError::db(format!("write the `{}` history row of `{feature}`", entry.action.as_str())))?;
-    history_from_row(&row)
+        .map_err(StoreError::db(format!("create the configuration of `{feature}`")))?;
+        Ok(inserted.is_some())
+    }
+
+    async fn write_config(
+        &self,
+        tx: &mut Tx<Self>,
+        before_version: i64,
+        after: &StoredConfig,
+    ) -> StoreResult<Option<StoredConfig>> {
+        let sql = format!(
+            "UPDATE rollout_configuration SET rollout_percentage = ?2, is_active = ?3, target_repositories = ?4, \
+             excluded_repositories = ?5, rollout_strategy = ?6, max_error_rate = ?7, monitoring_window_hours = ?8, \
+             auto_rollback_enabled = ?9, emergency_stop = ?10, min_jobs_for_rollback = ?11, metadata = ?12, \
+             state_changed_at = ?13, updated_at = ?14, config_version = ?15, rolled_back = ?17 WHERE id = ?1 AND config_version = ?16 \
+             RETURNING {CONFIG_COLUMNS}"
+        );
+        let c = &after.config;
+        let row = sqlx::query(&sql)
+            .bind(after.id.to_string())
+            .bind(i64::from(c.rollout_percentage))
+            .bind(c.is_active)
+            .bind(json_text(&c.target_repositories))
+            .bind(json_text(&c.excluded_repositories))
+            .bind(c.rollout_strategy.as_str())
+            .bind(c.max_error_rate)
+            .bind(i64::from(c.monitoring_window_hours))
+            .bind(c.auto_rollback_enabled)
+            .bind(c.emergency_stop)
+            .bind(i64::from(c.min_jobs_for_rollback))
+            .bind(json_text(&after.metadata))
+            .bind(ts(after.state_changed_at))
+            .bind(ts(after.updated_at))
+            .bind(after.version)
+            .bind(before_version)
+            .bind(after.rolled_back)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("write the configuration of `{}`", c.feature_name)))?;
+        row.as_ref().map(config_from_row).transpose()
+    }
+
+    async fn insert_history(
+        &self,
+        tx: &mut Tx<Self>,
+        config_id: Option<Uuid>,
+        feature: &str,
+        entry: &NewHistory,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HistoryEntry> {
+        let sql = format!(
+            "INSERT INTO rollout_history (id, rollout_config_id, action, previous_percentage, new_percentage, reason, \
+             triggered_by, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING {HISTORY_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(new_uuid())
+            .bind(config_id.map(|u| u.to_string()))
+            .bind(entry.action.as_str())
+            .bind(entry.previous_percentage)
+            .bind(entry.new_percentage)
+            .bind(entry.reason.as_deref())
+            .bind(&entry.triggered_by)
+            .bind(entry.metadata.to_string())
+            .bind(ts(now))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("write the `{}` history row of `{feature}`", entry.action.as_str())))?;
+        history_from_row(&row)
+    }
+
+    /// SQLite has no notifications: instances of one file re-read on their own.
+    async fn notify(&self, _tx: &mut Tx<Self>, _payload: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// `BEGIN IMMEDIATE` serialises writers already.
+    async fn lock_policies(&self, _tx: &mut Tx<Self>) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn policy_state(&self, tx: &mut Tx<Self>, sha256: &str) -> StoreResult<(bool, Option<String>)> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM policy_versions WHERE sha256 = ?1) AS known, \
+             (SELECT sha256 FROM policy_versions WHERE active = 1) AS active",
+        )
+        .bind(sha256)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(StoreError::db(format!("read the state of policy `{sha256}`")))?;
+        Ok((get(&row, "known")?, get(&row, "active")?))
+    }
+
+    async fn set_active_policy(&self, tx: &mut Tx<Self>, sha256: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let ctx = format!("activate policy `{sha256}`");
+        sqlx::query("UPDATE policy_versions SET active = 0 WHERE active = 1 AND sha256 <> ?1")
+            .bind(sha256)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(&ctx))?;
+        sqlx::query("UPDATE policy_versions SET active = 1, activated_at = ?2 WHERE sha256 = ?1")
+            .bind(sha256)
+            .bind(ts(now))
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(&ctx))?;
+        Ok(())
+    }
+
+    async fn claim_batches(&self, tx: &mut Tx<Self>, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        // `WHERE true` tells the parser the ON CONFLICT belongs to the INSERT
+        let rows = sqlx::query(
+            "INSERT INTO rollout_applied_batches (batch_id, applied_at) SELECT value, ?2 FROM json_each(?1) \
+             WHERE true ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
+        )
+        .bind(json_text(&ids))
+        .bind(ts(now))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(StoreError::db(format!("record {} outcome batch keys", ids.len())))?;
+        rows.iter().map(|r| get_uuid(r, "batch_id")).collect()
+    }
+
+    /// One statement per bucket inside the transaction (one fsync for the group); integer
+    /// overflow makes SQLite arithmetic a float, so the sum is capped with `min`.
+    async fn add_metrics(&self, tx: &mut Tx<Self>, deltas: &[MetricsDelta], now: DateTime<Utc>) -> StoreResult<()> {
+        let now = ts(now);
+        for d in deltas {
+            let done = sqlx::query(
+                "INSERT INTO rollout_metrics (id, rollout_config_id, repository_id, processor_type, success_count, \
+                 error_count, total_jobs, total_processing_time_ms, timed_jobs, last_error_message, last_error_at, \
+                 metrics_window_start, metrics_window_end, created_at, updated_at) \
+                 SELECT ?1, c.id, ?3, ?4, ?5, ?6, ?5 + ?6, ?7, ?8, ?9, ?10, \
+                 CASE WHEN c.state_changed_at > ?11 AND c.state_changed_at <= ?12 THEN c.state_changed_at ELSE ?11 END, \
+                 ?13, ?14, ?14 FROM rollout_configuration c WHERE c.id = ?2 \
+                 ON CONFLICT (rollout_config_id, repository_id, processor_type, metrics_window_start) DO UPDATE SET \
+                 success_count = success_count + excluded.success_count, \
+                 error_count = error_count + excluded.error_count, \
+                 total_jobs = total_jobs + excluded.total_jobs, \
+                 total_processing_time_ms = min(total_processing_time_ms + excluded.total_processing_time_ms, \
+                 9223372036854775807), \
+                 timed_jobs = timed_jobs + excluded.timed_jobs, \
+                 last_error_message = CASE WHEN excluded.last_error_at IS NOT NULL AND (last_error_at IS NULL OR \
+                 excluded.last_error_at >= last_error_at) THEN excluded.last_error_message ELSE last_error_message END, \
+                 last_error_at = CASE WHEN excluded.last_error_at IS NOT NULL AND (last_error_at IS NULL OR \
+                 excluded.last_error_at >= last_error_at) THEN excluded.last_error_at ELSE last_error_at END, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(new_uuid())
+            .bind(d.config_id.to_string())
+            .bind(d.repository_id.to_string())
+            .bind(d.processor.as_str())
+            .bind(d.success_count)
+            .bind(d.error_count)
+            .bind(d.processing_time_ms)
+            .bind(d.timed_jobs)
+            .bind(d.last_error_message.as_deref())
+            .bind(d.last_error_at.map(ts))
+            .bind(ts(d.hour_start))
+            .bind(ts(d.at))
+            .bind(ts(d.hour_start + chrono::TimeDelta::hours(1)))
+            .bind(&now)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("record {} metric buckets", deltas.len())))?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::Corrupt {
+                    column: "rollout_config_id",
+                    message: format!("configuration `{}` does not exist (deleted while recording?)", d.config_id),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A busy database is waited for (the busy timeout), not raced.
+    fn lost_race(&self, _error: &StoreError) -> bool {
+        false
+    }
 }
 
-const BEGIN: &str = "BEGIN IMMEDIATE";
-
-pub(super) async fn ensure_config(pool: &SqlitePool, feature: &str, triggered_by: &str) -> StoreResult<StoredConfig> {
-    let ctx = format!("create the configuration of `{feature}`");
-    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
-    let now = Utc::now();
-    let inserted = sqlx::query(
-        "INSERT INTO rollout_configuration (id, feature_name, is_active, state_changed_at, created_at, updated_at) \
-         VALUES (?1, ?2, 1, ?3, ?3, ?3) ON CONFLICT (feature_name) DO NOTHING RETURNING id",
+/// Whether the rollout tables exist, and the versions of the migrations applied.
+pub(super) async fn migration_state(pool: &SqlitePool) -> StoreResult<(bool, Vec<i64>)> {
+    let ctx = "look for the rollout tables";
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('rollout_configuration', '_sqlx_migrations')",
     )
-    .bind(new_uuid())
-    .bind(feature)
-    .bind(ts(now))
-    .fetch_optional(&mut *tx)
+    .fetch_all(pool)
     .await
-    .map_err(StoreError::db(ctx.clone()))?;
-    let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = ?1");
-    let row = sqlx::query(&sql).bind(feature).fetch_one(&mut *tx).await.map_err(StoreError::db(ctx.clone()))?;
-    let config = config_from_row(&row)?;
-    if inserted.is_some() {
-        let entry = NewHistory {
-            action: HistoryAction::Created,
-            previous_percentage: None,
-            new_percentage: Some(i32::from(config.config.rollout_percentage)),
-            reason: Some("configuration created".into()),
-            triggered_by: triggered_by.to_owned(),
-            metadata: serde_json::json!({ "new": config.to_json() }),
-        };
-        insert_history(&mut tx, Some(config.id), feature, &entry, now).await?;
+    .map_err(StoreError::db(ctx))?;
+    if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        return Ok((tables.iter().any(|t| t == "rollout_configuration"), Vec::new()));
     }
-    tx.commit().await.map_err(StoreError::db(ctx))?;
-    Ok(config)
+    let versions = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db(ctx))?;
+    Ok((tables.iter().any(|t| t == "rollout_configuration"), versions))
 }
 
-fn ids_json(ids: &[Uuid]) -> String {
-    serde_json::Value::Array(ids.iter().map(|u| serde_json::Value::String(u.to_string())).collect()).to_string()
+/// Forget outcome batch keys applied before `before`.
+pub(super) async fn prune_applied_batches(pool: &SqlitePool, before: DateTime<Utc>) -> StoreResult<u64> {
+    let done = sqlx::query("DELETE FROM rollout_applied_batches WHERE applied_at < ?1")
+        .bind(ts(before))
+        .execute(pool)
+        .await
+        .map_err(StoreError::db("forget the outcome batch keys past their retention"))?;
+    Ok(done.rows_affected())
 }
 
-pub(super) async fn apply_change(
-    pool: &SqlitePool,
-    feature: &str,
-    request: &ChangeRequest,
-) -> StoreResult<ChangeOutcome> {
-    let action = request.change.action();
-    let ctx = format!("apply `{}` to `{feature}`", action.as_str());
-    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
-    let sql = format!("SELECT {CONFIG_COLUMNS} FROM rollout_configuration WHERE feature_name = ?1");
-    let before =
-        match sqlx::query(&sql).bind(feature).fetch_optional(&mut *tx).await.map_err(StoreError::db(ctx.clone()))? {
-            Some(row) => config_from_row(&row)?,
-            None => return Err(StoreError::UnknownFeature(feature.to_owned())),
-        };
-    let now = ts(Utc::now());
-    let id = before.id.to_string();
-    let returning = format!("RETURNING {CONFIG_COLUMNS}");
-    let set_add = |col: &str| {
-        format!(
-            "UPDATE rollout_configuration SET {col} = (SELECT json_group_array(value) FROM (SELECT value, min(k) AS k \
-             FROM (SELECT value, key AS k FROM json_each(rollout_configuration.{col}) UNION ALL \
-             SELECT value, 1000000000 + key AS k FROM json_each(?2)) GROUP BY value ORDER BY k)), updated_at = ?3 \
-             WHERE id = ?1 {returning}"
-        )
-    };
-    let set_remove = |col: &str| {
-        format!(
-            "UPDATE rollout_configuration SET {col} = (SELECT json_group_array(value) FROM (SELECT value FROM \
-             json_each(rollout_configuration.{col}) WHERE lower(value) NOT IN (SELECT value FROM json_each(?2)) \
-             ORDER BY key)), updated_at = ?3 WHERE id = ?1 {returning}"
-        )
-    };
-    let row = match &request.change {
-        Change::SetPercentage(p) => {
-            let sql = format!(
-                "UPDATE rollout_configuration SET state_changed_at = CASE WHEN rollout_percentage <> ?2 THEN ?3 \
-                 ELSE state_changed_at END, rollout_percentage = ?2, updated_at = ?3 WHERE id = ?1 {returning}"
-            );
-            sqlx::query(&sql).bind(&id).bind(i64::from(*p)).bind(&now).fetch_optional(&mut *tx).await
-        }
-        Change::EmergencyStop | Change::Resume => {
-            let stop = matches!(request.change, Change::EmergencyStop);
-            let sql = format!(
-                "UPDATE rollout_configuration SET state_changed_at = CASE WHEN emergency_stop <> ?2 THEN ?3 \
-                 ELSE state_changed_at END, emergency_stop = ?2, updated_at = ?3 WHERE id = ?1 {returning}"
-            );
-            sqlx::query(&sql).bind(&id).bind(stop).bind(&now).fetch_optional(&mut *tx).await
-        }
-        Change::SetAutoRollback(on) => {
-            let sql = format!(
-                "UPDATE rollout_configuration SET auto_rollback_enabled = ?2, updated_at = ?3 WHERE id = ?1 {returning}"
-            );
-            sqlx::query(&sql).bind(&id).bind(*on).bind(&now).fetch_optional(&mut *tx).await
-        }
-        Change::Update(patch) => {
-            let sql = format!(
-                "UPDATE rollout_configuration SET is_active = COALESCE(?2, is_active), \
-                 state_changed_at = CASE WHEN ?3 IS NOT NULL AND ?3 <> rollout_strategy THEN ?8 \
-                 ELSE state_changed_at END, \
-                 rollout_strategy = COALESCE(?3, rollout_strategy), \
-                 max_error_rate = COALESCE(round(?4, 2), max_error_rate), \
-                 monitoring_window_hours = COALESCE(?5, monitoring_window_hours), \
-                 min_jobs_for_rollback = COALESCE(?6, min_jobs_for_rollback), \
-                 metadata = COALESCE(?7, metadata), updated_at = ?8 WHERE id = ?1 {returning}"
-            );
-            sqlx::query(&sql)
-                .bind(&id)
-                .bind(patch.is_active)
-                .bind(patch.rollout_strategy.map(|s| s.as_str()))
-                .bind(patch.max_error_rate)
-                .bind(patch.monitoring_window_hours.map(i64::from))
-                .bind(patch.min_jobs_for_rollback.map(i64::from))
-                .bind(patch.metadata.as_ref().map(|m| m.to_string()))
-                .bind(&now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::WhitelistAdd(ids) => {
-            sqlx::query(&set_add("target_repositories"))
-                .bind(&id)
-                .bind(ids_json(ids))
-                .bind(&now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::ExcludeAdd(ids) => {
-            sqlx::query(&set_add("excluded_repositories"))
-                .bind(&id)
-                .bind(ids_json(ids))
-                .bind(&now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::WhitelistRemove(ids) => {
-            sqlx::query(&set_remove("target_repositories"))
-                .bind(&id)
-                .bind(ids_json(ids))
-                .bind(&now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::ExcludeRemove(ids) => {
-            sqlx::query(&set_remove("excluded_repositories"))
-                .bind(&id)
-                .bind(ids_json(ids))
-                .bind(&now)
-                .fetch_optional(&mut *tx)
-                .await
-        }
-        Change::Rollback => {
-            let sql = format!(
-                "UPDATE rollout_configuration SET rollout_percentage = 0, state_changed_at = ?2, updated_at = ?2 \
-                 WHERE id = ?1 AND rollout_percentage > 0 AND NOT emergency_stop {returning}"
-            );
-            sqlx::query(&sql).bind(&id).bind(&now).fetch_optional(&mut *tx).await
-        }
-    }
-    .map_err(StoreError::db(ctx.clone()))?;
-    let Some(row) = row else {
-        tx.commit().await.map_err(StoreError::db(ctx))?;
-        return Ok(ChangeOutcome { applied: false, after: before.clone(), before, history: None });
-    };
-    let after = config_from_row(&row)?;
-    let entry = NewHistory {
-        action,
-        previous_percentage: Some(i32::from(before.config.rollout_percentage)),
-        new_percentage: Some(i32::from(after.config.rollout_percentage)),
-        reason: request.reason.clone(),
-        triggered_by: request.triggered_by.clone(),
-        metadata: change_metadata(request, &before, &after),
-    };
-    let history = insert_history(&mut tx, Some(before.id), feature, &entry, after.updated_at).await?;
-    tx.commit().await.map_err(StoreError::db(ctx))?;
-    Ok(ChangeOutcome { applied: true, before, after, history: Some(history) })
-}
-
-async fn config_id(pool: &SqlitePool, feature: &str) -> StoreResult<Uuid> {
+pub(super) async fn config_id(pool: &SqlitePool, feature: &str) -> StoreResult<Uuid> {
     let row = sqlx::query("SELECT id FROM rollout_configuration WHERE feature_name = ?1")
         .bind(feature)
         .fetch_optional(pool)
@@ -341,19 +389,6 @@ async fn config_id(pool: &SqlitePool, feature: &str) -> StoreResult<Uuid> {
         Some(row) => get_uuid(&row, "id"),
         None => Err(StoreError::UnknownFeature(feature.to_owned())),
     }
-}
-
-pub(super) async fn append_history(
-    pool: &SqlitePool,
-    feature: Option<&str>,
-    entry: &NewHistory,
-) -> StoreResult<HistoryEntry> {
-    let id = match feature {
-        Some(f) => Some(config_id(pool, f).await?),
-        None => None,
-    };
-    let mut conn = pool.acquire().await.map_err(StoreError::db("write a history row"))?;
-    insert_history(&mut conn, id, feature.unwrap_or(""), entry, Utc::now()).await
 }
 
 pub(super) async fn history(pool: &SqlitePool, feature: &str, limit: u32) -> StoreResult<Vec<HistoryEntry>> {
@@ -442,7 +477,7 @@ pub(super) async fn list_repository_ids(pool: &SqlitePool) -> StoreResult<Vec<Uu
 
 pub(super) async fn upsert_categories(pool: &SqlitePool, rows: &[CategoryRow]) -> StoreResult<()> {
     let ctx = format!("write {} categorisations", rows.len());
-    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::db(ctx.clone()))?;
     let now = ts(Utc::now());
     for r in rows {
         sqlx::query(
@@ -499,89 +534,48 @@ pub(super) async fn list_categories(pool: &SqlitePool) -> StoreResult<Vec<Catego
         .collect()
 }
 
-/// The batch upsert: one transaction (one fsync) for the whole batch.
-pub(super) async fn upsert_metrics(pool: &SqlitePool, deltas: &[MetricsDelta]) -> StoreResult<()> {
-    let ctx = format!("record {} metric buckets", deltas.len());
-    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
-    let now = ts(Utc::now());
-    for d in deltas {
-        let hour = ts(d.hour_start);
-        let end = ts(d.hour_start + chrono::TimeDelta::hours(1));
-        let done = sqlx::query(
-            "INSERT INTO rollout_metrics (id, rollout_config_id, repository_id, processor_type, success_count, \
-             error_count, total_jobs, total_processing_time_ms, timed_jobs, last_error_message, last_error_at, \
-             metrics_window_start, metrics_window_end, created_at, updated_at) \
-             SELECT ?1, c.id, ?3, ?4, ?5, ?6, ?5 + ?6, ?7, ?8, ?9, ?10, \
-             CASE WHEN c.state_changed_at > ?11 AND c.state_changed_at <= ?12 THEN c.state_changed_at ELSE ?11 END, \
-             ?13, ?14, ?14 FROM rollout_configuration c WHERE c.id = ?2 \
-             ON CONFLICT (rollout_config_id, repository_id, processor_type, metrics_window_start) DO UPDATE SET \
-             success_count = success_count + excluded.success_count, \
-             error_count = error_count + excluded.error_count, \
-             total_jobs = total_jobs + excluded.total_jobs, \
-             total_processing_time_ms = total_processing_time_ms + excluded.total_processing_time_ms, \
-             timed_jobs = timed_jobs + excluded.timed_jobs, \
-             last_error_message = CASE WHEN excluded.last_error_at IS NOT NULL AND (last_error_at IS NULL OR \
-             excluded.last_error_at >= last_error_at) THEN excluded.last_error_message ELSE last_error_message END, \
-             last_error_at = CASE WHEN excluded.last_error_at IS NOT NULL AND (last_error_at IS NULL OR \
-             excluded.last_error_at >= last_error_at) THEN excluded.last_error_at ELSE last_error_at END, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(new_uuid())
-        .bind(d.config_id.to_string())
-        .bind(d.repository_id.to_string())
-        .bind(d.processor.as_str())
-        .bind(d.success_count)
-        .bind(d.error_count)
-        .bind(d.processing_time_ms)
-        .bind(d.timed_jobs)
-        .bind(d.last_error_message.as_deref())
-        .bind(d.last_error_at.map(ts))
-        .bind(&hour)
-        .bind(ts(d.at))
-        .bind(&end)
-        .bind(&now)
-        .execute(&mut *tx)
+/// The rows of `sql` over the metrics window of one configuration (`?1` the configuration,
+/// `?2` buckets ending after, `?3` starting at or after); `what` names the read in errors.
+async fn window_rows(
+    pool: &SqlitePool,
+    sql: &str,
+    config_id: Uuid,
+    ends_after: DateTime<Utc>,
+    starts_at_or_after: DateTime<Utc>,
+    what: &str,
+) -> StoreResult<Vec<SqliteRow>> {
+    sqlx::query(sql)
+        .bind(config_id.to_string())
+        .bind(ts(ends_after))
+        .bind(ts(starts_at_or_after))
+        .fetch_all(pool)
         .await
-        .map_err(StoreError::db(ctx.clone()))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Corrupt {
-                column: "rollout_config_id",
-                message: format!("configuration `{}` does not exist (deleted while recording?)", d.config_id),
-            });
-        }
-    }
-    tx.commit().await.map_err(StoreError::db(ctx))?;
-    Ok(())
+        .map_err(StoreError::db(format!("read the {what} of configuration `{config_id}`")))
 }
 
+/// The window's sums with `total()`, which is a float and cannot overflow (`sum()` fails
+/// with "integer overflow"): exact below 2^53, saturating at `i64::MAX` like Postgres.
 pub(super) async fn metrics_window(
     pool: &SqlitePool,
     config_id: Uuid,
     ends_after: DateTime<Utc>,
     starts_at_or_after: DateTime<Utc>,
 ) -> StoreResult<Vec<WindowRow>> {
-    let rows = sqlx::query(
-        "SELECT processor_type, metrics_window_start, sum(success_count) AS ok, sum(error_count) AS err, \
-         sum(total_jobs) AS total, sum(total_processing_time_ms) AS tsum, sum(timed_jobs) AS tcnt \
-         FROM rollout_metrics WHERE rollout_config_id = ?1 AND metrics_window_end > ?2 AND metrics_window_start >= ?3 \
-         GROUP BY processor_type, metrics_window_start ORDER BY metrics_window_start, processor_type",
-    )
-    .bind(config_id.to_string())
-    .bind(ts(ends_after))
-    .bind(ts(starts_at_or_after))
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::db(format!("read the metrics of configuration `{config_id}`")))?;
+    let sql = "SELECT processor_type, metrics_window_start, total(success_count) AS ok, total(error_count) AS err, \
+        total(total_jobs) AS total, total(total_processing_time_ms) AS tsum, total(timed_jobs) AS tcnt \
+        FROM rollout_metrics WHERE rollout_config_id = ?1 AND metrics_window_end > ?2 AND metrics_window_start >= ?3 \
+        GROUP BY processor_type, metrics_window_start ORDER BY metrics_window_start, processor_type";
+    let rows = window_rows(pool, sql, config_id, ends_after, starts_at_or_after, "metrics").await?;
     rows.iter()
         .map(|r| {
             Ok(WindowRow {
                 processor: parse_processor(&get::<String>(r, "processor_type")?)?,
                 window_start: get_ts(r, "metrics_window_start")?,
-                success_count: to_u64("success_count", get(r, "ok")?)?,
-                error_count: to_u64("error_count", get(r, "err")?)?,
-                total_jobs: to_u64("total_jobs", get(r, "total")?)?,
-                total_processing_time_ms: to_u64("total_processing_time_ms", get(r, "tsum")?)?,
-                timed_jobs: to_u64("timed_jobs", get(r, "tcnt")?)?,
+                success_count: total_to_u64("success_count", get(r, "ok")?)?,
+                error_count: total_to_u64("error_count", get(r, "err")?)?,
+                total_jobs: total_to_u64("total_jobs", get(r, "total")?)?,
+                total_processing_time_ms: total_to_u64("total_processing_time_ms", get(r, "tsum")?)?,
+                timed_jobs: total_to_u64("timed_jobs", get(r, "tcnt")?)?,
             })
         })
         .collect()
@@ -593,18 +587,11 @@ pub(super) async fn error_messages(
     ends_after: DateTime<Utc>,
     starts_at_or_after: DateTime<Utc>,
 ) -> StoreResult<Vec<(Option<String>, u64)>> {
-    let rows = sqlx::query(
-        "SELECT last_error_message, sum(error_count) AS errors FROM rollout_metrics \
-         WHERE rollout_config_id = ?1 AND metrics_window_end > ?2 AND metrics_window_start >= ?3 AND error_count > 0 \
-         GROUP BY last_error_message",
-    )
-    .bind(config_id.to_string())
-    .bind(ts(ends_after))
-    .bind(ts(starts_at_or_after))
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::db(format!("read the errors of configuration `{config_id}`")))?;
-    rows.iter().map(|r| Ok((get(r, "last_error_message")?, to_u64("error_count", get(r, "errors")?)?))).collect()
+    let sql = "SELECT last_error_message, total(error_count) AS errors FROM rollout_metrics \
+        WHERE rollout_config_id = ?1 AND metrics_window_end > ?2 AND metrics_window_start >= ?3 AND error_count > 0 \
+        GROUP BY last_error_message";
+    let rows = window_rows(pool, sql, config_id, ends_after, starts_at_or_after, "errors").await?;
+    rows.iter().map(|r| Ok((get(r, "last_error_message")?, total_to_u64("error_count", get(r, "errors")?)?))).collect()
 }
 
 pub(super) async fn list_buckets(pool: &SqlitePool, config_id: Uuid) -> StoreResult<Vec<MetricsBucket>> {
@@ -691,52 +678,4 @@ pub(super) async fn policy_bytes(pool: &SqlitePool, sha256: &str) -> StoreResult
         .await
         .map_err(StoreError::db(format!("read policy `{sha256}`")))?;
     row.map(|r| get(&r, "bytes")).transpose()
-}
-
-pub(super) async fn activate_policy_version(
-    pool: &SqlitePool,
-    sha256: &str,
-    revert: bool,
-    reason: Option<&str>,
-    triggered_by: &str,
-) -> StoreResult<Option<String>> {
-    let ctx = format!("activate policy `{sha256}`");
-    let mut tx = pool.begin_with(BEGIN).await.map_err(StoreError::db(ctx.clone()))?;
-    let exists = sqlx::query("SELECT 1 FROM policy_versions WHERE sha256 = ?1")
-        .bind(sha256)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?;
-    if exists.is_none() {
-        return Err(StoreError::UnknownPolicy(sha256.to_owned()));
-    }
-    let previous: Option<String> = sqlx::query("SELECT sha256 FROM policy_versions WHERE active = 1")
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?
-        .map(|r| get::<String>(&r, "sha256"))
-        .transpose()?;
-    let now = ts(Utc::now());
-    sqlx::query("UPDATE policy_versions SET active = 0 WHERE active = 1 AND sha256 <> ?1")
-        .bind(sha256)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?;
-    sqlx::query("UPDATE policy_versions SET active = 1, activated_at = ?2 WHERE sha256 = ?1")
-        .bind(sha256)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(ctx.clone()))?;
-    let entry = NewHistory {
-        action: if revert { HistoryAction::PolicyReverted } else { HistoryAction::PolicyActivated },
-        previous_percentage: None,
-        new_percentage: None,
-        reason: reason.map(str::to_owned),
-        triggered_by: triggered_by.to_owned(),
-        metadata: serde_json::json!({ "previous": { "policy_sha256": previous }, "new": { "policy_sha256": sha256 } }),
-    };
-    insert_history(&mut tx, None, "", &entry, Utc::now()).await?;
-    tx.commit().await.map_err(StoreError::db(ctx))?;
-    Ok(previous)
 }

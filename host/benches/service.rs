@@ -1,0 +1,181 @@
+//! The service's reaction times, wall clock with the database's I/O included (Postgres):
+//!
+//! - `rollback_reaction_ms`: from the acknowledgement of the outcome that crosses the
+//!   rollback threshold (`Service::record_outcomes` returning) to the decisions of that
+//!   process being made at 0 % (its configuration snapshot). The health interval is an
+//!   hour, so only the outcome's own wake-up can do it. Median of 9 rollouts.
+//! - `propagation_ms`: from a percentage change acknowledged by instance A to instance B (its
+//!   own pool, its own background tasks, the same database) deciding with it — delivered by
+//!   LISTEN/NOTIFY, the periodic re-read being an hour. Median of 21 changes.
+//! - `stats_1m_repos_ms`: counting participation (eligible ÷ categorised repositories, every
+//!   repository through the policy in chunks) over 1,000,000 categorised repositories: what
+//!   the background recount costs after a change, read from the database included. Median of
+//!   3. (`stats_1m_read_ms`: a read of the statistics once counted — what `/stats` and the
+//!   page cost a caller.)
+//!
+//! `DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p rollout --bench service`
+//! (the default URL); a fresh database is created and dropped. Ends with `SUMMARY` lines.
+
+use rollout::input::values::{Actor, Percentage, ProcessingTimeMs, RepositoryRef};
+use rollout::manager::OutcomeInput;
+use rollout::runtime::{Runtime, RuntimeOptions, BUNDLED_POLICY};
+use rollout::service::background::Background;
+use rollout::service::operations::Operation;
+use rollout::service::{Service, ServiceOptions};
+use rollout::store::testing::TestDatabase;
+use rollout::store::Store;
+use rollout_policy::Processor;
+use std::time::{Duration, Instant};
+
+const FEATURE: &str = "hybrid_progressive_capture";
+const REPO: &str = "6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn service(db_url: &str) -> (Service, Background) {
+    let store = Store::connect(db_url).await.expect("connect");
+    let runtime = Runtime::new(RuntimeOptions::default()).expect("runtime");
+    runtime.load_bytes(BUNDLED_POLICY, "bundled").expect("bundled policy");
+    let options = ServiceOptions {
+        health_interval: Duration::from_secs(3600),
+        reload_interval: Duration::from_secs(3600),
+        ..ServiceOptions::default()
+    };
+    let service = Service::open(store, runtime, options).await.expect("open the service");
+    let background = Background::spawn(&service);
+    (service, background)
+}
+
+fn percentage_of(service: &Service) -> u8 {
+    service.features().iter().find(|f| f.name() == FEATURE).map_or(255, |f| f.manager.snapshot().config().rollout_percentage)
+}
+
+/// Poll (every 200 µs, at most 60 s) until `done`; the time it took, in milliseconds.
+async fn until(start: Instant, done: impl Fn() -> bool) -> f64 {
+    while !done() {
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!("service bench: gave up after 60 s");
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+async fn set(service: &Service, pct: u8, actor: &Actor) {
+    let op = Operation::SetPercentage(Percentage::new(u64::from(pct)).expect("percentage"));
+    service.apply(FEATURE, op, None, actor).await.expect("set the percentage");
+}
+
+fn error_outcome() -> OutcomeInput {
+    OutcomeInput {
+        repository: RepositoryRef::new(REPO).expect("id"),
+        processor: Processor::GithubActions,
+        success: false,
+        processing_time_ms: Some(ProcessingTimeMs::new(5).expect("ms")),
+        error_message: None,
+    }
+}
+
+async fn rollback_reaction(db_url: &str, actor: &Actor) -> f64 {
+    let (a, background) = service(db_url).await;
+    let feature = a.feature(FEATURE).await.expect("feature");
+    let mut samples = Vec::new();
+    for _ in 0..9 {
+        // a fresh ramp starts a fresh window: 9 errors (below the 10 jobs needed), then the 10th
+        set(&a, 50, actor).await;
+        a.record_outcomes(&feature, vec![error_outcome(); 9]).await.expect("record");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(percentage_of(&a), 50, "rolled back before the threshold");
+        a.record_outcomes(&feature, vec![error_outcome()]).await.expect("record");
+        let acknowledged = Instant::now();
+        samples.push(until(acknowledged, || percentage_of(&a) == 0).await);
+    }
+    background.shutdown().await;
+    median(samples)
+}
+
+async fn propagation(db_url: &str, actor: &Actor) -> f64 {
+    let (a, background_a) = service(db_url).await;
+    let (b, background_b) = service(db_url).await;
+    // B is listening once it has seen one change
+    set(&a, 1, actor).await;
+    until(Instant::now(), || percentage_of(&b) == 1).await;
+    let mut samples = Vec::new();
+    for i in 0..21u8 {
+        let pct = 2 + i;
+        set(&a, pct, actor).await;
+        let acknowledged = Instant::now();
+        samples.push(until(acknowledged, || percentage_of(&b) == pct).await);
+    }
+    background_a.shutdown().await;
+    background_b.shutdown().await;
+    median(samples)
+}
+
+async fn stats_1m(db: &TestDatabase, actor: &Actor) -> (f64, f64) {
+    let Store::Postgres(pool) = &db.store else { unreachable!("a postgres database") };
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await.expect("timeout");
+    sqlx::query(
+        "INSERT INTO repository_categories (repository_id, category, priority_level, is_test_repository, star_count, \
+         contributor_count, pr_count, monthly_activity_score) \
+         SELECT gen_random_uuid(), (ARRAY['test','small','medium','large','enterprise'])[1 + i % 5], 50, i % 5 = 0, \
+         1, 1, 1, 1 FROM generate_series(1, 1000000) AS i",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("insert 1,000,000 categorised repositories");
+    tx.commit().await.expect("commit");
+    let (s, background) = service(&db.url).await;
+    set(&s, 30, actor).await;
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let p = s.count_participation(FEATURE).await.expect("count participation");
+        counts.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(p.categorized_repositories, 1_000_000);
+    }
+    let mut reads = Vec::new();
+    for _ in 0..9 {
+        let t = Instant::now();
+        let stats = s.stats(FEATURE).await.expect("stats");
+        reads.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(stats.categorized_repositories, 1_000_000);
+    }
+    background.shutdown().await;
+    (median(counts), median(reads))
+}
+
+#[tokio::main]
+async fn main() {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if !url.starts_with("postgres") {
+        eprintln!("SKIPPED service bench: DATABASE_URL must name a Postgres database");
+        return;
+    }
+    let actor = Actor::new("bench").expect("actor");
+    println!("service reaction times on Postgres (wall clock, I/O included; medians)");
+    let db = match TestDatabase::postgres(&url).await {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("SKIPPED service bench: {e}");
+            return;
+        }
+    };
+    let reaction = rollback_reaction(&db.url, &actor).await;
+    println!("  rollback after the crossing outcome:   {reaction:>9.1} ms");
+    let propagation = propagation(&db.url, &actor).await;
+    println!("  a change reaching another instance:    {propagation:>9.1} ms");
+    db.cleanup().await;
+    let db = TestDatabase::postgres(&url).await.expect("a second database");
+    let (count, read) = stats_1m(&db, &actor).await;
+    println!("  participation over 1,000,000 repos:    {count:>9.1} ms (recount) / {read:.2} ms (read)");
+    db.cleanup().await;
+    println!("SUMMARY rollback_reaction_ms: {reaction:.1}");
+    println!("SUMMARY propagation_ms: {propagation:.1}");
+    println!("SUMMARY stats_1m_repos_ms: {count:.0}");
+    println!("SUMMARY stats_1m_read_ms: {read:.2}");
+}

@@ -1,0 +1,218 @@
+//! `rollout serve [--listen ADDR] [--policy FILE] [--watch]`: the HTTP API ([`crate::http`]).
+//!
+//! Start: read the environment overrides (an invalid one stops the start, exit 2) and
+//! `ROLLOUT_SERVICE_TOKEN` (unset: writes answer 403); connect (Postgres with a short
+//! acquire timeout so an outage answers quickly) and migrate; load the policy — `--policy
+//! FILE`, else the version active in `policy_versions`, else the bundled reference policy;
+//! open the features; listen and print `rollout serve: listening on http://ADDR`.
+//!
+//! SIGTERM or Ctrl-C: stop accepting, finish the requests in flight (an outcome is answered
+//! only once durable), stop the background work, write buffered outcomes (trying for
+//! `--shutdown-flush-secs`), close the database, exit 0 (3 when buffered outcomes could not
+//! be written).
+
+use crate::cli::context::Ctx;
+use crate::cli::{CliError, CliResult, Exit};
+use crate::env::EnvOverrides;
+use crate::http::{self, AppState, HttpOptions};
+use crate::runtime::{Runtime, RuntimeOptions};
+use crate::service::background::Background;
+use crate::service::policies::start_policy;
+use crate::service::{Service, ServiceOptions};
+use crate::store::{redact_url, Store, StoreOptions};
+use anyhow::{anyhow, Context};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The environment variable holding the service token.
+pub const TOKEN_VARIABLE: &str = "ROLLOUT_SERVICE_TOKEN";
+
+/// Options of `rollout serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port; the line printed at start names it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Serve this policy component instead of the active stored version (default: the active
+    /// stored version, else the bundled reference policy).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Reload --policy whenever the file changes (checked, then swapped while serving).
+    #[arg(long, requires = "policy")]
+    pub watch: bool,
+    /// Seconds between health checks when no outcomes arrive.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub health_interval: u64,
+    /// Seconds between re-reads of the configuration and the active policy (covers missed
+    /// notifications; the only way changes arrive on SQLite).
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub reload_interval: u64,
+    /// Most outcomes buffered per feature while the database is unreachable.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub outcome_buffer: usize,
+    /// Most bytes of outcomes buffered per feature while the database is unreachable
+    /// (beyond it, outcomes are answered 503 with Retry-After and counted).
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub outcome_buffer_bytes: usize,
+    /// Seconds to keep trying to write buffered outcomes at shutdown.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub shutdown_flush_secs: u64,
+    /// Requests handled at once; beyond it a request is answered 503 with `Retry-After` at
+    /// once.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_in_flight: usize,
+    /// Longest a request may take, reading its body included; beyond it the answer is 408
+    /// (a client trickling its body cannot hold a connection, or a shutdown, for longer).
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub request_timeout_ms: u64,
+    /// Directory where compiled policies are cached (a restart skips compiling). Created
+    /// private (0700); refused when another user owns it or can write to it; every file in it
+    /// is authenticated with a key kept there (0600), and one that fails is recompiled.
+    #[arg(long, value_name = "DIR")]
+    pub policy_cache: Option<PathBuf>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Run `rollout serve`.
+pub fn run(args: Args, ctx: &Ctx) -> CliResult {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(CliError::unavailable)?;
+    runtime.block_on(serve(args, ctx.url.clone(), ctx.feature.clone()))
+}
+
+/// Connect with the store's one connection setup (acquire, statement and lock timeouts:
+/// an outage answers in seconds, a held row lock fails a statement instead of stalling it).
+async fn connect(url: &str) -> Result<Store, CliError> {
+    let shown = redact_url(url);
+    let options = StoreOptions { max_connections: 16, ..StoreOptions::default() };
+    Store::connect_with(url, &options).await.map_err(|e| {
+        let exit = if e.kind().is_transient() { crate::cli::Exit::Unavailable } else { crate::cli::Exit::Usage };
+        CliError { exit, error: anyhow::Error::new(e).context(format!("cannot open the database `{shown}`")) }
+    })
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(args: Args, url: String, feature: String) -> CliResult {
+    let overrides = EnvOverrides::from_env().context("invalid environment override").map_err(CliError::usage)?;
+    let token = http::service_token(std::env::var(TOKEN_VARIABLE).ok().as_deref())
+        .map_err(|m| CliError::usage(anyhow!("{m}")))?;
+    let store = connect(&url).await?;
+    store.migrate().await.context("cannot apply the migrations").map_err(CliError::unavailable)?;
+
+    let options = RuntimeOptions { cache_dir: args.policy_cache.clone(), ..RuntimeOptions::default() };
+    let policy_limit = options.max_upload_bytes;
+    let runtime = Runtime::new(options).context("cannot start the policy runtime").map_err(CliError::unavailable)?;
+    let started = start_policy(&store, &runtime, args.policy.as_deref())
+        .await
+        .map_err(CliError::service("cannot load the policy"))?;
+
+    let options = ServiceOptions {
+        default_feature: feature.clone(),
+        overrides,
+        outcome_buffer: args.outcome_buffer,
+        outcome_buffer_bytes: args.outcome_buffer_bytes,
+        health_interval: Duration::from_secs(args.health_interval.max(1)),
+        reload_interval: Duration::from_secs(args.reload_interval.max(1)),
+        startup_policy: Some(started.fallback.clone()),
+        ..ServiceOptions::default()
+    };
+    let service = Service::open(store.clone(), runtime.clone(), options)
+        .await
+        .map_err(CliError::service(format!("cannot open the rollout `{feature}`")))?;
+    service.started_with(&started);
+    let state = AppState::new(
+        service.clone(),
+        HttpOptions {
+            token: token.clone(),
+            policy_body_limit: policy_limit,
+            limits: http::limits::RequestLimits {
+                max_in_flight: args.max_in_flight.max(1),
+                request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+            },
+            ..HttpOptions::default()
+        },
+    );
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on `{}`", args.listen))
+        .map_err(CliError::usage)?;
+    let addr = listener.local_addr().context("cannot read the listening address").map_err(CliError::usage)?;
+    let _watch = match (&args.policy, args.watch) {
+        (Some(path), true) => Some(runtime.watch(path.clone())),
+        _ => None,
+    };
+    let background = Background::spawn(&service);
+    if token.is_none() {
+        tracing::warn!("{TOKEN_VARIABLE} is not set: writes (operations, outcomes, policies) answer 403");
+    }
+    let policy = started.serving;
+    println!(
+        "rollout serve: listening on http://{addr} (feature `{feature}`, policy {} {} {}, database {}, writes {})",
+        policy.name,
+        policy.version,
+        policy.sha256.get(..12).unwrap_or(""),
+        redact_url(&url),
+        if token.is_some() { "enabled" } else { "disabled" },
+    );
+    let _ = std::io::stdout().flush();
+
+    let stopping = service.clone();
+    let shutdown = async move {
+        signal().await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        stopping.begin_shutdown();
+    };
+    http::serve(listener, http::app(state), shutdown)
+        .await
+        .context("the server failed")
+        .map_err(CliError::unavailable)?;
+    background.shutdown().await;
+
+    let deadline = Instant::now() + Duration::from_secs(args.shutdown_flush_secs);
+    let mut waiting = service.flush_buffers().await;
+    while waiting > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        waiting = service.flush_buffers().await;
+    }
+    store.close().await;
+    if waiting > 0 {
+        return Err(CliError::unavailable(anyhow!(
+            "{waiting} buffered outcomes could not be written: the database stayed unreachable"
+        )));
+    }
+    println!("rollout serve: stopped");
+    let _ = std::io::stdout().flush();
+    Ok(Exit::Ok)
+}

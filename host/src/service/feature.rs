@@ -1,0 +1,208 @@
+//! One feature being served, and the decisions made on it.
+
+use super::db::{from_ms, now_ms};
+use super::metrics::DecisionCounters;
+use super::outcomes::OutcomeBuffer;
+use super::Service;
+use crate::input::values::RepositoryUuid;
+use crate::manager::{HealthReport, Manager, Participation};
+use chrono::{DateTime, Utc};
+use rollout_policy::{Eligibility, Job, Repository, RouteDecision};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One feature being served: its manager and what the service keeps beside it.
+pub struct Feature {
+    /// The manager.
+    pub manager: Manager,
+    /// Its decision counters.
+    pub counters: Arc<DecisionCounters>,
+    /// Outcomes waiting for the database.
+    pub(crate) buffer: OutcomeBuffer,
+    /// When the configuration was last read from (or written to) the database, unix ms.
+    loaded_at_ms: AtomicI64,
+    /// Set when outcomes were recorded since the last health check.
+    pub(crate) health_due: AtomicBool,
+    /// The last health check.
+    last_health: Mutex<Option<HealthReport>>,
+    /// The last participation count, and whether a recount is under way.
+    participation: arc_swap::ArcSwapOption<Participation>,
+    counting: AtomicBool,
+    /// Buffered outcomes the database refused, most recent last (at most [`DEAD_LETTERS`]).
+    dead_letters: Mutex<std::collections::VecDeque<super::outcomes::DeadLetter>>,
+}
+
+/// Refused outcomes a feature keeps for the status.
+pub const DEAD_LETTERS: usize = 1000;
+
+impl std::fmt::Debug for Feature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feature").field("feature", &self.manager.feature()).finish_non_exhaustive()
+    }
+}
+
+impl Feature {
+    pub(crate) fn new(manager: Manager, counters: Arc<DecisionCounters>) -> Feature {
+        Feature {
+            manager,
+            counters,
+            buffer: OutcomeBuffer::default(),
+            loaded_at_ms: AtomicI64::new(now_ms()),
+            health_due: AtomicBool::new(false),
+            last_health: Mutex::new(None),
+            participation: arc_swap::ArcSwapOption::empty(),
+            counting: AtomicBool::new(false),
+            dead_letters: Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// The feature's name.
+    pub fn name(&self) -> &str {
+        self.manager.feature()
+    }
+
+    /// Outcomes waiting for the database.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Note that the configuration was just read from the database.
+    pub fn mark_loaded(&self) {
+        self.loaded_at_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the configuration was last read from the database.
+    pub fn loaded_at(&self) -> Option<DateTime<Utc>> {
+        from_ms(self.loaded_at_ms.load(Ordering::Relaxed))
+    }
+
+    /// Seconds since the configuration was last read from the database.
+    pub fn config_age_seconds(&self) -> f64 {
+        (now_ms() - self.loaded_at_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0
+    }
+
+    /// The last health check this process ran.
+    pub fn last_health(&self) -> Option<HealthReport> {
+        self.last_health.lock().ok().and_then(|h| h.clone())
+    }
+
+    /// Buffered outcomes the database refused and that were set aside, oldest first.
+    pub fn dead_letters(&self) -> Vec<super::outcomes::DeadLetter> {
+        self.dead_letters.lock().map(|d| d.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    pub(crate) fn push_dead_letter(&self, letter: super::outcomes::DeadLetter) {
+        if let Ok(mut d) = self.dead_letters.lock() {
+            if d.len() == DEAD_LETTERS {
+                d.pop_front();
+            }
+            d.push_back(letter);
+        }
+    }
+
+    pub(crate) fn set_health(&self, report: &HealthReport) {
+        if let Ok(mut h) = self.last_health.lock() {
+            *h = Some(report.clone());
+        }
+    }
+}
+
+impl Service {
+    /// The repository as the policy sees it; one without a category is queued for
+    /// background categorisation (a bounded, deduplicated, non-blocking enqueue).
+    fn repository(&self, feature: &Arc<Feature>, id: RepositoryUuid) -> Repository {
+        let repo = feature.manager.repository_of(id.repo_id());
+        if repo.category.is_none() {
+            self.inner.categorize.offer(feature, id);
+        }
+        repo
+    }
+
+    /// Eligibility of one repository (memory only), counted.
+    pub fn is_eligible(&self, feature: &Arc<Feature>, id: RepositoryUuid) -> Eligibility {
+        let repo = self.repository(feature, id);
+        let decision = feature.manager.decide_eligibility(&repo);
+        feature.counters.eligibility(&decision);
+        decision
+    }
+
+    /// Where a job runs (memory only), counted.
+    pub fn route(&self, feature: &Arc<Feature>, id: RepositoryUuid, job: &Job) -> RouteDecision {
+        let repo = self.repository(feature, id);
+        let decision = feature.manager.decide_route(&repo, job);
+        feature.counters.route(&decision);
+        decision
+    }
+
+    /// Where many jobs run, in order, with one configuration snapshot; each counted.
+    pub fn route_batch(&self, feature: &Arc<Feature>, requests: Vec<(RepositoryUuid, Job)>) -> Vec<RouteDecision> {
+        let requests: Vec<(Repository, Job)> =
+            requests.into_iter().map(|(id, job)| (self.repository(feature, id), job)).collect();
+        let decisions = feature.manager.decide_routes(&requests);
+        for d in &decisions {
+            feature.counters.route(d);
+        }
+        decisions
+    }
+}
+
+impl Service {
+    /// The statistics of `feature` over its monitoring window. Participation comes from
+    /// the cache (a read never scans every repository); when it is not current a recount
+    /// starts in the background and the statistics say so.
+    pub async fn stats(&self, feature: &str) -> super::ServiceResult<crate::manager::RolloutStats> {
+        let feature = self.feature(feature).await?;
+        self.inner.db.require()?;
+        let participation = self.participation(&feature).unwrap_or_else(|| Arc::new(Participation::none()));
+        self.observed(feature.manager.rollout_stats_with(&participation)).await
+    }
+
+    /// The cached participation of `feature` (`None` before the first count); a recount is
+    /// started in the background when it is not current.
+    pub fn participation(&self, feature: &Arc<Feature>) -> Option<Arc<Participation>> {
+        let cached = feature.participation.load_full();
+        if !cached.as_ref().is_some_and(|p| p.is_current(&feature.manager)) {
+            self.recount(feature);
+        }
+        cached
+    }
+
+    /// Count the participation of `feature` in the background unless a count is under way.
+    pub(crate) fn recount(&self, feature: &Arc<Feature>) {
+        if feature.counting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (service, feature) = (self.clone(), feature.clone());
+        tokio::spawn(async move {
+            match service.observed(feature.manager.compute_participation()).await {
+                Ok(p) => {
+                    tracing::debug!(
+                        feature = feature.name(),
+                        took_ms = p.took_ms,
+                        repositories = p.total_repositories,
+                        "counted participation"
+                    );
+                    feature.participation.store(Some(Arc::new(p)));
+                }
+                Err(e) => tracing::debug!(feature = feature.name(), "cannot count participation: {e}"),
+            }
+            feature.counting.store(false, Ordering::Release);
+        });
+    }
+
+    /// Count the participation of `feature` now and cache it (for callers that wait, such
+    /// as tests and benchmarks; a server counts in the background).
+    pub async fn count_participation(&self, feature: &str) -> super::ServiceResult<Arc<Participation>> {
+        let feature = self.feature(feature).await?;
+        let p = Arc::new(self.observed(feature.manager.compute_participation()).await?);
+        feature.participation.store(Some(p.clone()));
+        Ok(p)
+    }
+
+    /// The history of `feature`, newest first, at most `limit` rows.
+    pub async fn history(&self, feature: &str, limit: u32) -> super::ServiceResult<Vec<crate::store::HistoryEntry>> {
+        let feature = self.feature(feature).await?;
+        self.inner.db.require()?;
+        self.observed(feature.manager.history(limit)).await
+    }
+}

@@ -1,0 +1,172 @@
+//! Operator operations: every change an operator (or a script) makes to a rollout, and the
+//! health check, written once for the HTTP API and the CLI.
+//!
+//! The rules both edges share, because they live here and nowhere else:
+//! - an operation needs the database; while it is unreachable the answer is "unavailable";
+//! - the emergency stop and resume need a reason;
+//! - list edits take 1 to `max_batch` ids (UUIDs or `owner/name`, resolved through
+//!   `repositories`, deduplicated);
+//! - a change that changes nothing (a repeated stop, a percentage set to its value) writes
+//!   no history row and answers `applied: false`;
+//! - when an environment override hides what the database now holds, the answer says so
+//!   ([`OperationOutcome::overridden_by_environment`]).
+
+use super::{Feature, Service, ServiceError, ServiceResult};
+use crate::input::values::{Actor, Percentage, Reason, RepositoryRef};
+use crate::manager::{EffectiveConfig, HealthReport};
+use crate::store::{Change, ChangeOutcome, ChangeRequest, HistoryEntry};
+use rollout_policy::Processor;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// A change an operator makes to a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Set the percentage (history `updated`).
+    SetPercentage(Percentage),
+    /// Switch the emergency stop on (history `emergency_stop`; the percentage is kept).
+    EmergencyStop,
+    /// Switch the emergency stop off (history `resume`).
+    Resume,
+    /// Switch auto-rollback on or off (history `updated`).
+    SetAutoRollback(bool),
+    /// Add repositories to the whitelist (history `whitelist_add`).
+    WhitelistAdd(Vec<RepositoryRef>),
+    /// Remove repositories from the whitelist (history `whitelist_remove`).
+    WhitelistRemove(Vec<RepositoryRef>),
+    /// Exclude repositories (history `exclude_add`).
+    ExcludeAdd(Vec<RepositoryRef>),
+    /// Lift exclusions (history `exclude_remove`).
+    ExcludeRemove(Vec<RepositoryRef>),
+}
+
+impl Operation {
+    /// Whether the operation must say why.
+    pub fn needs_reason(&self) -> bool {
+        matches!(self, Operation::EmergencyStop | Operation::Resume)
+    }
+
+    fn ids(&self) -> Option<&[RepositoryRef]> {
+        match self {
+            Operation::WhitelistAdd(ids)
+            | Operation::WhitelistRemove(ids)
+            | Operation::ExcludeAdd(ids)
+            | Operation::ExcludeRemove(ids) => Some(ids),
+            _ => None,
+        }
+    }
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationOutcome {
+    /// Whether the configuration changed (a change that changes nothing writes nothing).
+    pub applied: bool,
+    /// The configuration in force now, environment overrides marked.
+    pub config: EffectiveConfig,
+    /// The history row written.
+    pub history: Option<HistoryEntry>,
+    /// Fields the database now holds but an environment override hides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overridden_by_environment: Vec<&'static str>,
+}
+
+impl OperationOutcome {
+    fn new(outcome: &ChangeOutcome, feature: &Feature) -> OperationOutcome {
+        let config = feature.manager.effective_config();
+        let changed: Vec<String> = outcome
+            .history
+            .as_ref()
+            .and_then(|h| h.metadata.get("new"))
+            .and_then(|n| n.as_object())
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let overridden_by_environment =
+            config.env_overrides.iter().filter(|o| changed.iter().any(|c| c == o.field)).map(|o| o.field).collect();
+        OperationOutcome {
+            applied: outcome.applied,
+            config,
+            history: outcome.history.clone(),
+            overridden_by_environment,
+        }
+    }
+}
+
+impl Service {
+    /// Apply `operation` to `feature`, audited with `reason` and `actor`.
+    pub async fn apply(
+        &self,
+        feature: &str,
+        operation: Operation,
+        reason: Option<Reason>,
+        actor: &Actor,
+    ) -> ServiceResult<OperationOutcome> {
+        self.inner.db.require()?;
+        let feature = self.feature(feature).await?;
+        if operation.needs_reason() && reason.is_none() {
+            return Err(ServiceError::invalid("reason", "`reason` is required: say why, in words"));
+        }
+        let change = match operation.ids() {
+            Some(ids) => {
+                let max = self.inner.options.max_batch;
+                if ids.is_empty() || ids.len() > max {
+                    return Err(ServiceError::invalid(
+                        "repository_ids",
+                        format!("{} repository ids given: allowed 1 to {max} UUIDs or owner/name", ids.len()),
+                    ));
+                }
+                let texts: Vec<String> = ids.iter().map(|r| r.as_str().to_owned()).collect();
+                let uuids = self.observed(self.inner.store.resolve_repository_ids(&texts)).await?;
+                match operation {
+                    Operation::WhitelistAdd(_) => Change::WhitelistAdd(uuids),
+                    Operation::WhitelistRemove(_) => Change::WhitelistRemove(uuids),
+                    Operation::ExcludeAdd(_) => Change::ExcludeAdd(uuids),
+                    _ => Change::ExcludeRemove(uuids),
+                }
+            }
+            None => match operation {
+                Operation::SetPercentage(p) => Change::SetPercentage(p.get()),
+                Operation::EmergencyStop => Change::EmergencyStop,
+                Operation::Resume => Change::Resume,
+                Operation::SetAutoRollback(on) => Change::SetAutoRollback(on),
+                _ => return Err(ServiceError::Internal("a list edit without ids".into())),
+            },
+        };
+        let request = ChangeRequest::new(change, reason.map(Reason::into_string), actor.as_str());
+        let outcome = self.observed(feature.manager.change(&request)).await?;
+        feature.mark_loaded();
+        Ok(OperationOutcome::new(&outcome, &feature))
+    }
+
+    /// Evaluate the health of `feature` now and, when `apply` and the policy says so, roll
+    /// back; the result is kept for the status and the metrics.
+    pub async fn check_health(&self, feature: &str, apply: bool) -> ServiceResult<HealthReport> {
+        self.inner.db.require()?;
+        let feature = self.feature(feature).await?;
+        self.run_health_check(&feature, apply).await
+    }
+
+    /// [`Service::check_health`] on an open feature (the health loop calls it).
+    pub(crate) async fn run_health_check(&self, feature: &Arc<Feature>, apply: bool) -> ServiceResult<HealthReport> {
+        let result = if apply {
+            feature.manager.check_and_trigger_auto_rollback().await
+        } else {
+            feature.manager.check_health().await
+        };
+        self.inner.db.observe(&result);
+        self.inner.metrics.health_checked();
+        let report = result?;
+        feature.mark_loaded();
+        let per_processor: Vec<(Processor, f64)> = Processor::ALL
+            .iter()
+            .filter_map(|p| report.processors.get(p.as_str()).map(|s| (*p, s.error_rate)))
+            .collect();
+        feature.counters.health(report.error_rate, &per_processor);
+        if report.rolled_back {
+            feature.counters.rollback();
+            tracing::warn!(feature = feature.name(), error_rate = report.error_rate, "rolled back: {}", report.reason);
+        }
+        feature.set_health(&report);
+        Ok(report)
+    }
+}
