@@ -50,7 +50,11 @@ async fn service(db_url: &str) -> (Service, Background) {
 }
 
 fn percentage_of(service: &Service) -> u8 {
-    service.features().iter().find(|f| f.name() == FEATURE).map_or(255, |f| f.manager.snapshot().config().rollout_percentage)
+    service
+        .features()
+        .iter()
+        .find(|f| f.name() == FEATURE)
+        .map_or(255, |f| f.manager.snapshot().config().rollout_percentage)
 }
 
 /// Poll (every 200 µs, at most 60 s) until `done`; the time it took, in milliseconds.

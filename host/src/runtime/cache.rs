@@ -54,7 +54,10 @@ pub(crate) struct DiskCache {
 
 impl std::fmt::Debug for DiskCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskCache").field("dir", &self.dir).field("engine_key", &self.engine_key).finish_non_exhaustive()
+        f.debug_struct("DiskCache")
+            .field("dir", &self.dir)
+            .field("engine_key", &self.engine_key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,9 +111,9 @@ impl DiskCache {
         // Read into memory rather than `deserialize_file`'s mmap: a file truncated under a
         // mapping (an operator cleaning the directory) would crash the process with SIGBUS.
         let bytes = std::fs::read(&path).ok()?;
-        let authentic = bytes.split_at_checked(TAG_LEN).filter(|(tag, artifact)| {
-            self.artifact_tag(sha256, artifact).verify_slice(tag).is_ok()
-        });
+        let authentic = bytes
+            .split_at_checked(TAG_LEN)
+            .filter(|(tag, artifact)| self.artifact_tag(sha256, artifact).verify_slice(tag).is_ok());
         let Some((_, artifact)) = authentic else {
             tracing::warn!(path = %path.display(), "discarding a cached component without a valid tag");
             let _ = std::fs::remove_file(&path);

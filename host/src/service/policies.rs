@@ -498,8 +498,10 @@ impl Service {
         calls: u64,
         failed_calls: u64,
     ) -> ServiceResult<()> {
-        let reason =
-            format!("policy {} {} fell back on {failed_calls} of its first {calls} calls: reverted automatically", failing.name, failing.version);
+        let reason = format!(
+            "policy {} {} fell back on {failed_calls} of its first {calls} calls: reverted automatically",
+            failing.name, failing.version
+        );
         let details = serde_json::json!({"failed": failing, "reverted_to": reverted_to, "calls": calls, "failed_calls": failed_calls});
         let _turn = self.inner.policies.turn.lock().await;
         let rows = self.observed(self.inner.store.list_policy_versions()).await?;

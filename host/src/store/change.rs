@@ -481,12 +481,24 @@ mod tests {
         let after = applied(Change::Rollback { judged_since: t(0), judged_percentage: 30 }, &before);
         assert_eq!((after.config.rollout_percentage, after.state_changed_at), (0, t(100)));
         let ramped = applied(Change::SetPercentage(50), &before);
-        assert_eq!(skipped(Change::Rollback { judged_since: t(0), judged_percentage: 30 }, &ramped), Skipped::WindowChanged);
-        assert_eq!(skipped(Change::Rollback { judged_since: t(100), judged_percentage: 30 }, &after), Skipped::AlreadyAtZero);
+        assert_eq!(
+            skipped(Change::Rollback { judged_since: t(0), judged_percentage: 30 }, &ramped),
+            Skipped::WindowChanged
+        );
+        assert_eq!(
+            skipped(Change::Rollback { judged_since: t(100), judged_percentage: 30 }, &after),
+            Skipped::AlreadyAtZero
+        );
         let stopped = applied(Change::EmergencyStop, &before);
-        assert_eq!(skipped(Change::Rollback { judged_since: t(100), judged_percentage: 30 }, &stopped), Skipped::Stopped);
+        assert_eq!(
+            skipped(Change::Rollback { judged_since: t(100), judged_percentage: 30 }, &stopped),
+            Skipped::Stopped
+        );
         let late = before.state_changed_at + TimeDelta::microseconds(1);
-        assert_eq!(skipped(Change::Rollback { judged_since: late, judged_percentage: 30 }, &before), Skipped::WindowChanged);
+        assert_eq!(
+            skipped(Change::Rollback { judged_since: late, judged_percentage: 30 }, &before),
+            Skipped::WindowChanged
+        );
     }
 
     #[test]

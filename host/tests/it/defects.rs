@@ -354,9 +354,11 @@ async fn stats_over_a_million_repositories_are_counted_in_chunks_off_the_request
     .execute(&mut *tx)
     .await
     .unwrap();
-    tx.commit().await.unwrap();
+    // read back in the same unbounded transaction (a million rows can outlast the store's
+    // statement timeout on a loaded machine)
     let ids: Vec<uuid::Uuid> =
-        sqlx::query_scalar("SELECT repository_id FROM repository_categories").fetch_all(pool).await.unwrap();
+        sqlx::query_scalar("SELECT repository_id FROM repository_categories").fetch_all(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
     assert_eq!(ids.len(), 1_000_000);
     let expected =
         ids.iter().filter(|u| rollout_policy::bucket(F, &rollout_policy::RepoId::Uuid(u.as_u128())) < 30).count()
@@ -590,8 +592,7 @@ async fn a_rollback_holds_the_percentage_at_zero_over_an_environment_override() 
 async fn a_lock_held_on_one_feature_does_not_stall_another_features_health_check() {
     use crate::e2e_support::{get, poll};
     use sqlx::Connection;
-    let Some(base) =
-        crate::support::pg_url("a_lock_held_on_one_feature_does_not_stall_another_features_health_check")
+    let Some(base) = crate::support::pg_url("a_lock_held_on_one_feature_does_not_stall_another_features_health_check")
     else {
         return;
     };
@@ -621,8 +622,8 @@ async fn a_lock_held_on_one_feature_does_not_stall_another_features_health_check
         .await
         .unwrap();
     for name in [locked, free] {
-        let (s, v) = send(&c, Method::POST, &f(name, "/outcomes"), Some(json!({"outcomes": vec![error.clone(); 20]})))
-            .await;
+        let (s, v) =
+            send(&c, Method::POST, &f(name, "/outcomes"), Some(json!({"outcomes": vec![error.clone(); 20]}))).await;
         assert_eq!(s, 200, "{v}");
     }
     let free_rolled_back = poll(Duration::from_secs(30), || async {

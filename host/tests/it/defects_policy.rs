@@ -36,15 +36,19 @@ async fn serving(c: &reqwest::Client, server: &Server) -> String {
 
 async fn active(c: &reqwest::Client, server: &Server) -> String {
     let (_, v) = get(c, &server.url("/v1/policies")).await;
-    v["versions"].as_array().unwrap().iter().find(|r| r["active"] == true).map_or(String::new(), |r| {
-        r["sha256"].as_str().unwrap().to_owned()
-    })
+    v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["active"] == true)
+        .map_or(String::new(), |r| r["sha256"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_activations_on_two_instances_end_with_every_instance_serving_the_active_version() {
-    let Some(base) = crate::support::pg_url("concurrent_activations_on_two_instances_end_with_every_instance_serving_the_active_version")
-    else {
+    let Some(base) = crate::support::pg_url(
+        "concurrent_activations_on_two_instances_end_with_every_instance_serving_the_active_version",
+    ) else {
         return;
     };
     let Some(example) = e2e_support::example_policy("concurrent_activations") else { return };

@@ -414,8 +414,7 @@ async fn state_change_starts_a_new_bucket(db: &TestDatabase) {
 async fn rollback_is_conditional(db: &TestDatabase) {
     let store = &db.store;
     let judged_since = store.get_config(FEATURE).await.unwrap().state_changed_at;
-    let out =
-        store.apply_change(FEATURE, &req(Change::Rollback { judged_since, judged_percentage: 0 })).await.unwrap();
+    let out = store.apply_change(FEATURE, &req(Change::Rollback { judged_since, judged_percentage: 0 })).await.unwrap();
     assert!(!out.applied && out.history.is_none(), "nothing to roll back at 0%");
     assert_eq!(out.skipped, Some(Skipped::AlreadyAtZero));
     let judged_since =
