@@ -68,24 +68,8 @@ pub struct DemoSummary {
     pub example_repository_id: Option<Uuid>,
 }
 
-/// A small deterministic generator (SplitMix64), so every seed writes the same data.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `lo..=hi`.
-    fn range(&mut self, lo: u32, hi: u32) -> u32 {
-        let span = u64::from(hi.saturating_sub(lo)) + 1;
-        lo + u32::try_from(self.next() % span).unwrap_or(0)
-    }
-}
+/// The demo's generator: every seed writes the same data.
+use crate::rng::SplitMix as Mix;
 
 /// The activity numbers of demo repository `i`: 20 % test, 30 % small, 20 % medium,
 /// 20 % large, 10 % enterprise (SPEC §2.4 bands).

@@ -42,6 +42,7 @@ pub mod env;
 pub mod http;
 pub mod input;
 pub mod manager;
+mod rng;
 pub mod runtime;
 pub mod service;
 pub mod store;

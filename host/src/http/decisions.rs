@@ -2,9 +2,9 @@
 
 use super::error::ApiResult;
 use super::requests::{check_count, decode, read_body, EligibilityBody, RouteBatchBody, RouteBody};
-use super::AppState;
+use super::{AppState, FeaturePath};
 use crate::engine::PolicyVersion;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use rollout_policy::{Eligibility, RouteDecision};
 use serde::Serialize;
@@ -68,7 +68,7 @@ pub struct BatchView {
 /// `POST /v1/features/{feature}/eligibility` `{repository_id}`.
 pub async fn eligibility(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     RawBody(bytes): RawBody,
 ) -> ApiResult<Json<EligibilityView>> {
     let service = state.service();
@@ -81,7 +81,7 @@ pub async fn eligibility(
 /// `POST /v1/features/{feature}/route` `{repository_id, job}`.
 pub async fn route(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     RawBody(bytes): RawBody,
 ) -> ApiResult<Json<RouteView>> {
     let service = state.service();
@@ -94,7 +94,7 @@ pub async fn route(
 /// `POST /v1/features/{feature}/route/batch` `{requests: [{repository_id, job}]}`.
 pub async fn route_batch(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     RawBody(bytes): RawBody,
 ) -> ApiResult<Json<BatchView>> {
     let service = state.service();

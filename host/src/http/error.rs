@@ -1,4 +1,9 @@
 //! The one error type of the HTTP API and its JSON answer `{"error": {"field"?, "message"}}`.
+//!
+//! Every 4xx names the part of the request at fault in `field`: a JSON path of the body
+//! (`percentage`, `requests[3].job`), a path parameter (`feature`, `sha256`), a header
+//! (`authorization`, `content-type`, `x-rollout-actor`), or `body`, `path`, `method` for the
+//! request as a whole. A 5xx has no `field`: the request was not at fault.
 
 use crate::service::{ErrorKind, ServiceError};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -88,11 +93,19 @@ impl ApiError {
         }
     }
 
-    fn field(&self) -> Option<&str> {
+    /// The part of the request at fault; `None` for a 5xx.
+    pub fn field(&self) -> Option<&str> {
         match self {
             ApiError::Invalid { field, .. } => Some(field),
-            ApiError::NotFound { field, .. } => field.as_deref(),
-            _ => None,
+            ApiError::NotFound { field, .. } => Some(field.as_deref().unwrap_or("path")),
+            ApiError::Malformed(_)
+            | ApiError::Conflict(_)
+            | ApiError::TooLarge { .. }
+            | ApiError::PolicyRejected(_)
+            | ApiError::Timeout(_) => Some("body"),
+            ApiError::Unauthorized(_) | ApiError::WritesDisabled => Some("authorization"),
+            ApiError::UnsupportedMediaType(_) => Some("content-type"),
+            ApiError::Unavailable(_) | ApiError::Internal(_) => None,
         }
     }
 

@@ -193,6 +193,41 @@ impl AppState {
     }
 }
 
+/// Declares a path-parameter extractor: the parameter as text, or a 400 naming it (axum's
+/// own rejection, for a parameter that is not UTF-8 once percent-decoded, is plain text).
+macro_rules! path_param {
+    ($(#[$meta:meta])* $name:ident, $field:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub String);
+
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+                match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+                    Ok(axum::extract::Path(value)) => Ok($name(value)),
+                    Err(rejection) => Err(ApiError::invalid(
+                        $field,
+                        format!("the path parameter `{}` cannot be read: {}", $field, rejection.body_text()),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+path_param!(
+    /// The `{feature}` of a feature's routes.
+    FeaturePath,
+    "feature"
+);
+path_param!(
+    /// The `{sha256}` of a policy version's routes.
+    ShaPath,
+    "sha256"
+);
+
 /// A write's caller: checked against the service token; names who did it for the audit
 /// (`X-Rollout-Actor`, else `http`).
 #[derive(Debug, Clone)]
@@ -236,7 +271,8 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
-    let body = serde_json::json!({"error": {"message": format!("method {method} is not allowed on {}", uri.path())}});
+    let message = format!("method {method} is not allowed on {}", uri.path());
+    let body = serde_json::json!({"error": {"field": "method", "message": message}});
     (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 

@@ -4,11 +4,11 @@ use super::error::ApiResult;
 use super::requests::{
     AutoRollbackBody, Body, CheckHealthBody, IdsBody, OptionalBody, OutcomesBody, PercentageBody, ReasonBody,
 };
-use super::{AppState, Writer};
+use super::{AppState, FeaturePath, Writer};
 use crate::manager::HealthReport;
 use crate::service::operations::{Operation, OperationOutcome};
 use crate::service::outcomes::Recorded;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,7 +21,7 @@ use serde_json::json;
 pub async fn outcomes(
     _writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<OutcomesBody>,
 ) -> ApiResult<Response> {
     let service = state.service();
@@ -55,7 +55,7 @@ async fn apply(
 pub async fn percentage(
     writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<PercentageBody>,
 ) -> ApiResult<Json<OperationOutcome>> {
     apply(&state, &name, &writer, Operation::SetPercentage(body.percentage), body.reason).await
@@ -65,7 +65,7 @@ pub async fn percentage(
 pub async fn emergency_stop(
     writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<ReasonBody>,
 ) -> ApiResult<Json<OperationOutcome>> {
     apply(&state, &name, &writer, Operation::EmergencyStop, Some(body.reason)).await
@@ -75,7 +75,7 @@ pub async fn emergency_stop(
 pub async fn resume(
     writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<ReasonBody>,
 ) -> ApiResult<Json<OperationOutcome>> {
     apply(&state, &name, &writer, Operation::Resume, Some(body.reason)).await
@@ -85,7 +85,7 @@ pub async fn resume(
 pub async fn whitelist_add(
     writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<IdsBody>,
 ) -> ApiResult<Json<OperationOutcome>> {
     apply(&state, &name, &writer, Operation::WhitelistAdd(body.repository_ids.0), body.reason).await
@@ -95,7 +95,7 @@ pub async fn whitelist_add(
 pub async fn whitelist_remove(
     writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<IdsBody>,
 ) -> ApiResult<Json<OperationOutcome>> {
     apply(&state, &name, &writer, Operation::WhitelistRemove(body.repository_ids.0), body.reason).await
@@ -105,7 +105,7 @@ pub async fn whitelist_remove(
 pub async fn exclusions_add(
     writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<IdsBody>,
 ) -> ApiResult<Json<OperationOutcome>> {
     apply(&state, &name, &writer, Operation::ExcludeAdd(body.repository_ids.0), body.reason).await
@@ -115,7 +115,7 @@ pub async fn exclusions_add(
 pub async fn exclusions_remove(
     writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<IdsBody>,
 ) -> ApiResult<Json<OperationOutcome>> {
     apply(&state, &name, &writer, Operation::ExcludeRemove(body.repository_ids.0), body.reason).await
@@ -125,7 +125,7 @@ pub async fn exclusions_remove(
 pub async fn auto_rollback(
     writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     Body(body): Body<AutoRollbackBody>,
 ) -> ApiResult<Json<OperationOutcome>> {
     apply(&state, &name, &writer, Operation::SetAutoRollback(body.enabled), body.reason).await
@@ -136,7 +136,7 @@ pub async fn auto_rollback(
 pub async fn check_health(
     _writer: Writer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     OptionalBody(body): OptionalBody<CheckHealthBody>,
 ) -> ApiResult<Json<HealthReport>> {
     Ok(Json(state.service().check_health(&name, body.apply.unwrap_or(true)).await?))

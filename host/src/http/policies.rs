@@ -3,12 +3,12 @@
 
 use super::error::{ApiError, ApiResult};
 use super::requests::{OptionalBody, OptionalReasonBody};
-use super::{AppState, Writer};
+use super::{AppState, ShaPath, Writer};
 use crate::input::clip;
 use crate::input::values::Sha256;
 use crate::service::policies::{Activated, PolicyListing};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -56,7 +56,7 @@ pub async fn upload(writer: Writer, State(state): State<AppState>, request: Requ
 pub async fn activate(
     writer: Writer,
     State(state): State<AppState>,
-    Path(sha): Path<String>,
+    ShaPath(sha): ShaPath,
     OptionalBody(body): OptionalBody<OptionalReasonBody>,
 ) -> ApiResult<Json<Activated>> {
     let sha256 = Sha256::new(&sha).map_err(|m| ApiError::invalid("sha256", m))?;

@@ -1,14 +1,14 @@
 //! Public reads: liveness, readiness, metrics, status, stats, history.
 
 use super::error::{ApiError, ApiResult};
-use super::AppState;
+use super::{AppState, FeaturePath};
 use crate::engine::PolicyVersion;
 use crate::manager::{EffectiveConfig, HealthReport, RolloutStats};
 use crate::runtime::RuntimeStatus;
 use crate::service::metrics::RenderInputs;
 use crate::service::DbStatus;
 use crate::store::HistoryEntry;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -130,7 +130,10 @@ pub struct FeatureStatus {
 
 /// `GET /v1/features/{feature}`: effective config (overrides marked), policy version, health,
 /// readiness, database reachability and staleness.
-pub async fn feature_status(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FeatureStatus>> {
+pub async fn feature_status(
+    State(state): State<AppState>,
+    FeaturePath(name): FeaturePath,
+) -> ApiResult<Json<FeatureStatus>> {
     let service = state.service();
     let feature = service.feature(&name).await?;
     let database = service.db().status();
@@ -153,7 +156,7 @@ pub async fn feature_status(State(state): State<AppState>, Path(name): Path<Stri
 }
 
 /// `GET /v1/features/{feature}/stats`.
-pub async fn stats(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<RolloutStats>> {
+pub async fn stats(State(state): State<AppState>, FeaturePath(name): FeaturePath) -> ApiResult<Json<RolloutStats>> {
     Ok(Json(state.service().stats(&name).await?))
 }
 
@@ -187,7 +190,7 @@ pub fn parse_limit(raw: Option<&str>) -> ApiResult<u32> {
 /// `GET /v1/features/{feature}/history?limit=N`: newest first.
 pub async fn history(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    FeaturePath(name): FeaturePath,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<serde_json::Value>> {
     let limit = parse_limit(query.as_deref())?;

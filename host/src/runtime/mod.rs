@@ -58,8 +58,8 @@ pub use instance::{HostState, PolicyInstance};
 pub use safety::SafetyProperty;
 pub use sandbox::Sandbox;
 pub use service::{
-    CompileSource, ErrorRecord, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions, RuntimeStatus, SwapError,
-    SwapReport, VersionStatus,
+    CompileSource, ErrorRecord, FreshCheck, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions, RuntimeStatus,
+    SwapError, SwapReport, VersionStatus,
 };
 pub use watch::{WatchHandle, WATCH_SOURCE_PREFIX};
 

@@ -111,13 +111,25 @@ pub struct SwapReport {
     pub source: String,
     /// Where the compiled code came from.
     pub compiled: CompileSource,
-    /// Decisions the safety check made; `None` when a verdict for these exact bytes was
-    /// already known (in memory or on disk).
+    /// Decisions the safety check of the fixed sample made; `None` when a verdict for
+    /// these exact bytes was already known (in memory or on disk).
     pub validated_decisions: Option<u64>,
+    /// The check of a fresh random sample, made on every load whether or not the fixed
+    /// verdict was known; `None` when nothing was checked (unchanged, revert).
+    pub fresh_check: Option<FreshCheck>,
     /// The version was already serving; nothing changed.
     pub unchanged: bool,
     /// Time from the call to the new version serving, in milliseconds.
     pub elapsed_ms: f64,
+}
+
+/// The safety check of a fresh random sample (see [`super::SafetyProperty`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FreshCheck {
+    /// The seed the sample was drawn from (part of any counterexample, to reproduce it).
+    pub seed: u64,
+    /// Decisions checked.
+    pub decisions: u64,
 }
 
 /// An error kept for the status.
@@ -243,6 +255,17 @@ fn record_verdict(sha256: &str, sample: usize, decisions: u64) {
     }
 }
 
+/// A seed for a fresh safety sample: different in every call and every process.
+fn fresh_seed() -> u64 {
+    use std::hash::BuildHasher;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    std::collections::hash_map::RandomState::new().hash_one((
+        std::time::SystemTime::now(),
+        std::process::id(),
+        CALLS.fetch_add(1, Relaxed),
+    ))
+}
+
 /// Loaded versions kept in memory for swaps back and forth without recompiling.
 const KNOWN_VERSIONS: usize = 16;
 
@@ -356,12 +379,13 @@ impl Runtime {
                     source: source.to_owned(),
                     compiled: CompileSource::Memory,
                     validated_decisions: None,
+                    fresh_check: None,
                     unchanged: true,
                     elapsed_ms: elapsed_ms(start),
                 });
             }
         }
-        let (version, warm, compiled, validated) =
+        let (version, warm, compiled, validated, fresh) =
             self.prepare(bytes, &sha256, source).map_err(|e| self.refuse(source, e))?;
         let previous = self.activate(version.clone(), warm, true);
         self.emit(RuntimeEvent::Activated {
@@ -376,6 +400,7 @@ impl Runtime {
             source: source.to_owned(),
             compiled,
             validated_decisions: validated,
+            fresh_check: Some(fresh),
             unchanged: false,
             elapsed_ms: elapsed_ms(start),
         })
@@ -420,7 +445,7 @@ impl Runtime {
         bytes: &[u8],
         sha256: &str,
         source: &str,
-    ) -> Result<(Arc<Version>, Option<PolicyInstance>, CompileSource, Option<u64>), SwapError> {
+    ) -> Result<(Arc<Version>, Option<PolicyInstance>, CompileSource, Option<u64>, FreshCheck), SwapError> {
         self.check_size(bytes.len() as u64, source)?;
         let inner = &self.inner;
         let limits = inner.options.limits;
@@ -450,16 +475,16 @@ impl Runtime {
                 (version, Some(first), from)
             }
         };
+        let mut instance = match warm.take() {
+            Some(i) => i,
+            None => version
+                .compiled
+                .instantiate(&limits)
+                .map_err(|error| LoadError::Call { source_name: source.to_owned(), error })?,
+        };
         let validated = match version.validated.get() {
             Some(_) => None,
             None => {
-                let mut instance = match warm.take() {
-                    Some(i) => i,
-                    None => version
-                        .compiled
-                        .instantiate(&limits)
-                        .map_err(|error| LoadError::Call { source_name: source.to_owned(), error })?,
-                };
                 let checked = Checker::new(&mut instance, inner.sample)
                     .run()
                     .map_err(|v| SwapError::Unsafe { property: v.property, counterexample: v.counterexample })?;
@@ -468,12 +493,16 @@ impl Runtime {
                 if let Some(cache) = &inner.cache {
                     cache.record_verdict(sha256, inner.sample, checked);
                 }
-                warm = Some(instance);
                 Some(checked)
             }
         };
+        // The fresh sample, every time: a cached verdict covers the fixed sample only.
+        let seed = fresh_seed();
+        let decisions = Checker::fresh(&mut instance, seed)
+            .run()
+            .map_err(|v| SwapError::Unsafe { property: v.property, counterexample: v.counterexample })?;
         self.remember(&version);
-        Ok((version, warm, compiled, validated))
+        Ok((version, Some(instance), compiled, validated, FreshCheck { seed, decisions }))
     }
 
     fn remember(&self, version: &Arc<Version>) {
@@ -531,6 +560,7 @@ impl Runtime {
             source: "revert".to_owned(),
             compiled: CompileSource::Memory,
             validated_decisions: None,
+            fresh_check: None,
             unchanged: false,
             elapsed_ms: elapsed_ms(start),
         })

@@ -105,38 +105,51 @@ async fn postgres_outage_keeps_decisions_buffers_outcomes_and_refuses_operations
     db.cleanup().await;
 }
 
+/// Counts of an outcome load: outcomes sent, and outcomes the server acknowledged as
+/// durable (`200 {"durable": true}`).
+#[derive(Default)]
+struct Load {
+    sent: AtomicU64,
+    acked: AtomicU64,
+}
+
+/// Eight connections posting batches of five outcomes to `url` until the server goes away.
+fn outcome_load(c: &reqwest::Client, url: &str, load: &Arc<Load>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..8)
+        .map(|_| {
+            let (c, url, load) = (c.clone(), url.to_owned(), load.clone());
+            tokio::spawn(async move {
+                loop {
+                    let batch: Vec<Value> = (0..5).map(|i| outcome(i != 0)).collect();
+                    load.sent.fetch_add(5, Ordering::SeqCst);
+                    let resp =
+                        c.post(&url).bearer_auth(e2e_support::TOKEN).json(&json!({"outcomes": batch})).send().await;
+                    match resp {
+                        Ok(r) if r.status().as_u16() == 200 => {
+                            let v: Value = r.json().await.unwrap_or_default();
+                            if v["durable"] == true {
+                                load.acked.fetch_add(v["recorded"].as_u64().unwrap_or(0), Ordering::SeqCst);
+                            }
+                        }
+                        Ok(r) if r.status().as_u16() == 503 => {}
+                        Ok(r) => panic!("unexpected answer {}", r.status()),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 /// SIGTERM while outcomes arrive from several connections: the server stops accepting,
 /// finishes what is in flight, exits 0, and every acknowledged outcome is in the database.
 async fn sigterm_loses_nothing_acknowledged(database_url: &str, store: &Store) {
     let mut server = Server::start(database_url, &["--health-interval", "3600"], &[]);
     let c = client();
-    let url = feature(&server, "/outcomes");
-    let acked = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (c, url, acked, sent) = (c.clone(), url.clone(), acked.clone(), sent.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let batch: Vec<Value> = (0..5).map(|i| outcome(i != 0)).collect();
-                sent.fetch_add(5, Ordering::SeqCst);
-                let resp = c.post(&url).bearer_auth(e2e_support::TOKEN).json(&json!({"outcomes": batch})).send().await;
-                match resp {
-                    Ok(r) if r.status().as_u16() == 200 => {
-                        let v: Value = r.json().await.unwrap_or_default();
-                        if v["durable"] == true {
-                            acked.fetch_add(v["recorded"].as_u64().unwrap_or(0), Ordering::SeqCst);
-                        }
-                    }
-                    Ok(r) if r.status().as_u16() == 503 => {}
-                    Ok(r) => panic!("unexpected answer {}", r.status()),
-                    Err(_) => return,
-                }
-            }
-        }));
-    }
+    let load = Arc::new(Load::default());
+    let tasks = outcome_load(&c, &feature(&server, "/outcomes"), &load);
     let progressed =
-        poll(Duration::from_secs(30), || async { (acked.load(Ordering::SeqCst) >= 200).then_some(()) }).await;
+        poll(Duration::from_secs(30), || async { (load.acked.load(Ordering::SeqCst) >= 200).then_some(()) }).await;
     assert!(progressed.is_some(), "no outcomes were recorded");
     server.sigterm();
     let status = server.wait(Duration::from_secs(60));
@@ -145,12 +158,61 @@ async fn sigterm_loses_nothing_acknowledged(database_url: &str, store: &Store) {
     }
     assert!(status.success(), "exit status {status:?}; output:\n{}", server.logs());
     assert!(server.logs().contains("rollout serve: stopped"), "{}", server.logs());
-    let acked = acked.load(Ordering::SeqCst) as i64;
+    let acked = load.acked.load(Ordering::SeqCst) as i64;
     let in_db = jobs_in_database(store).await;
     assert!(in_db >= acked, "{acked} outcomes were acknowledged but only {in_db} are in the database");
-    assert!(in_db <= sent.load(Ordering::SeqCst) as i64);
+    assert!(in_db <= load.sent.load(Ordering::SeqCst) as i64);
     // the server is gone: nothing accepts connections any more
     assert!(c.get(server.url("/healthz")).send().await.is_err());
+}
+
+/// SIGKILL under outcome load on Postgres (nothing flushed, transactions cut mid-flight):
+/// every outcome acknowledged as durable is in the buckets, nothing is counted twice, and
+/// a server restarted on the same database serves and records again. (Outcomes answered
+/// `202 {"durable": false}` — buffered during an outage — live in the process and die with
+/// it; the answer says so, and there is no outage here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_outcome_load_on_postgres_loses_nothing_acknowledged() {
+    let Some(base) = postgres_base("sigkill_under_outcome_load_on_postgres_loses_nothing_acknowledged") else {
+        return;
+    };
+    let db = TestDatabase::postgres(&base).await.expect("a fresh Postgres database");
+    let c = client();
+    let mut acked_total = 0;
+    let mut sent_total = 0;
+    // Two rounds: the second kills a server that started on what the first kill left.
+    for round in 0..2 {
+        let mut server = Server::start(&db.url, &["--health-interval", "3600"], &[]);
+        let load = Arc::new(Load::default());
+        let tasks = outcome_load(&c, &feature(&server, "/outcomes"), &load);
+        let target = 300 * (round + 1);
+        let progressed =
+            poll(Duration::from_secs(60), || async { (load.acked.load(Ordering::SeqCst) >= target).then_some(()) })
+                .await;
+        assert!(progressed.is_some(), "round {round}: no outcomes were recorded\n{}", server.logs());
+        server.sigkill();
+        let status = server.wait(Duration::from_secs(30));
+        assert!(!status.success(), "SIGKILL ends the process abnormally: {status:?}");
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(30), t).await.expect("the load stops").expect("no panic");
+        }
+        acked_total += load.acked.load(Ordering::SeqCst) as i64;
+        sent_total += load.sent.load(Ordering::SeqCst) as i64;
+        let in_db = jobs_in_database(&db.store).await;
+        assert!(in_db >= acked_total, "round {round}: {acked_total} acknowledged as durable, {in_db} in the buckets");
+        assert!(in_db <= sent_total, "round {round}: {in_db} in the buckets but only {sent_total} sent");
+    }
+    // A server on what the kills left starts, decides and records.
+    let server = Server::start(&db.url, &["--health-interval", "3600"], &[]);
+    let before = jobs_in_database(&db.store).await;
+    let (s, v) =
+        send(&c, Method::POST, &feature(&server, "/outcomes"), Some(json!({"outcomes": [outcome(true)]}))).await;
+    assert_eq!((s, &v["durable"]), (200, &json!(true)), "{v}");
+    assert_eq!(jobs_in_database(&db.store).await, before + 1);
+    let (s, v) = send(&c, Method::POST, &feature(&server, "/route"), Some(json!({"repository_id": REPO}))).await;
+    assert_eq!(s, 200, "{v}");
+    drop(server);
+    db.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@ mod e2e_serve_cli;
 mod e2e_status_page;
 mod edges_agree;
 mod http_api;
+mod http_robustness;
 mod manager_conformance;
 mod runtime_concurrency;
 mod runtime_hostile;

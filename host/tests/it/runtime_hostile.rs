@@ -110,8 +110,12 @@ fn refused(bytes: &[u8]) -> SwapError {
         }
         other => panic!("expected a refusal event, got {other:?}"),
     }
-    // `validate_bytes` refuses the same way without touching the status.
-    assert_eq!(runtime.validate_bytes(bytes, "hostile").expect_err("refused").to_string(), error.to_string());
+    // `validate_bytes` refuses the same way without touching the status (a counterexample
+    // of a fresh sample differs from one check to the next; the property does not).
+    match (runtime.validate_bytes(bytes, "hostile").expect_err("refused"), &error) {
+        (SwapError::Unsafe { property: again, .. }, SwapError::Unsafe { property, .. }) => assert_eq!(again, *property),
+        (again, error) => assert_eq!(again.to_string(), error.to_string()),
+    }
     error
 }
 
@@ -185,6 +189,58 @@ fn a_version_that_routes_ineligible_repositories_away_from_inngest_is_refused() 
     let (property, counterexample) = unsafe_property("routes-ineligible");
     assert_eq!(property, SafetyProperty::IneligibleRoutesToInngest);
     assert!(counterexample.contains("routes to github_actions"), "{counterexample}");
+}
+
+/// Defect 16: the contract checked stops at 0, 50 and 100 % only; this variant ignores the
+/// stop at exactly 37 %.
+#[test]
+fn defect_16_a_stop_ignored_at_one_percentage_is_refused() {
+    let (property, counterexample) = unsafe_property("stop-at-37");
+    assert_eq!(property, SafetyProperty::EmergencyStop);
+    assert!(counterexample.contains("37 %") && counterexample.contains("emergency stop on"), "{counterexample}");
+    assert!(counterexample.starts_with("fixed sample: "), "{counterexample}");
+}
+
+/// Defect 16: the sample was fixed (ASCII ids only); this variant admits non-ASCII ids at
+/// 0 %, which only a fresh random sample finds.
+#[test]
+fn defect_16_a_version_tuned_to_the_fixed_sample_is_refused_by_the_fresh_one() {
+    let (property, counterexample) = unsafe_property("unicode-zero");
+    assert_eq!(property, SafetyProperty::ZeroPercent);
+    assert!(counterexample.starts_with("fresh sample (seed 0x"), "{counterexample}");
+    assert!(counterexample.contains(", 0 %,") && counterexample.contains("is eligible"), "{counterexample}");
+}
+
+/// Defect 16: the contract never called `categorize`.
+#[test]
+fn defect_16_a_partial_categorize_is_refused() {
+    let (property, counterexample) = unsafe_property("partial-categorize");
+    assert_eq!(property, SafetyProperty::CategorizeTotal);
+    assert!(counterexample.contains("categorize(") && counterexample.contains("trap"), "{counterexample}");
+}
+
+/// Defect 16: the contract never called `evaluate-health`; this variant traps when the
+/// window is empty (a feature with no outcomes yet).
+#[test]
+fn defect_16_a_health_evaluation_that_traps_is_refused() {
+    let (property, counterexample) = unsafe_property("panicky-health");
+    assert_eq!(property, SafetyProperty::HealthAnswers);
+    assert!(counterexample.contains("evaluate-health") && counterexample.contains("windows []"), "{counterexample}");
+}
+
+/// Defect 16: a cached verdict skipped the whole contract; now the fresh sample is checked
+/// on every load, with a new seed each time.
+#[test]
+fn defect_16_every_load_checks_a_fresh_sample() {
+    let bytes = variant(BUNDLED_POLICY, "fresh-every-load");
+    let (first, second) = (Runtime::new(options()).unwrap(), Runtime::new(options()).unwrap());
+    let a = first.load_bytes(&bytes, "a").unwrap();
+    let b = second.load_bytes(&bytes, "b").unwrap();
+    assert!(a.validated_decisions.is_some(), "the first load checks the fixed sample");
+    assert_eq!(b.validated_decisions, None, "the fixed verdict is known to the process");
+    let (fa, fb) = (a.fresh_check.expect("fresh check"), b.fresh_check.expect("fresh check"));
+    assert_ne!(fa.seed, fb.seed);
+    assert!(fa.decisions > 50_000 && fb.decisions > 50_000, "{fa:?} {fb:?}");
 }
 
 #[test]

@@ -41,8 +41,8 @@ fn check_id(id: &p::RepoId) {
     }
 }
 
-/// The exported resource: a checked configuration (and, for `ignores-stop`, the same
-/// configuration without its emergency stop).
+/// The exported resource: a checked configuration (and, for `ignores-stop` and
+/// `stop-at-37`, the same configuration without its emergency stop).
 pub struct EvaluatorResource(p::Evaluator, Option<p::Evaluator>);
 
 impl EvaluatorResource {
@@ -61,6 +61,17 @@ impl EvaluatorResource {
         {
             e.eligible = false;
             e.reason = p::EligibilityReason::OutsidePercentage;
+        }
+        if cfg!(feature = "unicode-zero")
+            && c.rollout_percentage == 0
+            && c.is_active
+            && !c.emergency_stop
+            && !e.eligible
+            && e.reason != p::EligibilityReason::Excluded
+            && matches!(&r.id, p::RepoId::Text(t) if !t.is_ascii())
+        {
+            e.eligible = true;
+            e.reason = p::EligibilityReason::InPercentage;
         }
         e
     }
@@ -92,7 +103,9 @@ impl Policy for Hostile {
     }
 
     fn categorize(stats: &p::RepositoryStats) -> p::Categorization {
-        if stats.star_count == crate::TRAP_STARS {
+        if stats.star_count == crate::TRAP_STARS
+            || (cfg!(feature = "partial-categorize") && stats.star_count > 1_000_000)
+        {
             misbehave(Behaviour::Trap);
         }
         p::categorize(stats)
@@ -101,6 +114,9 @@ impl Policy for Hostile {
     fn evaluate_health(config: &p::Config, windows: &[p::ProcessorWindow]) -> p::Health {
         if let Some(b) = Behaviour::of(&config.feature_name) {
             misbehave(b);
+        }
+        if cfg!(feature = "panicky-health") && windows.is_empty() {
+            misbehave(Behaviour::Trap);
         }
         p::evaluate_health(config, windows)
     }
@@ -111,7 +127,9 @@ impl Evaluate for EvaluatorResource {
         if let Some(b) = Behaviour::of(&config.feature_name) {
             misbehave(b);
         }
-        let unstopped = (cfg!(feature = "ignores-stop") && config.emergency_stop)
+        let ignores_stop =
+            cfg!(feature = "ignores-stop") || (cfg!(feature = "stop-at-37") && config.rollout_percentage == 37);
+        let unstopped = (ignores_stop && config.emergency_stop)
             .then(|| p::Evaluator::new(p::Config { emergency_stop: false, ..config.clone() }).ok())
             .flatten();
         p::Evaluator::new(config).map(|e| EvaluatorResource(e, unstopped))

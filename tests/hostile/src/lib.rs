@@ -54,6 +54,14 @@ pub const POLICY_NAME: &str = if cfg!(feature = "nonmonotonic") {
     "hostile-routes-ineligible"
 } else if cfg!(feature = "loop-info") {
     "hostile-loop-info"
+} else if cfg!(feature = "stop-at-37") {
+    "hostile-stop-at-37"
+} else if cfg!(feature = "unicode-zero") {
+    "hostile-unicode-zero"
+} else if cfg!(feature = "partial-categorize") {
+    "hostile-partial-categorize"
+} else if cfg!(feature = "panicky-health") {
+    "hostile-panicky-health"
 } else {
     "hostile-triggers"
 };

@@ -134,6 +134,12 @@ impl Server {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Send SIGKILL: the process dies at once, nothing flushed, no destructor run.
+    pub fn sigkill(&self) {
+        let status = Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -KILL failed");
+    }
+
     /// Wait up to `timeout` for the process to exit.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let start = Instant::now();
