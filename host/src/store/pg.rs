@@ -516,33 +516,49 @@ pub(super) async fn upsert_categories(pool: &PgPool, rows: &[CategoryRow]) -> St
     Ok(())
 }
 
+/// Rows per statement when reading every categorisation: each statement stays far inside
+/// the statement timeout however many repositories there are (a single `SELECT` of a
+/// million rows took over 10 s on a loaded machine, and the server could not start).
+const CATEGORY_CHUNK: i64 = 50_000;
+
+/// Every categorisation, read in chunks ordered by repository id (keyset pagination on its
+/// unique index).
 pub(super) async fn list_categories(pool: &PgPool) -> StoreResult<Vec<CategoryRow>> {
-    let rows = sqlx::query(
-        "SELECT repository_id, category, priority_level, is_test_repository, star_count, contributor_count, pr_count, \
-         monthly_activity_score FROM repository_categories",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::db("list the categorisations"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(CategoryRow {
-                repository_id: get(r, "repository_id")?,
-                category: parse_category(&get::<String>(r, "category")?)?,
-                priority_level: to_u8("priority_level", i64::from(get::<i32>(r, "priority_level")?))?,
-                is_test_repository: get(r, "is_test_repository")?,
-                stats: RepositoryStats {
-                    star_count: to_u32("star_count", i64::from(get::<i32>(r, "star_count")?))?,
-                    contributor_count: to_u32("contributor_count", i64::from(get::<i32>(r, "contributor_count")?))?,
-                    pr_count: to_u32("pr_count", i64::from(get::<i32>(r, "pr_count")?))?,
-                },
-                monthly_activity_score: to_u8(
-                    "monthly_activity_score",
-                    i64::from(get::<i32>(r, "monthly_activity_score")?),
-                )?,
-            })
-        })
-        .collect()
+    const COLUMNS: &str = "SELECT repository_id, category, priority_level, is_test_repository, star_count, \
+                           contributor_count, pr_count, monthly_activity_score FROM repository_categories";
+    let first = format!("{COLUMNS} ORDER BY repository_id LIMIT $1");
+    let next = format!("{COLUMNS} WHERE repository_id > $1 ORDER BY repository_id LIMIT $2");
+    let mut out = Vec::new();
+    let mut after: Option<Uuid> = None;
+    loop {
+        let query = match &after {
+            None => sqlx::query(&first).bind(CATEGORY_CHUNK),
+            Some(cursor) => sqlx::query(&next).bind(*cursor).bind(CATEGORY_CHUNK),
+        };
+        let rows = query.fetch_all(pool).await.map_err(StoreError::db("list the categorisations"))?;
+        for r in &rows {
+            out.push(category_row(r)?);
+        }
+        match rows.last() {
+            Some(r) if rows.len() as i64 == CATEGORY_CHUNK => after = Some(get(r, "repository_id")?),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn category_row(r: &PgRow) -> StoreResult<CategoryRow> {
+    Ok(CategoryRow {
+        repository_id: get(r, "repository_id")?,
+        category: parse_category(&get::<String>(r, "category")?)?,
+        priority_level: to_u8("priority_level", i64::from(get::<i32>(r, "priority_level")?))?,
+        is_test_repository: get(r, "is_test_repository")?,
+        stats: RepositoryStats {
+            star_count: to_u32("star_count", i64::from(get::<i32>(r, "star_count")?))?,
+            contributor_count: to_u32("contributor_count", i64::from(get::<i32>(r, "contributor_count")?))?,
+            pr_count: to_u32("pr_count", i64::from(get::<i32>(r, "pr_count")?))?,
+        },
+        monthly_activity_score: to_u8("monthly_activity_score", i64::from(get::<i32>(r, "monthly_activity_score")?))?,
+    })
 }
 
 /// The rows of `sql` over the metrics window of one configuration (`$1` the configuration,

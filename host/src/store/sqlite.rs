@@ -508,30 +508,49 @@ pub(super) async fn upsert_categories(pool: &SqlitePool, rows: &[CategoryRow]) -
     Ok(())
 }
 
+/// Rows per statement when reading every categorisation: each statement stays far inside
+/// the statement timeout however many repositories there are (a single `SELECT` of a
+/// million rows took over 10 s on a loaded machine, and the server could not start).
+const CATEGORY_CHUNK: i64 = 50_000;
+
+/// Every categorisation, read in chunks ordered by repository id (keyset pagination on its
+/// unique index).
 pub(super) async fn list_categories(pool: &SqlitePool) -> StoreResult<Vec<CategoryRow>> {
-    let rows = sqlx::query(
-        "SELECT repository_id, category, priority_level, is_test_repository, star_count, contributor_count, pr_count, \
-         monthly_activity_score FROM repository_categories",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::db("list the categorisations"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(CategoryRow {
-                repository_id: get_uuid(r, "repository_id")?,
-                category: parse_category(&get::<String>(r, "category")?)?,
-                priority_level: to_u8("priority_level", get(r, "priority_level")?)?,
-                is_test_repository: get(r, "is_test_repository")?,
-                stats: RepositoryStats {
-                    star_count: to_u32("star_count", get(r, "star_count")?)?,
-                    contributor_count: to_u32("contributor_count", get(r, "contributor_count")?)?,
-                    pr_count: to_u32("pr_count", get(r, "pr_count")?)?,
-                },
-                monthly_activity_score: to_u8("monthly_activity_score", get(r, "monthly_activity_score")?)?,
-            })
-        })
-        .collect()
+    const COLUMNS: &str = "SELECT repository_id, category, priority_level, is_test_repository, star_count, \
+                           contributor_count, pr_count, monthly_activity_score FROM repository_categories";
+    let first = format!("{COLUMNS} ORDER BY repository_id LIMIT ?");
+    let next = format!("{COLUMNS} WHERE repository_id > ? ORDER BY repository_id LIMIT ?");
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = match &after {
+            None => sqlx::query(&first).bind(CATEGORY_CHUNK),
+            Some(cursor) => sqlx::query(&next).bind(cursor.clone()).bind(CATEGORY_CHUNK),
+        };
+        let rows = query.fetch_all(pool).await.map_err(StoreError::db("list the categorisations"))?;
+        for r in &rows {
+            out.push(category_row(r)?);
+        }
+        match rows.last() {
+            Some(r) if rows.len() as i64 == CATEGORY_CHUNK => after = Some(get(r, "repository_id")?),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn category_row(r: &SqliteRow) -> StoreResult<CategoryRow> {
+    Ok(CategoryRow {
+        repository_id: get_uuid(r, "repository_id")?,
+        category: parse_category(&get::<String>(r, "category")?)?,
+        priority_level: to_u8("priority_level", get(r, "priority_level")?)?,
+        is_test_repository: get(r, "is_test_repository")?,
+        stats: RepositoryStats {
+            star_count: to_u32("star_count", get(r, "star_count")?)?,
+            contributor_count: to_u32("contributor_count", get(r, "contributor_count")?)?,
+            pr_count: to_u32("pr_count", get(r, "pr_count")?)?,
+        },
+        monthly_activity_score: to_u8("monthly_activity_score", get(r, "monthly_activity_score")?)?,
+    })
 }
 
 /// The rows of `sql` over the metrics window of one configuration (`?1` the configuration,
