@@ -57,6 +57,7 @@ conformance!(
     state_change_starts_a_new_bucket,
     rollback_is_conditional,
     categories_and_repositories_round_trip,
+    categorisations_beyond_one_read_chunk_are_all_listed,
     policy_versions_activate_and_revert,
     updated_at_is_maintained,
     rollback_is_compare_and_set_on_the_judged_window,
@@ -469,6 +470,32 @@ async fn categories_and_repositories_round_trip(db: &TestDatabase) {
     let ids: HashSet<Uuid> = store.list_repository_ids().await.unwrap().into_iter().collect();
     assert_eq!(ids, HashSet::from([id, orphan.repository_id]));
     assert_eq!(store.list_repository_stats().await.unwrap(), vec![(id, stats)]);
+}
+
+/// `list_categories` reads in keyset chunks of 50,000 (a single `SELECT` of a million rows
+/// ran past the statement timeout at startup): more rows than two chunks, all listed once,
+/// including the chunk boundaries.
+async fn categorisations_beyond_one_read_chunk_are_all_listed(db: &TestDatabase) {
+    let store = &db.store;
+    let stats = RepositoryStats { star_count: 5, contributor_count: 1, pr_count: 2 };
+    let c = rollout_policy::categorize(&stats);
+    let rows: Vec<rollout::store::CategoryRow> = (0..100_001u128)
+        .map(|i| rollout::store::CategoryRow {
+            repository_id: Uuid::from_u128(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)),
+            category: c.category,
+            priority_level: c.priority_level,
+            is_test_repository: c.is_test_repository,
+            stats,
+            monthly_activity_score: c.monthly_activity_score,
+        })
+        .collect();
+    for chunk in rows.chunks(10_000) {
+        store.upsert_categories(chunk).await.unwrap();
+    }
+    let got = store.list_categories().await.unwrap();
+    assert_eq!(got.len(), rows.len());
+    let ids: HashSet<Uuid> = got.iter().map(|r| r.repository_id).collect();
+    assert_eq!(ids, rows.iter().map(|r| r.repository_id).collect::<HashSet<Uuid>>());
 }
 
 async fn policy_versions_activate_and_revert(db: &TestDatabase) {
