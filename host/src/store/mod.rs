@@ -202,6 +202,9 @@ fn prune_due(now: DateTime<Utc>) -> bool {
         && LAST_PRUNE.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
+/// Rows per statement when [`Store::list_categories`] reads every categorisation.
+const CATEGORY_CHUNK: i64 = 50_000;
+
 impl Store {
     /// Connect to `url` with the default [`StoreOptions`].
     pub async fn connect(url: &str) -> StoreResult<Store> {
@@ -474,11 +477,24 @@ impl Store {
         }
     }
 
-    /// Every categorisation.
+    /// Every categorisation, read in pages of [`CATEGORY_CHUNK`] rows in `repository_id`
+    /// order: each statement stays far inside the statement timeout however many
+    /// repositories there are (a single `SELECT` of a million rows took over 10 s on a
+    /// loaded machine, and the server could not start).
     pub async fn list_categories(&self) -> StoreResult<Vec<CategoryRow>> {
-        match self {
-            Store::Postgres(pool) => pg::list_categories(pool).await,
-            Store::Sqlite(pool) => sqlite::list_categories(pool).await,
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = match self {
+                Store::Postgres(pool) => pg::categories_page(pool, after, CATEGORY_CHUNK).await?,
+                Store::Sqlite(pool) => sqlite::categories_page(pool, after, CATEGORY_CHUNK).await?,
+            };
+            let full = page.len() as i64 == CATEGORY_CHUNK;
+            after = page.last().map(|r| r.repository_id);
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
         }
     }
 

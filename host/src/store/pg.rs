@@ -516,34 +516,23 @@ pub(super) async fn upsert_categories(pool: &PgPool, rows: &[CategoryRow]) -> St
     Ok(())
 }
 
-/// Rows per statement when reading every categorisation: each statement stays far inside
-/// the statement timeout however many repositories there are (a single `SELECT` of a
-/// million rows took over 10 s on a loaded machine, and the server could not start).
-const CATEGORY_CHUNK: i64 = 50_000;
-
-/// Every categorisation, read in chunks ordered by repository id (keyset pagination on its
-/// unique index).
-pub(super) async fn list_categories(pool: &PgPool) -> StoreResult<Vec<CategoryRow>> {
+/// One page of categorisations in `repository_id` order: the first `limit`, or the
+/// first `limit` after `after` (keyset pagination on the unique index; see
+/// [`super::Store::list_categories`]).
+pub(super) async fn categories_page(pool: &PgPool, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<CategoryRow>> {
     const COLUMNS: &str = "SELECT repository_id, category, priority_level, is_test_repository, star_count, \
                            contributor_count, pr_count, monthly_activity_score FROM repository_categories";
-    let first = format!("{COLUMNS} ORDER BY repository_id LIMIT $1");
-    let next = format!("{COLUMNS} WHERE repository_id > $1 ORDER BY repository_id LIMIT $2");
-    let mut out = Vec::new();
-    let mut after: Option<Uuid> = None;
-    loop {
-        let query = match &after {
-            None => sqlx::query(&first).bind(CATEGORY_CHUNK),
-            Some(cursor) => sqlx::query(&next).bind(*cursor).bind(CATEGORY_CHUNK),
-        };
-        let rows = query.fetch_all(pool).await.map_err(StoreError::db("list the categorisations"))?;
-        for r in &rows {
-            out.push(category_row(r)?);
-        }
-        match rows.last() {
-            Some(r) if rows.len() as i64 == CATEGORY_CHUNK => after = Some(get(r, "repository_id")?),
-            _ => return Ok(out),
-        }
+    let sql = match after {
+        None => format!("{COLUMNS} ORDER BY repository_id LIMIT $1"),
+        Some(_) => format!("{COLUMNS} WHERE repository_id > $1 ORDER BY repository_id LIMIT $2"),
+    };
+    let query = match after {
+        None => sqlx::query(&sql),
+        Some(cursor) => sqlx::query(&sql).bind(cursor),
     }
+    .bind(limit);
+    let rows = query.fetch_all(pool).await.map_err(StoreError::db("list the categorisations"))?;
+    rows.iter().map(category_row).collect()
 }
 
 fn category_row(r: &PgRow) -> StoreResult<CategoryRow> {
