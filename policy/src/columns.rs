@@ -106,7 +106,7 @@ impl fmt::Display for BatchError {
 
 impl std::error::Error for BatchError {}
 
-fn error(field: &str, message: String) -> BatchError {
+pub(crate) fn error(field: &str, message: String) -> BatchError {
     BatchError { field: field.to_owned(), message }
 }
 
@@ -120,7 +120,7 @@ pub fn encode_option(v: Option<u32>) -> u64 {
 }
 
 /// The inverse of [`encode_option`]; `None` for a code that is neither form.
-fn decode_option(code: u64) -> Option<Option<u32>> {
+pub(crate) fn decode_option(code: u64) -> Option<Option<u32>> {
     match code {
         0 => Some(None),
         c if c >> 32 == 1 => Some(Some(c as u32)),
@@ -128,7 +128,7 @@ fn decode_option(code: u64) -> Option<Option<u32>> {
     }
 }
 
-fn category_code(c: Option<Category>) -> u8 {
+pub(crate) fn category_code(c: Option<Category>) -> u8 {
     match c {
         None => 0,
         Some(Category::Test) => 1,
@@ -139,14 +139,14 @@ fn category_code(c: Option<Category>) -> u8 {
     }
 }
 
-fn category_of(code: u8) -> Option<Option<Category>> {
+pub(crate) fn category_of(code: u8) -> Option<Option<Category>> {
     match code {
         0 => Some(None),
         c => Category::ALL.get(usize::from(c) - 1).copied().map(Some),
     }
 }
 
-fn trigger_code(t: Option<TriggerSource>) -> u8 {
+pub(crate) fn trigger_code(t: Option<TriggerSource>) -> u8 {
     match t {
         None => 0,
         Some(TriggerSource::Manual) => 1,
@@ -155,7 +155,7 @@ fn trigger_code(t: Option<TriggerSource>) -> u8 {
     }
 }
 
-fn trigger_of(code: u8) -> Option<Option<TriggerSource>> {
+pub(crate) fn trigger_of(code: u8) -> Option<Option<TriggerSource>> {
     match code {
         0 => Some(None),
         1 => Some(Some(TriggerSource::Manual)),
@@ -194,12 +194,12 @@ fn take_sparse(entries: &mut std::iter::Peekable<std::vec::IntoIter<(u32, String
 }
 
 /// `v`'s position in `all` (0 if absent, which the callers' enums rule out).
-fn code<T: PartialEq>(all: &[T], v: &T) -> u8 {
+pub(crate) fn code<T: PartialEq>(all: &[T], v: &T) -> u8 {
     all.iter().position(|x| x == v).and_then(|i| u8::try_from(i).ok()).unwrap_or(0)
 }
 
 /// The value at position `code` of `all`, excluding its last `hidden` entries.
-fn of_code<T: Copy>(all: &[T], hidden: usize, code: u8) -> Option<T> {
+pub(crate) fn of_code<T: Copy>(all: &[T], hidden: usize, code: u8) -> Option<T> {
     let usable = all.get(..all.len().saturating_sub(hidden))?;
     usable.get(usize::from(code)).copied()
 }

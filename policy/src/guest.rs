@@ -4,7 +4,8 @@
 //! A policy implements [`Policy`] and [`Evaluate`] on the crate's domain types; this
 //! module converts between those and the WIT types wit-bindgen generates from `wit/`, and
 //! implements the generated `Guest` traits once for all of them: the world
-//! `explained-policy`, that is the `rules` of world `policy` plus `explain`. The reference
+//! `explained-policy`, that is the `rules` of world `policy` plus `explain` and `packed`
+//! (the single decisions as scalar calls, implemented here over the same evaluator). The reference
 //! policy (feature `component`) is one such policy; `examples/size-aware-policy` and the
 //! hostile test fixtures are others. A policy crate exports the world with two lines:
 //!
@@ -34,6 +35,7 @@ wit_bindgen::generate!({
 });
 
 use exports::rollout::policy::explain::{self as x, Guest as ExplainGuest};
+use exports::rollout::policy::packed::Guest as PackedGuest;
 use exports::rollout::policy::rules::{Guest, GuestEvaluator};
 use rollout::policy::types as w;
 
@@ -214,6 +216,84 @@ impl<P: Policy> ExplainGuest for Export<P> {
             trace.record_health(&decided, MISMATCH);
         }
         (health_out(decided), checks_out(trace))
+    }
+}
+
+std::thread_local! {
+    /// The evaluators `packed.open` built, by handle (the index); `None` once closed. A
+    /// component is single-threaded: this is one table per instance. Type-erased because a
+    /// static cannot be generic; each call downcasts to the policy's evaluator type.
+    static PACKED: core::cell::RefCell<Vec<Option<Box<dyn core::any::Any>>>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on the evaluator behind `handle`, or [`p::packed::REFUSED`] for an unknown handle.
+#[inline]
+fn with_packed<E: Evaluate>(handle: u32, f: impl FnOnce(&E) -> u32) -> u32 {
+    PACKED.with_borrow(|table| {
+        match table.get(handle as usize).and_then(|e| e.as_ref()).and_then(|e| e.downcast_ref::<E>()) {
+            Some(e) => f(e),
+            None => p::packed::REFUSED,
+        }
+    })
+}
+
+/// `packed`: the typed `evaluator` calls with scalar arguments and a `u32` answer (the codes
+/// of `rollout_policy::packed`), over the same [`Evaluate`] implementation, so no policy
+/// writes it and the two paths make the same decisions.
+impl<P: Policy> PackedGuest for Export<P> {
+    fn open(config: w::Config) -> Result<u32, w::ConfigError> {
+        let e = P::Evaluator::create(config_in(config)).map_err(config_error_out)?;
+        PACKED.with_borrow_mut(|table| {
+            let boxed: Box<dyn core::any::Any> = Box::new(e);
+            let handle = match table.iter().position(Option::is_none) {
+                Some(free) => {
+                    if let Some(slot) = table.get_mut(free) {
+                        *slot = Some(boxed);
+                    }
+                    free
+                }
+                None => {
+                    table.push(Some(boxed));
+                    table.len() - 1
+                }
+            };
+            u32::try_from(handle).map_err(|_| w::ConfigError {
+                field: "config".into(),
+                message: format!("too many open evaluators ({handle}): allowed fewer than 2^32"),
+            })
+        })
+    }
+
+    fn close(handle: u32) {
+        PACKED.with_borrow_mut(|table| {
+            if let Some(slot) = table.get_mut(handle as usize) {
+                *slot = None;
+            }
+            while table.last().is_some_and(Option::is_none) {
+                table.pop();
+            }
+        })
+    }
+
+    fn is_eligible(handle: u32, hi: u64, lo: u64, category: u8) -> u32 {
+        let Some(repository) = p::packed::PackedQuery::decode_repository(hi, lo, category) else {
+            return p::packed::REFUSED;
+        };
+        with_packed(handle, |e: &P::Evaluator| p::packed::encode_eligibility(&e.is_eligible(&repository)))
+    }
+
+    fn route(
+        handle: u32,
+        hi: u64,
+        lo: u64,
+        category: u8,
+        trigger_source: u8,
+        time_range_days: u64,
+        max_items: u64,
+    ) -> u32 {
+        let query = p::packed::PackedQuery { hi, lo, category, trigger_source, time_range_days, max_items };
+        let Some((repository, job)) = query.decode() else { return p::packed::REFUSED };
+        with_packed(handle, |e: &P::Evaluator| p::packed::encode_route(&e.route(&repository, &job)))
     }
 }
 

@@ -50,6 +50,7 @@ mod columns;
 mod eligibility;
 mod health;
 mod id;
+pub mod packed;
 mod routing;
 mod trace;
 
