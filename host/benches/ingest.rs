@@ -1,25 +1,36 @@
-//! Outcome ingestion into Postgres: group commit vs one statement per outcome.
+//! Outcome ingestion into Postgres: group commit against one transaction per outcome, at the
+//! same concurrency.
 //!
 //! `DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p rollout --bench ingest`
 //!
-//! Creates a fresh database, then runs, each for a fixed time, with 16 concurrent recorders:
-//! 1. naive — each recorder writes each outcome with its own upsert statement (autocommit);
-//! 2. group commit, one outcome in flight per recorder ([`MetricsRecorder::record`]);
-//! 3. group commit, 256 outcomes in flight per recorder (each still awaited individually).
+//! Creates a fresh database, then runs two sides for a fixed time each. Both sides have the
+//! same load: 16 concurrent recorders, each keeping 256 outcomes in flight (4,096 in all), each
+//! outcome its own submission under its own idempotency key, awaited on its own, and counted
+//! only once acknowledged; both share one pool of 20 connections.
+//! 1. naive (`SUMMARY pg_naive_outcomes_per_s`) — every outcome is written on its own with
+//!    [`Store::upsert_metrics`]: one transaction per outcome (its key recorded, its bucket
+//!    upserted, committed), up to 20 at once (one per connection);
+//! 2. group commit (`SUMMARY pg_outcomes_per_s`, the headline) — every outcome goes through
+//!    one [`MetricsRecorder`] ([`MetricsRecorder::record`]), whose flusher writes whatever is
+//!    queued as one transaction: every key in one statement, the buckets merged in memory and
+//!    upserted in one statement.
+//!
+//! `SUMMARY pg_ingest_ratio` is the headline divided by the naive rate of the same run.
 //!
 //! Outcomes spread over 500 repositories × 2 processors (1,000 bucket keys), 5 % errors.
-//!
 //! Every acknowledged outcome is durable (committed with `synchronous_commit` as the server
-//! has it). At the end the database totals are checked against the acknowledged counts.
-//! The last lines are `SUMMARY pg_outcomes_per_s: N` (run 3) and
-//! `SUMMARY pg_naive_outcomes_per_s: N` (run 1).
+//! has it, `on` by default, before it is acknowledged). After each side the database's sums
+//! (jobs, successes, errors, timed jobs, processing time) are compared with what was
+//! acknowledged; a difference, or any failed write, ends the bench with exit status 1 and no
+//! `SUMMARY` lines.
 
 use chrono::Utc;
 use rollout::store::recorder::{aggregate, MetricsRecorder, Outcome};
 use rollout::store::testing::TestDatabase;
-use rollout::store::{Store, StoreOptions};
+use rollout::store::{Store, StoreOptions, StoreResult};
 use rollout_policy::Processor;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -41,90 +52,183 @@ fn outcome(config_id: Uuid, n: u64) -> Outcome {
     }
 }
 
-async fn naive(store: &Store, config_id: Uuid) -> u64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = tokio::task::JoinSet::new();
-    for r in 0..RECORDERS as u64 {
-        let (store, done, stop) = (store.clone(), done.clone(), stop.clone());
-        tasks.spawn(async move {
-            let mut n = r;
-            while !stop.load(Ordering::Relaxed) {
-                let o = outcome(config_id, n);
-                store.upsert_metrics(&aggregate([&o])).await.map_err(|e| e.to_string())?;
-                done.fetch_add(1, Ordering::Relaxed);
-                n += RECORDERS as u64;
-            }
-            Ok::<(), String>(())
-        });
-    }
-    tokio::time::sleep(RUN).await;
-    stop.store(true, Ordering::Relaxed);
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(Err(e)) | Err(e) = r.map_err(|e| e.to_string()) {
-            eprintln!("naive recorder failed: {e}");
-        }
-    }
-    done.load(Ordering::Relaxed)
+/// Sums over outcomes: what was acknowledged, or what the database holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Sums {
+    jobs: i64,
+    successes: i64,
+    errors: i64,
+    timed_jobs: i64,
+    processing_ms: i64,
 }
 
-async fn grouped(recorder: &MetricsRecorder, config_id: Uuid, in_flight: usize) -> u64 {
-    let done = Arc::new(AtomicU64::new(0));
+/// The sums of acknowledged outcomes, shared by the recorders of one side.
+#[derive(Default)]
+struct Tally {
+    jobs: AtomicI64,
+    successes: AtomicI64,
+    timed_jobs: AtomicI64,
+    processing_ms: AtomicI64,
+}
+
+impl Tally {
+    fn add(&self, success: bool, ms: Option<u64>) {
+        self.jobs.fetch_add(1, Ordering::Relaxed);
+        self.successes.fetch_add(i64::from(success), Ordering::Relaxed);
+        if let Some(ms) = ms {
+            self.timed_jobs.fetch_add(1, Ordering::Relaxed);
+            self.processing_ms.fetch_add(i64::try_from(ms).unwrap_or(i64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    fn sums(&self) -> Sums {
+        let jobs = self.jobs.load(Ordering::Relaxed);
+        let successes = self.successes.load(Ordering::Relaxed);
+        Sums {
+            jobs,
+            successes,
+            errors: jobs - successes,
+            timed_jobs: self.timed_jobs.load(Ordering::Relaxed),
+            processing_ms: self.processing_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::ops::Add for Sums {
+    type Output = Sums;
+    fn add(self, o: Sums) -> Sums {
+        Sums {
+            jobs: self.jobs + o.jobs,
+            successes: self.successes + o.successes,
+            errors: self.errors + o.errors,
+            timed_jobs: self.timed_jobs + o.timed_jobs,
+            processing_ms: self.processing_ms + o.processing_ms,
+        }
+    }
+}
+
+/// Run [`RECORDERS`] recorders for [`RUN`], each keeping [`IN_FLIGHT`] calls of `write` (one
+/// outcome each) in flight; the sums of the acknowledged outcomes, the seconds it took (until
+/// the last call in flight returned), and the first error, if any.
+async fn drive<W, F>(config_id: Uuid, write: W) -> (Sums, f64, Option<String>)
+where
+    W: Fn(Outcome) -> F + Clone + Send + 'static,
+    F: Future<Output = StoreResult<()>> + Send + 'static,
+{
+    let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    let mut recorders = tokio::task::JoinSet::new();
     for r in 0..RECORDERS as u64 {
-        let (recorder, done, stop) = (recorder.clone(), done.clone(), stop.clone());
-        tasks.spawn(async move {
+        let (write, tally, stop) = (write.clone(), tally.clone(), stop.clone());
+        recorders.spawn(async move {
             let mut pending = tokio::task::JoinSet::new();
             let mut n = r;
-            while !stop.load(Ordering::Relaxed) {
-                while pending.len() < in_flight {
-                    let recorder = recorder.clone();
+            let mut failure = None;
+            loop {
+                while !stop.load(Ordering::Relaxed) && pending.len() < IN_FLIGHT {
                     let o = outcome(config_id, n);
                     n += RECORDERS as u64;
-                    pending.spawn(async move { recorder.record(o).await });
+                    let (success, ms) = (o.success, o.processing_time_ms);
+                    let written = write(o);
+                    pending.spawn(async move { written.await.map(|()| (success, ms)) });
                 }
                 match pending.join_next().await {
-                    Some(Ok(Ok(()))) => {
-                        done.fetch_add(1, Ordering::Relaxed);
+                    Some(Ok(Ok((success, ms)))) => tally.add(success, ms),
+                    Some(Ok(Err(e))) => {
+                        failure.get_or_insert(e.to_string());
                     }
-                    Some(Ok(Err(e))) => return Err(e.to_string()),
-                    Some(Err(e)) => return Err(e.to_string()),
-                    None => {}
+                    Some(Err(e)) => {
+                        failure.get_or_insert(e.to_string());
+                    }
+                    None => return failure,
                 }
             }
-            while let Some(r) = pending.join_next().await {
-                if matches!(r, Ok(Ok(()))) {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Ok::<(), String>(())
         });
     }
     tokio::time::sleep(RUN).await;
     stop.store(true, Ordering::Relaxed);
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(Err(e)) | Err(e) = r.map_err(|e| e.to_string()) {
-            eprintln!("recorder failed: {e}");
+    let mut failure = None;
+    while let Some(r) = recorders.join_next().await {
+        match r {
+            Ok(None) => {}
+            Ok(Some(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(e.to_string());
+            }
         }
     }
-    done.load(Ordering::Relaxed)
+    (tally.sums(), started.elapsed().as_secs_f64(), failure)
 }
 
-async fn total_jobs(store: &Store) -> i64 {
-    match store {
-        Store::Postgres(pool) => {
-            sqlx::query_scalar::<_, i64>("SELECT COALESCE(sum(total_jobs), 0)::int8 FROM rollout_metrics")
-                .fetch_one(pool)
-                .await
-                .unwrap_or(-1)
-        }
-        Store::Sqlite(_) => -1,
+async fn stored_sums(store: &Store) -> Result<Sums, String> {
+    let Store::Postgres(pool) = store else { return Err("the ingest bench needs Postgres".to_owned()) };
+    let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(sum(total_jobs), 0)::int8, COALESCE(sum(success_count), 0)::int8, \
+         COALESCE(sum(error_count), 0)::int8, COALESCE(sum(timed_jobs), 0)::int8, \
+         COALESCE(sum(total_processing_time_ms), 0)::int8 FROM rollout_metrics",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| format!("cannot read the stored sums: {e}"))?;
+    Ok(Sums { jobs: row.0, successes: row.1, errors: row.2, timed_jobs: row.3, processing_ms: row.4 })
+}
+
+/// Check that the database holds exactly `expected`; the error says what differs.
+async fn check_exact(store: &Store, side: &str, expected: Sums) -> Result<(), String> {
+    let stored = stored_sums(store).await?;
+    if stored == expected {
+        println!("  after `{side}`: stored sums equal the acknowledged ones ({} jobs)", stored.jobs);
+        Ok(())
+    } else {
+        Err(format!("after `{side}`: stored {stored:?} but acknowledged {expected:?}"))
     }
 }
 
-fn per_s(n: u64, secs: f64) -> u64 {
-    (n as f64 / secs).round() as u64
+fn per_s(n: i64, secs: f64) -> u64 {
+    (n as f64 / secs.max(RUN.as_secs_f64())).round() as u64
+}
+
+async fn run(store: &Store, config_id: Uuid) -> Result<(u64, u64), String> {
+    println!(
+        "outcome ingestion into Postgres: {RECORDERS} recorders x {IN_FLIGHT} outcomes in flight on both sides, \
+         {} s per side",
+        RUN.as_secs()
+    );
+
+    let naive_store = store.clone();
+    let (naive, naive_rate) = side(store, config_id, "naive, one transaction per outcome", Sums::default(), move |o| {
+        let store = naive_store.clone();
+        async move { store.upsert_metrics(&aggregate([&o])).await }
+    })
+    .await?;
+    let recorder = MetricsRecorder::spawn(store.clone());
+    let (_, grouped_rate) = side(store, config_id, "group commit", naive, move |o| {
+        let recorder = recorder.clone();
+        async move { recorder.record(o).await }
+    })
+    .await?;
+    Ok((grouped_rate, naive_rate))
+}
+
+/// One side of the bench: [`drive`] `write`, print its rate, and check that the database then
+/// holds exactly `before` plus what this side acknowledged; those sums and the rate.
+async fn side<W, F>(store: &Store, config_id: Uuid, label: &str, before: Sums, write: W) -> Result<(Sums, u64), String>
+where
+    W: Fn(Outcome) -> F + Clone + Send + 'static,
+    F: Future<Output = StoreResult<()>> + Send + 'static,
+{
+    let (acknowledged, secs, failure) = drive(config_id, write).await;
+    if let Some(e) = failure {
+        return Err(format!("a write of the side `{label}` failed: {e}"));
+    }
+    let rate = per_s(acknowledged.jobs, secs);
+    println!("  {label:<36} {:>9} outcomes in {secs:.1} s  {rate:>8} outcomes/s", acknowledged.jobs);
+    let total = before + acknowledged;
+    check_exact(store, label, total).await?;
+    Ok((total, rate))
 }
 
 #[tokio::main]
@@ -134,7 +238,12 @@ async fn main() {
         eprintln!("SKIPPED ingest bench: DATABASE_URL must name a Postgres database");
         return;
     }
-    let options = StoreOptions { max_connections: RECORDERS as u32 + 4, ..StoreOptions::default() };
+    // 4,096 naive writes queue for 20 connections: let them wait as long as they must
+    let options = StoreOptions {
+        max_connections: RECORDERS as u32 + 4,
+        acquire_timeout: Duration::from_secs(120),
+        ..StoreOptions::default()
+    };
     let db = match TestDatabase::postgres_with(&url, &options).await {
         Ok(db) => db,
         Err(e) => {
@@ -143,50 +252,21 @@ async fn main() {
         }
     };
     let store = db.store.clone();
-    let config_id = match store.get_config("hybrid_progressive_capture").await {
-        Ok(c) => c.id,
+    let result = match store.get_config("hybrid_progressive_capture").await {
+        Ok(c) => run(&store, c.id).await,
+        Err(e) => Err(e.to_string()),
+    };
+    db.cleanup().await;
+    match result {
+        Ok((headline, naive)) => {
+            println!("SUMMARY pg_outcomes_per_s: {headline}");
+            println!("SUMMARY pg_naive_outcomes_per_s: {naive}");
+            let ratio = if naive > 0 { headline as f64 / naive as f64 } else { f64::INFINITY };
+            println!("SUMMARY pg_ingest_ratio: {ratio:.1}");
+        }
         Err(e) => {
-            eprintln!("ingest bench: {e}");
-            db.cleanup().await;
+            eprintln!("INGEST BENCH FAILED: {e}");
             std::process::exit(1);
         }
-    };
-    let secs = RUN.as_secs_f64();
-    println!("outcome ingestion into Postgres, {RECORDERS} concurrent recorders, {} s per run", RUN.as_secs());
-
-    let t = Instant::now();
-    let naive_n = naive(&store, config_id).await;
-    let naive_rate = per_s(naive_n, t.elapsed().as_secs_f64().max(secs));
-    println!("  one statement per outcome:              {naive_n:>9} outcomes  {naive_rate:>8} outcomes/s");
-
-    let recorder = MetricsRecorder::spawn(store.clone());
-    let t = Instant::now();
-    let single_n = grouped(&recorder, config_id, 1).await;
-    let single_rate = per_s(single_n, t.elapsed().as_secs_f64().max(secs));
-    println!("  group commit, 1 in flight per recorder: {single_n:>9} outcomes  {single_rate:>8} outcomes/s");
-
-    let t = Instant::now();
-    let many_n = grouped(&recorder, config_id, IN_FLIGHT).await;
-    let many_rate = per_s(many_n, t.elapsed().as_secs_f64().max(secs));
-    println!("  group commit, {IN_FLIGHT} in flight per recorder: {many_n:>8} outcomes  {many_rate:>8} outcomes/s");
-
-    let stored = total_jobs(&store).await;
-    let acknowledged = naive_n + single_n + many_n;
-    println!(
-        "  stored jobs {stored}, acknowledged {acknowledged}: {}",
-        if stored == acknowledged as i64 { "equal" } else { "MISMATCH" }
-    );
-    if naive_rate > 0 {
-        println!(
-            "  ratio group commit / naive: {:.1}x (1 in flight: {:.1}x)",
-            many_rate as f64 / naive_rate as f64,
-            single_rate as f64 / naive_rate as f64
-        );
-    }
-    db.cleanup().await;
-    println!("SUMMARY pg_outcomes_per_s: {many_rate}");
-    println!("SUMMARY pg_naive_outcomes_per_s: {naive_rate}");
-    if stored != acknowledged as i64 {
-        std::process::exit(1);
     }
 }

@@ -969,3 +969,62 @@ async fn listen_notify_and_migration_check(db: &TestDatabase) {
     store.notify("after").await.unwrap();
     assert_eq!(listener.recv().await.unwrap().as_deref(), Some("after"));
 }
+
+/// Postgres records a group's batch keys with a plain `INSERT` and claims them one by one
+/// (`ON CONFLICT DO NOTHING`) only when a key is recorded already. A key that another
+/// transaction (a copy of the submission in flight at once) recorded while the group waited
+/// on it: committed, the copy is skipped and the rest of the group counts — the group is
+/// neither refused for a unique violation nor counted twice; rolled back, the key is the
+/// group's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_recorded_by_a_concurrent_copy_is_claimed_once() {
+    use sqlx::Connection;
+    let Some(url) = pg_url("a_key_recorded_by_a_concurrent_copy_is_claimed_once") else { return };
+    let db = TestDatabase::postgres(&url).await.unwrap();
+    let store = &db.store;
+    let config_id = store.get_config(FEATURE).await.unwrap().id;
+    let repo = Uuid::new_v4();
+    let deltas = aggregate(&[outcome(config_id, repo, Processor::Inngest, true, Some(5))]);
+    let mut expected_jobs = 0;
+    for copy_commits in [true, false] {
+        let copy = MetricsBatch { batch_id: Uuid::new_v4(), deltas: deltas.clone() };
+        let fresh = MetricsBatch { batch_id: Uuid::new_v4(), deltas: deltas.clone() };
+        // the copy has recorded its key and not committed yet
+        let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+        sqlx::query("INSERT INTO rollout_applied_batches (batch_id) VALUES ($1)")
+            .bind(copy.batch_id)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let writer = tokio::spawn({
+            let (store, group) = (store.clone(), vec![copy.clone(), fresh.clone()]);
+            async move { store.upsert_metrics_batches(&group).await }
+        });
+        // until the group waits on the copy's key (had it not started yet, it would find the
+        // key committed or gone: the same outcome)
+        for _ in 0..200 {
+            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                .fetch_one(&mut holder)
+                .await
+                .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let end = if copy_commits { "COMMIT" } else { "ROLLBACK" };
+        sqlx::query(end).execute(&mut holder).await.unwrap();
+        let applied = writer.await.unwrap().unwrap();
+        if copy_commits {
+            assert_eq!(applied, vec![fresh.batch_id], "the committed copy's key is skipped");
+            expected_jobs += 1;
+        } else {
+            assert_eq!(applied, vec![copy.batch_id, fresh.batch_id], "the rolled-back copy's key is the group's");
+            expected_jobs += 2;
+        }
+        let total: i64 = store.list_buckets(config_id).await.unwrap().iter().map(|b| b.total_jobs).sum();
+        assert_eq!(total, expected_jobs, "copy committed: {copy_commits}");
+    }
+    db.cleanup().await;
+}
