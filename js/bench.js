@@ -1,51 +1,155 @@
-// Per-decision cost of the wrapper (and of the raw jco bindings under it), in ns.
-//   npm run bench            # median of 9 runs each
-//   BENCH_RUNS=21 npm run bench
-import { loadPolicy } from './src/index.js';
+// Per-decision cost of @rollout/policy in Node, next to flagd-core (the OpenFeature flagd
+// in-process evaluator) deciding the same thing: a 50 % rollout with an exclusion list.
+//
+//   npm run bench                  # 9 rounds
+//   BENCH_ROUNDS=21 npm run bench
+//
+// Each round times every case once, alternating which of ours and flagd's single
+// evaluation goes first; a case's figure is the median of its rounds, and the ratio is the
+// median of the per-round ratios ours ÷ flagd (paired: same round, same machine load).
+// The last lines are `SUMMARY name: value`, as `make bench` prints them.
+import { FlagdCore } from '@openfeature/flagd-core';
 
-const RUNS = Number(process.env.BENCH_RUNS ?? 9);
+import * as generated from './dist/generated/rollout_policy.js';
+import { loadPolicy, repositoryIdToWire } from './src/index.js';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`invalid BENCH_ROUNDS: expected a positive integer, got ${process.env.BENCH_ROUNDS}`);
+const SINGLE = 50_000; // calls per round of a single-decision case
+const BATCHES = 40; // batches of IDS.length per round of a batch case
+
 const policy = await loadPolicy();
-const { rules } = await import('./dist/generated/rollout_policy.js');
+const FEATURE = 'hybrid_progressive_capture';
+const ev = policy.evaluator({ featureName: FEATURE, rolloutPercentage: 50, isActive: true, excludedRepositories: ['owner/excluded'] });
 
-const config = { rolloutPercentage: 50, isActive: true, excludedRepositories: ['owner/excluded'] };
-const ev = policy.evaluator(config);
-const uuid = '6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11';
-const job = { triggerSource: 'scheduled', maxItems: 100 };
-const ids = Array.from({ length: 1000 }, (_, i) => `${(0x10000000 + i * 7919).toString(16)}-0c4b-4f5e-9d41-2b7a8e6f0c11`);
-const requests = ids.map((id) => ({ repository: { id }, job }));
+// flagd: the same decision as a boolean flag — excluded ids off, then a 50/50 split on the
+// targeting key (flagd hashes flag key + targeting key, as we hash feature + id).
+const flagd = new FlagdCore();
+flagd.setConfigurations(
+  JSON.stringify({
+    flags: {
+      [FEATURE]: {
+        state: 'ENABLED',
+        variants: { on: true, off: false },
+        defaultVariant: 'off',
+        targeting: { if: [{ in: [{ var: 'targetingKey' }, ['owner/excluded']] }, 'off', { fractional: [['on', 50], ['off', 50]] }] },
+      },
+    },
+  }),
+);
 
-const raw = rules.Evaluator.create({
-  featureName: 'hybrid_progressive_capture', rolloutPercentage: 50, isActive: true, targetRepositories: [],
-  excludedRepositories: ['owner/excluded'], rolloutStrategy: 'percentage', maxErrorRate: 5, monitoringWindowHours: 24,
-  autoRollbackEnabled: true, emergencyStop: false, minJobsForRollback: 10,
+/** 1,000 distinct repository ids as a database returns them (lowercase hyphenated UUIDs). */
+const IDS = Array.from({ length: 1000 }, (_, i) => {
+  const h = (i * 0x9e3779b1 + 0x7f4a7c15).toString(16).padStart(8, '0').slice(-8);
+  return `${h}-0c4b-4f5e-${(0x8000 + i).toString(16)}-2b7a8e6f${(i * 40503).toString(16).padStart(4, '0').slice(-4)}`;
 });
-const rawRepo = { id: { tag: 'uuid', val: [0x6f1c9a3e0c4b4f5en, 0x9d412b7a8e6f0c11n] } };
-const rawJob = { prNumbers: new BigUint64Array(0), triggerSource: 'scheduled', maxItems: 100 };
-const rawRequests = requests.map(() => ({ repository: rawRepo, job: rawJob }));
+if (new Set(IDS).size !== IDS.length) throw new Error('bench ids are not distinct');
+const JOB = { triggerSource: 'scheduled', maxItems: 100 };
+const REQUESTS = IDS.map((id) => ({ repository: { id }, job: JOB }));
 
-/** Median ns per decision over RUNS runs of `iterations` calls of `f` (each making `per` decisions). */
-function bench(name, iterations, f, per = 1) {
-  for (let i = 0; i < Math.min(iterations, 2000); i++) f(); // warm up
-  const runs = [];
-  for (let r = 0; r < RUNS; r++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < iterations; i++) f();
-    runs.push(Number(process.hrtime.bigint() - t0) / (iterations * per));
-  }
-  runs.sort((a, b) => a - b);
-  const median = runs[Math.floor(runs.length / 2)];
-  console.log(`${name}: ${median.toFixed(0)} ns/decision (min ${runs[0].toFixed(0)}, max ${runs.at(-1).toFixed(0)})`);
-  return median;
+// Both evaluators really decide: about half of the ids in, on both sides.
+const oursIn = IDS.filter((id) => ev.isEligible(id).eligible).length;
+const flagdIn = IDS.filter((id) => flagd.resolveBooleanEvaluation(FEATURE, false, { targetingKey: id }).value).length;
+for (const [who, n] of [['@rollout/policy', oursIn], ['flagd-core', flagdIn]]) {
+  if (n < 400 || n > 600) throw new Error(`${who} admitted ${n} of ${IDS.length} ids at 50 %`);
 }
 
-console.log(`@rollout/policy bench: ${policy.info().name} ${policy.info().version}, node ${process.version}, ${RUNS} runs, median`);
-bench('info (raw jco, trivial call)', 100_000, () => rules.info());
-bench('categorize', 100_000, () => policy.categorize({ starCount: 40, contributorCount: 5, prCount: 99 }));
-bench('isEligible uuid', 100_000, () => ev.isEligible(uuid));
-bench('isEligible text id', 100_000, () => ev.isEligible('owner/name'));
-bench('route uuid (raw jco)', 100_000, () => raw.route(rawRepo, rawJob));
-bench('route uuid', 100_000, () => ev.route(uuid, job));
-bench('route {id} + job', 100_000, () => ev.route({ id: uuid, category: 'small' }, job));
-bench('routeBatch 1000 (raw jco)', 200, () => raw.routeBatch(rawRequests), 1000);
-bench('routeBatch 1000', 200, () => ev.routeBatch(requests), 1000);
-bench('isEligibleBatch 1000', 200, () => ev.isEligibleBatch(ids), 1000);
+// The component alone, through the jco bindings with inputs prepared outside the timing:
+// the floor under the wrapper's figures.
+const WIRE_CONFIG = {
+  featureName: FEATURE, rolloutPercentage: 50, isActive: true, targetRepositories: [], excludedRepositories: ['owner/excluded'],
+  rolloutStrategy: 'percentage', maxErrorRate: 5, monitoringWindowHours: 24, autoRollbackEnabled: true, emergencyStop: false, minJobsForRollback: 10,
+};
+const rawEvaluator = generated.rules.Evaluator.create(WIRE_CONFIG);
+const HALVES = IDS.map((id) => repositoryIdToWire(id).val);
+const COLUMNS = { uuids: BigUint64Array.from(HALVES.flat()), textIds: [], categories: new Uint8Array(IDS.length) };
+const packed = generated.packed;
+const handle = packed?.open(WIRE_CONFIG);
+
+let sink = 0;
+const CASES = {
+  eligible_single: () => {
+    for (let i = 0; i < SINGLE; i++) sink ^= ev.isEligible(IDS[i % 1000]).bucket;
+    return SINGLE;
+  },
+  flagd_single: () => {
+    for (let i = 0; i < SINGLE; i++) sink ^= flagd.resolveBooleanEvaluation(FEATURE, false, { targetingKey: IDS[i % 1000] }).value ? 1 : 0;
+    return SINGLE;
+  },
+  route_single: () => {
+    for (let i = 0; i < SINGLE; i++) sink ^= ev.route(IDS[i % 1000], JOB).bucket;
+    return SINGLE;
+  },
+  eligible_batch: () => {
+    for (let b = 0; b < BATCHES; b++) sink ^= ev.isEligibleBatch(IDS)[b].bucket;
+    return BATCHES * IDS.length;
+  },
+  route_batch: () => {
+    for (let b = 0; b < BATCHES; b++) sink ^= ev.routeBatch(REQUESTS)[b].bucket;
+    return BATCHES * REQUESTS.length;
+  },
+  // Where the time goes (not in the summary): the component alone, given ready inputs; a
+  // text id (the typed path, never the scalar one); `info`, the cheapest call with a result.
+  raw_eligible_batch: () => {
+    for (let b = 0; b < BATCHES; b++) sink ^= generated.rules.Evaluator.prototype.isEligibleBatch.call(rawEvaluator, COLUMNS).buckets[b];
+    return BATCHES * IDS.length;
+  },
+  ...(packed && {
+    raw_eligible_single_scalar: () => {
+      for (let i = 0; i < SINGLE; i++) {
+        const [hi, lo] = HALVES[i % 1000];
+        sink ^= packed.isEligible(handle, hi, lo, 0);
+      }
+      return SINGLE;
+    },
+  }),
+  eligible_single_text_id: () => {
+    for (let i = 0; i < SINGLE; i++) sink ^= ev.isEligible('owner/name').bucket;
+    return SINGLE;
+  },
+  info: () => {
+    for (let i = 0; i < SINGLE; i++) sink ^= policy.info().name.length;
+    return SINGLE;
+  },
+};
+
+/** ns per decision of one run of `CASES[name]`. */
+function time(name) {
+  const t0 = process.hrtime.bigint();
+  const n = CASES[name]();
+  return Number(process.hrtime.bigint() - t0) / n;
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+for (const name of Object.keys(CASES)) time(name); // warm up: every path compiled before the first round
+const runs = Object.fromEntries(Object.keys(CASES).map((name) => [name, []]));
+const ratios = [];
+for (let r = 0; r < ROUNDS; r++) {
+  const pair = r % 2 === 0 ? ['eligible_single', 'flagd_single'] : ['flagd_single', 'eligible_single'];
+  const order = [...pair, ...Object.keys(CASES).filter((n) => !pair.includes(n))];
+  const t = {};
+  for (const name of order) runs[name].push((t[name] = time(name)));
+  ratios.push(t.eligible_single / t.flagd_single);
+}
+
+const info = policy.info();
+console.log(`@rollout/policy ${info.name} ${info.version}, node ${process.version}, ${ROUNDS} rounds, scalar fast path: ${policy.fastPath ? 'yes' : 'no (the component has no `packed` export)'}`);
+console.log('ns per decision: median (min … max) over the rounds');
+for (const [name, xs] of Object.entries(runs)) {
+  console.log(`  ${name.padEnd(24)} ${median(xs).toFixed(0).padStart(6)}  (${Math.min(...xs).toFixed(0)} … ${Math.max(...xs).toFixed(0)})`);
+}
+console.log(`  ours ÷ flagd, per round: ${ratios.map((x) => x.toFixed(2)).join(' ')}`);
+if (sink === 0.5) console.log(''); // keep `sink` observable so no loop is optimised away
+
+const ns = (name) => median(runs[name]).toFixed(0);
+console.log(`SUMMARY js_eligible_single_ns: ${ns('eligible_single')}`);
+console.log(`SUMMARY js_flagd_single_ns: ${ns('flagd_single')}`);
+console.log(`SUMMARY js_eligible_single_ratio: ${median(ratios).toFixed(2)}`);
+console.log(`SUMMARY js_eligible_batch_ns: ${ns('eligible_batch')}`);
+console.log(`SUMMARY js_route_single_ns: ${ns('route_single')}`);
+console.log(`SUMMARY js_route_batch_ns: ${ns('route_batch')}`);

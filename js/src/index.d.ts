@@ -207,7 +207,14 @@ export declare class PolicyError extends Error {
   readonly index?: number;
 }
 
-/** A configuration checked once by the policy, then used for many decisions. */
+/**
+ * A configuration checked once by the policy, then used for many decisions.
+ *
+ * A single decision about a UUID repository, with a job that has neither `jobType` nor
+ * `prNumbers`, goes through the component's scalar calls (interface `packed`) when it
+ * exports them (`policy.fastPath`); any other single decision through the typed `evaluator`
+ * resource; batches through its columns. All give the same answers.
+ */
 export declare class Evaluator {
   private constructor();
   /** The effective configuration (defaults filled in). */
@@ -228,9 +235,16 @@ export declare class Evaluator {
 /** The loaded policy component. */
 export declare class Policy {
   private constructor();
+  /**
+   * Whether the component exports the scalar calls (interface `packed`), which single
+   * decisions about UUID repositories then use; false for a component built without them.
+   */
+  readonly fastPath: boolean;
+  /** Name and version of the policy. */
   info(): PolicyInfo;
   /** Check a configuration and build an evaluator; throws PolicyError. */
   evaluator(config?: Config | null): Evaluator;
+  /** Category of a repository from its counts. */
   categorize(stats: RepositoryStats): Categorization;
   /** Health over the window; the configuration is checked as for `evaluator()`. */
   evaluateHealth(config: Config | null | undefined, windows: ReadonlyArray<ProcessorWindow>): Health;
@@ -253,8 +267,11 @@ export declare function configFromRow(row: Record<string, unknown>): Config;
 /** The wire form of a repository id the component receives. */
 export type RepositoryIdWire = { tag: 'uuid'; val: [bigint, bigint] } | { tag: 'text'; val: string };
 
-/** A UUID (hyphenated in any case, `{braced}` or 32 hex digits) as two u64 halves, most significant first; anything else as text. */
+/**
+ * A UUID (hyphenated in any case, `{braced}` or 32 hex digits) as two u64 halves, most
+ * significant first; anything else as text. Throws PolicyError (`field` `'id'`) for a non-string.
+ */
 export declare function repositoryIdToWire(id: string): RepositoryIdWire;
 
-/** Lowercase hyphenated text for a UUID in any accepted form; any other id as given. */
+/** Lowercase hyphenated text for a UUID in any accepted form; any other id as given. Throws PolicyError for a non-string. */
 export declare function canonicalRepositoryId(id: string): string;

@@ -183,11 +183,88 @@ function stringListIn(value, field, base) {
 
 // ---- repository ids (the Rust host's RepoId::parse, exactly)
 
-const HEX_VALUE = new Int8Array(128).fill(-1);
+/** A hex digit's value by char code; 16 (a bit no digit's value has) for any other code unit. */
+const HEX_VALUE = new Uint8Array(0x10000).fill(16);
 for (let i = 0; i < 10; i++) HEX_VALUE[48 + i] = i;
 for (let i = 0; i < 6; i++) HEX_VALUE[65 + i] = HEX_VALUE[97 + i] = 10 + i;
-/** Scratch space to join four 32-bit words into two u64 bigints (big-endian). */
-const WORDS = new DataView(new ArrayBuffer(16));
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** Where a u64's more and less significant 32-bit halves sit in a Uint32Array view of it. */
+const HIGH_WORD = LITTLE_ENDIAN ? 1 : 0;
+const LOW_WORD = 1 - HIGH_WORD;
+
+/** Where the 8 groups of 4 hex digits of a UUID start, hyphenated and as 32 digits. */
+const GROUPS_HYPHENATED = new Uint8Array([0, 4, 9, 14, 19, 24, 28, 32]);
+const GROUPS_PLAIN = new Uint8Array([0, 4, 8, 12, 16, 20, 24, 28]);
+
+/**
+ * Parse `id` as a UUID (hyphenated in any case, `{braced}`, or 32 hex digits) into
+ * `words[at .. at + 4]`: a Uint32Array view of two u64s, the halves most significant first,
+ * as the component's `uuids` column holds them. Returns false, writing nothing, when `id`
+ * is not a UUID. Char codes and int32 arithmetic only: no allocation, no BigInt.
+ */
+function uuidInto(id, words, at) {
+  let o = 0;
+  let n = id.length;
+  if (n >= 2 && id.charCodeAt(0) === 0x7b && id.charCodeAt(n - 1) === 0x7d) {
+    o = 1;
+    n -= 2;
+  }
+  let groups;
+  if (n === 36) {
+    if (id.charCodeAt(o + 8) !== 0x2d || id.charCodeAt(o + 13) !== 0x2d || id.charCodeAt(o + 18) !== 0x2d || id.charCodeAt(o + 23) !== 0x2d) {
+      return false;
+    }
+    groups = GROUPS_HYPHENATED;
+  } else if (n === 32) {
+    groups = GROUPS_PLAIN;
+  } else {
+    return false;
+  }
+  // Every digit's value is or-ed into `bad`: its bit 4 ends up set iff a code unit is not a hex digit.
+  const t = HEX_VALUE;
+  let bad = 0;
+  let v;
+  let w = 0;
+  let w0 = 0;
+  let w1 = 0;
+  let w2 = 0;
+  for (let k = 0; k < 8; k++) {
+    const i = o + groups[k];
+    v = t[id.charCodeAt(i)];
+    bad |= v;
+    w = (w << 4) | v;
+    v = t[id.charCodeAt(i + 1)];
+    bad |= v;
+    w = (w << 4) | v;
+    v = t[id.charCodeAt(i + 2)];
+    bad |= v;
+    w = (w << 4) | v;
+    v = t[id.charCodeAt(i + 3)];
+    bad |= v;
+    w = (w << 4) | v;
+    if (k === 1) {
+      w0 = w;
+      w = 0;
+    } else if (k === 3) {
+      w1 = w;
+      w = 0;
+    } else if (k === 5) {
+      w2 = w;
+      w = 0;
+    }
+  }
+  if ((bad & 16) !== 0) return false;
+  words[at + HIGH_WORD] = w0;
+  words[at + LOW_WORD] = w1;
+  words[at + 2 + HIGH_WORD] = w2;
+  words[at + 2 + LOW_WORD] = w;
+  return true;
+}
+
+/** Scratch for one id: `UUID_WORDS` and `UUID_HALVES` view the same 16 bytes. */
+const UUID_HALVES = new BigUint64Array(2);
+const UUID_WORDS = new Uint32Array(UUID_HALVES.buffer);
 
 /**
  * The wire form of a repository id: a UUID in hyphenated (any case), `{braced}` or 32-hex
@@ -195,63 +272,16 @@ const WORDS = new DataView(new ArrayBuffer(16));
  * anything else is `{tag: 'text', val: id}`, used as given.
  */
 export function repositoryIdToWire(id) {
-  let o = 0;
-  let n = id.length;
-  if (n >= 2 && id.charCodeAt(0) === 0x7b && id.charCodeAt(n - 1) === 0x7d) {
-    o = 1;
-    n -= 2;
-  }
-  // Four 32-bit words of the UUID, most significant first; -1 marks a non-hex digit.
-  let w0, w1, w2, w3;
-  if (n === 36) {
-    const h = 0x2d; // '-'
-    if (id.charCodeAt(o + 8) !== h || id.charCodeAt(o + 13) !== h || id.charCodeAt(o + 18) !== h || id.charCodeAt(o + 23) !== h) {
-      return { tag: 'text', val: id };
-    }
-    w0 = hex(id, o, 8);
-    const a = hex(id, o + 9, 4);
-    const b = hex(id, o + 14, 4);
-    const c = hex(id, o + 19, 4);
-    const d = hex(id, o + 24, 4);
-    w3 = hex(id, o + 28, 8);
-    if (w0 < 0 || a < 0 || b < 0 || c < 0 || d < 0 || w3 < 0) return { tag: 'text', val: id };
-    w1 = a * 0x10000 + b;
-    w2 = c * 0x10000 + d;
-  } else if (n === 32) {
-    w0 = hex(id, o, 8);
-    w1 = hex(id, o + 8, 8);
-    w2 = hex(id, o + 16, 8);
-    w3 = hex(id, o + 24, 8);
-    if (w0 < 0 || w1 < 0 || w2 < 0 || w3 < 0) return { tag: 'text', val: id };
-  } else {
-    return { tag: 'text', val: id };
-  }
-  const dv = WORDS;
-  dv.setUint32(0, w0);
-  dv.setUint32(4, w1);
-  dv.setUint32(8, w2);
-  dv.setUint32(12, w3);
-  return { tag: 'uuid', val: [dv.getBigUint64(0), dv.getBigUint64(8)] };
-}
-
-/** The value of `n` (at most 8) hex digits of `s` from `i`, or -1 if one is not a hex digit. */
-function hex(s, i, n) {
-  let w = 0;
-  for (let k = 0; k < n; k++) {
-    const c = s.charCodeAt(i + k);
-    const v = c < 128 ? HEX_VALUE[c] : -1;
-    if (v < 0) return -1;
-    w = w * 16 + v;
-  }
-  return w;
+  if (typeof id !== 'string') throw new PolicyError('id', `invalid id: expected a string, got ${show(id)}`);
+  if (!uuidInto(id, UUID_WORDS, 0)) return { tag: 'text', val: id };
+  return { tag: 'uuid', val: [UUID_HALVES[0], UUID_HALVES[1]] };
 }
 
 /** The canonical text of a repository id: lowercase hyphenated for a UUID, else as given. */
 export function canonicalRepositoryId(id) {
   if (typeof id !== 'string') throw new PolicyError('id', `invalid id: expected a string, got ${show(id)}`);
-  const wire = repositoryIdToWire(id);
-  if (wire.tag === 'text') return id;
-  const h = wire.val[0].toString(16).padStart(16, '0') + wire.val[1].toString(16).padStart(16, '0');
+  if (!uuidInto(id, UUID_WORDS, 0)) return id;
+  const h = UUID_HALVES[0].toString(16).padStart(16, '0') + UUID_HALVES[1].toString(16).padStart(16, '0');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
@@ -283,20 +313,32 @@ function configIn(config) {
   return { config: Object.freeze(c), wire: { ...c, rolloutStrategy: strategy } };
 }
 
-function repositoryIn(repo, base, index) {
-  if (typeof repo === 'string') return { id: repositoryIdToWire(repo), category: undefined };
+/**
+ * Check a repository (`{id, category?}` or an id string) into `out`: `out.id` the id text,
+ * `out.category` its category code (0 for none; `CATEGORY_CODE`). `out` is a scratch
+ * object, so a decision allocates nothing here.
+ */
+function repositoryInto(repo, base, index, out) {
+  if (typeof repo === 'string') {
+    out.id = repo;
+    out.category = 0;
+    return out;
+  }
   checkObject(repo, 'repository', base, index);
   for (const k in repo) if (k !== 'id' && k !== 'category') unknownField(k, REPOSITORY_FIELDS, base, index);
   const id = repo.id;
   if (typeof id !== 'string') fail('id', `expected a repository id string, got ${show(id)}`, base, index);
   const category = repo.category;
-  return {
-    id: repositoryIdToWire(id),
-    category: category == null ? undefined : enumIn(CATEGORY_IN, CATEGORIES, category, 'category', base, index),
-  };
+  out.id = id;
+  out.category = category == null ? 0 : CATEGORY_CODE[enumIn(CATEGORY_IN, CATEGORIES, category, 'category', base, index)];
+  return out;
 }
 
-const EMPTY_JOB = Object.freeze({});
+/** The repository as jco's `repository` record (a fresh object: for calls that keep it). */
+function repositoryIn(repo, base, index) {
+  const r = repositoryInto(repo, base, index, {});
+  return { id: repositoryIdToWire(r.id), category: r.category === 0 ? undefined : CATEGORIES[r.category - 1] };
+}
 
 // `undefined` (WIT `none`) for no pull requests: the component takes `option<list<u64>>`.
 function prNumbersIn(value, base, index) {
@@ -309,108 +351,151 @@ function prNumbersIn(value, base, index) {
   return out;
 }
 
-function jobIn(job, base, index) {
-  if (job == null) return EMPTY_JOB;
+/** Whether `k` is one of `JOB_FIELDS` (a switch: several times faster than `includes` on the hot path). */
+function isJobField(k) {
+  switch (k) {
+    case 'jobType':
+    case 'timeRangeDays':
+    case 'prNumbers':
+    case 'triggerSource':
+    case 'maxItems':
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
+ * Check a job (all fields optional; null or undefined is no job) into `out`, shaped as
+ * jco's `job` record: absent fields `undefined`, `triggerSource` jco's name.
+ */
+function jobInto(job, base, index, out) {
+  if (job == null) {
+    out.jobType = out.timeRangeDays = out.prNumbers = out.triggerSource = out.maxItems = undefined;
+    return out;
+  }
   checkObject(job, 'job', base, index);
-  for (const k in job) if (!JOB_FIELDS.includes(k)) unknownField(k, JOB_FIELDS, base, index);
+  for (const k in job) if (!isJobField(k)) unknownField(k, JOB_FIELDS, base, index);
   const { jobType, timeRangeDays, prNumbers, triggerSource, maxItems } = job;
+  out.jobType = jobType == null ? undefined : stringIn(jobType, 'jobType', base, index);
+  out.timeRangeDays = timeRangeDays == null ? undefined : intIn(timeRangeDays, U32_MAX, 'timeRangeDays', base, index);
+  out.prNumbers = prNumbersIn(prNumbers, base, index);
+  out.triggerSource =
+    triggerSource == null ? undefined : enumIn(TRIGGER_IN, TRIGGER_SOURCES, triggerSource, 'triggerSource', base, index);
+  out.maxItems = maxItems == null ? undefined : intIn(maxItems, U32_MAX, 'maxItems', base, index);
+  return out;
+}
+
+/** The job as jco's `job` record (a fresh object: for calls that keep it). */
+function jobIn(job, base, index) {
+  return jobInto(job, base, index, {});
+}
+
+// ---- scratch inputs of single decisions: filled, passed to jco (which reads them before it
+// returns and keeps nothing), and refilled by the next call. Nothing here is reentrant, and
+// nothing needs to be: the component imports no function, so no call can come back in.
+
+const REPO = { id: '', category: 0 };
+const JOB = { jobType: undefined, timeRangeDays: undefined, prNumbers: undefined, triggerSource: undefined, maxItems: undefined };
+const WIRE_UUID = { tag: 'uuid', val: [0n, 0n] };
+const WIRE_TEXT = { tag: 'text', val: '' };
+const WIRE_REPO = { id: WIRE_UUID, category: undefined };
+
+/** jco's `repository` record of `REPO` (its UUID halves already in `UUID_WORDS` when `uuid`). */
+function wireRepository(uuid) {
+  if (uuid) {
+    WIRE_UUID.val[0] = UUID_HALVES[0];
+    WIRE_UUID.val[1] = UUID_HALVES[1];
+    WIRE_REPO.id = WIRE_UUID;
+  } else {
+    WIRE_TEXT.val = REPO.id;
+    WIRE_REPO.id = WIRE_TEXT;
+  }
+  WIRE_REPO.category = REPO.category === 0 ? undefined : CATEGORIES[REPO.category - 1];
+  return WIRE_REPO;
+}
+
+/** An `option<u32>` as the scalar calls and the batch columns take it: 0n, or 2^32 + v. */
+const NONE_U64 = 0n;
+function optionU64(v) {
+  return v === undefined ? NONE_U64 : BigInt(0x1_0000_0000 + v);
+}
+
+// ---- answers of the scalar calls (interface `packed`): bits 0-7 bucket, 8-11 reason,
+// 12 eligible; route adds 16-19 rule and 20 processor; bit 31 a refused call.
+
+const PACKED_REFUSED = 0x8000_0000;
+/** The bits an answer may set: an eligibility's (bucket, reason, eligible), a route's (also rule, processor). */
+const PACKED_ELIGIBILITY = 0x1fff;
+const PACKED_ROUTE = PACKED_ELIGIBILITY | (0xf << 16) | (1 << 20);
+
+/** An answer of scalar call `what` (bit 31: refused; a bit outside `allowed`, or a code out of range: the component's bug). */
+function packedCheck(answer, allowed, what) {
+  if ((answer & PACKED_REFUSED) !== 0) throw new Error(`the component refused the scalar ${what} call (answer 0x${(answer >>> 0).toString(16)})`);
+  if ((answer & ~allowed) !== 0) {
+    throw new Error(`the component answered the scalar ${what} call with bits outside its layout (answer 0x${(answer >>> 0).toString(16)})`);
+  }
+}
+
+function packedCode(names, code, what) {
+  const name = names[code];
+  if (name === undefined) throw new Error(`the component answered an invalid ${what} code ${code}`);
+  return name;
+}
+
+function eligibilityPacked(a) {
+  packedCheck(a, PACKED_ELIGIBILITY, 'is-eligible');
+  return { eligible: (a & 0x1000) !== 0, reason: packedCode(REASONS, (a >>> 8) & 15, 'reason'), bucket: a & 0xff };
+}
+
+function decisionPacked(a) {
+  packedCheck(a, PACKED_ROUTE, 'route');
   return {
-    jobType: jobType == null ? undefined : stringIn(jobType, 'jobType', base, index),
-    timeRangeDays: timeRangeDays == null ? undefined : intIn(timeRangeDays, U32_MAX, 'timeRangeDays', base, index),
-    prNumbers: prNumbersIn(prNumbers, base, index),
-    triggerSource:
-      triggerSource == null ? undefined : enumIn(TRIGGER_IN, TRIGGER_SOURCES, triggerSource, 'triggerSource', base, index),
-    maxItems: maxItems == null ? undefined : intIn(maxItems, U32_MAX, 'maxItems', base, index),
+    processor: PROCESSORS[(a >>> 20) & 1],
+    rule: packedCode(RULES, (a >>> 16) & 15, 'rule'),
+    eligible: (a & 0x1000) !== 0,
+    reason: packedCode(REASONS, (a >>> 8) & 15, 'reason'),
+    bucket: a & 0xff,
   };
 }
 
 // ---- batches: the component takes columns (`repository-columns`, `job-columns` in
-// wit/policy.wit): typed arrays cross into wasm memory as one copy each.
+// wit/policy.wit): typed arrays cross into wasm memory as one copy each. Ids are parsed
+// straight into the `uuids` column; options are written as two u32 words each.
 
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-function repositoryColumns(wires) {
-  const n = wires.length;
+/** Empty repository columns for `n` repositories, and the u32 view of `uuids` to fill. */
+function repositoryColumns(n) {
   const uuids = new BigUint64Array(2 * n);
-  const categories = new Uint8Array(n);
-  const textIds = [];
-  for (let i = 0; i < n; i++) {
-    const { id, category } = wires[i];
-    if (id.tag === 'uuid') {
-      uuids[2 * i] = id.val[0];
-      uuids[2 * i + 1] = id.val[1];
-    } else {
-      textIds.push([i, id.val]);
-    }
-    categories[i] = category === undefined ? 0 : CATEGORY_CODE[category];
-  }
-  return { uuids, textIds, categories };
+  return { columns: { uuids, textIds: [], categories: new Uint8Array(n) }, words: new Uint32Array(uuids.buffer) };
 }
 
-/** A column of `option<u32>` as u64: 0 when absent, 2^32 + the value when present. */
-function optionColumn(n, value) {
-  const out = new BigUint64Array(n);
-  if (LITTLE_ENDIAN) {
-    const words = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) {
-      const v = value(i);
-      if (v !== undefined) {
-        words[2 * i] = v;
-        words[2 * i + 1] = 1;
-      }
-    }
-  } else {
-    for (let i = 0; i < n; i++) {
-      const v = value(i);
-      if (v !== undefined) out[i] = (1n << 32n) | BigInt(v);
-    }
-  }
-  return out;
+/** Repository `i` (checked into `REPO`) into the columns. */
+function putRepository(cols, words, i) {
+  if (!uuidInto(REPO.id, words, 4 * i)) cols.textIds.push([i, REPO.id]);
+  cols.categories[i] = REPO.category;
 }
 
-function jobColumns(wires) {
-  const n = wires.length;
-  const triggerSources = new Uint8Array(n);
-  const prCounts = new Uint32Array(n);
-  const jobTypes = [];
-  let prTotal = 0;
-  for (let i = 0; i < n; i++) {
-    const j = wires[i];
-    if (j.triggerSource !== undefined) triggerSources[i] = TRIGGER_CODE[j.triggerSource];
-    if (j.prNumbers !== undefined) prTotal += prCounts[i] = j.prNumbers.length;
-    if (j.jobType !== undefined) jobTypes.push([i, j.jobType]);
+/** `option<u32>` `v` into slot `i` of a u64 column's u32 view: 0 when absent, 2^32 + v. */
+function putOption(words, i, v) {
+  if (v !== undefined) {
+    words[2 * i + HIGH_WORD] = 1;
+    words[2 * i + LOW_WORD] = v;
   }
-  const prNumbers = new BigUint64Array(prTotal);
-  for (let i = 0, at = 0; i < n; i++) {
-    const prs = wires[i].prNumbers;
-    if (prs !== undefined) {
-      prNumbers.set(prs, at);
-      at += prs.length;
-    }
-  }
-  return {
-    timeRangeDays: optionColumn(n, (i) => wires[i].timeRangeDays),
-    maxItems: optionColumn(n, (i) => wires[i].maxItems),
-    triggerSources,
-    prCounts,
-    prNumbers,
-    jobTypes,
-  };
 }
 
-/** The name at position `columns[i]` of `names`; a column too short or a code out of range is the component's bug. */
-function codeAt(names, column, i, field) {
-  const name = i < column.length ? names[column[i]] : undefined;
-  if (name === undefined) throw new Error(`the component answered an invalid batch: \`${field}\` entry ${i} is ${column[i]}`);
+/** An answer column of a batch must have one entry per input; another length is the component's bug. */
+function checkColumns(n, columns) {
+  for (const field in columns) {
+    const length = columns[field].length;
+    if (length !== n) throw new Error(`the component answered an invalid batch: \`${field}\` has ${length} entries for ${n} inputs`);
+  }
+}
+
+/** `names[code]`, the name at entry `i` of answer column `field`; a code out of range is the component's bug. */
+function nameAt(names, code, i, field) {
+  const name = names[code];
+  if (name === undefined) throw new Error(`the component answered an invalid batch: \`${field}\` entry ${i} is ${code}`);
   return name;
-}
-
-function eligibilityAt(columns, i) {
-  return {
-    eligible: columns.eligible[i] === 1,
-    reason: codeAt(REASONS, columns.reasons, i, 'reasons'),
-    bucket: columns.buckets[i],
-  };
 }
 
 /** A batch call; the component's `batch-error` (a bug in this encoding) as a PolicyError. */
@@ -529,15 +614,31 @@ function disposeRaw(raw) {
   if (typeof d === 'function') d.call(raw);
 }
 
-/** A configuration checked once by the policy, then used for many decisions. */
+/** Closes the scalar handle of an Evaluator the garbage collector took without `dispose()`. */
+const PACKED_HANDLES = new FinalizationRegistry(({ packed, handle }) => packed.close(handle));
+
+/**
+ * A configuration checked once by the policy, then used for many decisions.
+ *
+ * A single decision about a UUID repository, with a job that has neither `jobType` nor
+ * `prNumbers`, goes through the component's scalar calls (interface `packed`) when it
+ * exports them: the id parsed into two u64 halves, every argument and the answer a number,
+ * nothing allocated in wasm memory. Any other single decision goes through the typed
+ * `evaluator` resource; batches go through its columns. All give the same answers.
+ */
 export class Evaluator {
   #raw;
+  #packed;
+  #handle;
 
   /** @internal Use `policy.evaluator(config)`. */
-  constructor(raw, config) {
+  constructor(raw, config, packed = null, handle = -1) {
     this.#raw = raw;
+    this.#packed = handle >= 0 ? packed : null;
+    this.#handle = handle;
     /** The effective configuration (defaults filled in), frozen. */
     this.config = config;
+    if (this.#packed !== null) PACKED_HANDLES.register(this, { packed, handle }, this);
   }
 
   #live() {
@@ -549,50 +650,96 @@ export class Evaluator {
   /** Whether a repository (`{id, category?}` or an id string) takes part in the rollout. */
   isEligible(repository) {
     const raw = this.#live();
-    return eligibilityOut(raw.isEligible(repositoryIn(repository, 'repository')));
+    repositoryInto(repository, 'repository', undefined, REPO);
+    const uuid = uuidInto(REPO.id, UUID_WORDS, 0);
+    if (uuid && this.#packed !== null) {
+      return eligibilityPacked(this.#packed.isEligible(this.#handle, UUID_HALVES[0], UUID_HALVES[1], REPO.category));
+    }
+    return eligibilityOut(raw.isEligible(wireRepository(uuid)));
   }
 
   /** Eligibility of many repositories, in order. */
   isEligibleBatch(repositories) {
     const raw = this.#live();
     if (!Array.isArray(repositories)) fail('repositories', `expected an array, got ${show(repositories)}`, '');
-    const wire = new Array(repositories.length);
-    for (let i = 0; i < repositories.length; i++) wire[i] = repositoryIn(repositories[i], 'repositories[#]', i);
-    const columns = batchCall(() => raw.isEligibleBatch(repositoryColumns(wire)));
-    const out = new Array(wire.length);
-    for (let i = 0; i < out.length; i++) out[i] = eligibilityAt(columns, i);
+    const n = repositories.length;
+    const { columns, words } = repositoryColumns(n);
+    for (let i = 0; i < n; i++) {
+      repositoryInto(repositories[i], 'repositories[#]', i, REPO);
+      putRepository(columns, words, i);
+    }
+    const { eligible, reasons, buckets } = batchCall(() => raw.isEligibleBatch(columns));
+    checkColumns(n, { eligible, reasons, buckets });
+    const out = new Array(n);
+    for (let i = 0; i < n; i++) {
+      out[i] = { eligible: eligible[i] === 1, reason: nameAt(REASONS, reasons[i], i, 'reasons'), bucket: buckets[i] };
+    }
     return out;
   }
 
   /** Where a job runs: `{processor, rule, eligible, reason, bucket}`. */
   route(repository, job) {
     const raw = this.#live();
-    return decisionOut(raw.route(repositoryIn(repository, 'repository'), jobIn(job, 'job')));
+    repositoryInto(repository, 'repository', undefined, REPO);
+    jobInto(job, 'job', undefined, JOB);
+    const uuid = uuidInto(REPO.id, UUID_WORDS, 0);
+    if (uuid && this.#packed !== null && JOB.jobType === undefined && JOB.prNumbers === undefined) {
+      const trigger = JOB.triggerSource === undefined ? 0 : TRIGGER_CODE[JOB.triggerSource];
+      return decisionPacked(
+        this.#packed.route(this.#handle, UUID_HALVES[0], UUID_HALVES[1], REPO.category, trigger, optionU64(JOB.timeRangeDays), optionU64(JOB.maxItems)),
+      );
+    }
+    return decisionOut(raw.route(wireRepository(uuid), JOB));
   }
 
   /** Where many jobs run (`[{repository, job?}]`), in order. */
   routeBatch(requests) {
     const raw = this.#live();
     if (!Array.isArray(requests)) fail('requests', `expected an array, got ${show(requests)}`, '');
-    const repos = new Array(requests.length);
-    const jobs = new Array(requests.length);
-    for (let i = 0; i < requests.length; i++) {
+    const n = requests.length;
+    const { columns: repos, words } = repositoryColumns(n);
+    const timeRangeDays = new BigUint64Array(n);
+    const maxItems = new BigUint64Array(n);
+    const days = new Uint32Array(timeRangeDays.buffer);
+    const items = new Uint32Array(maxItems.buffer);
+    const triggerSources = new Uint8Array(n);
+    const prCounts = new Uint32Array(n);
+    const prLists = [];
+    const jobTypes = [];
+    let prTotal = 0;
+    for (let i = 0; i < n; i++) {
       const r = requests[i];
       checkObject(r, 'requests', 'requests[#]', i);
       for (const k in r) if (k !== 'repository' && k !== 'job') unknownField(k, ROUTE_REQUEST_FIELDS, 'requests[#]', i);
-      repos[i] = repositoryIn(r.repository, 'requests[#].repository', i);
-      jobs[i] = jobIn(r.job, 'requests[#].job', i);
+      repositoryInto(r.repository, 'requests[#].repository', i, REPO);
+      putRepository(repos, words, i);
+      const j = jobInto(r.job, 'requests[#].job', i, JOB);
+      putOption(days, i, j.timeRangeDays);
+      putOption(items, i, j.maxItems);
+      if (j.triggerSource !== undefined) triggerSources[i] = TRIGGER_CODE[j.triggerSource];
+      if (j.prNumbers !== undefined) {
+        prTotal += prCounts[i] = j.prNumbers.length;
+        prLists.push(j.prNumbers);
+      }
+      if (j.jobType !== undefined) jobTypes.push([i, j.jobType]);
     }
-    const columns = batchCall(() => raw.routeBatch(repositoryColumns(repos), jobColumns(jobs)));
-    const out = new Array(repos.length);
-    for (let i = 0; i < out.length; i++) {
-      const e = eligibilityAt(columns.eligibility, i);
+    const prNumbers = new BigUint64Array(prTotal);
+    for (let k = 0, at = 0; k < prLists.length; k++) {
+      prNumbers.set(prLists[k], at);
+      at += prLists[k].length;
+    }
+    const jobs = { timeRangeDays, maxItems, triggerSources, prCounts, prNumbers, jobTypes };
+    const { processors, rules, eligibility } = batchCall(() => raw.routeBatch(repos, jobs));
+    const { eligible, reasons, buckets } = eligibility;
+    checkColumns(n, { processors, rules, eligible, reasons, buckets });
+    const out = new Array(n);
+    for (let i = 0; i < n; i++) {
       out[i] = {
-        processor: codeAt(PROCESSORS, columns.processors, i, 'processors'),
-        rule: codeAt(RULES, columns.rules, i, 'rules'),
-        eligible: e.eligible,
-        reason: e.reason,
-        bucket: e.bucket,
+        processor: nameAt(PROCESSORS, processors[i], i, 'processors'),
+        rule: nameAt(RULES, rules[i], i, 'rules'),
+        eligible: eligible[i] === 1,
+        reason: nameAt(REASONS, reasons[i], i, 'reasons'),
+        bucket: buckets[i],
       };
     }
     return out;
@@ -603,6 +750,11 @@ export class Evaluator {
     const raw = this.#raw;
     if (raw === null) return;
     this.#raw = null;
+    if (this.#packed !== null) {
+      PACKED_HANDLES.unregister(this);
+      this.#packed.close(this.#handle);
+      this.#packed = null;
+    }
     disposeRaw(raw);
   }
 
@@ -612,15 +764,99 @@ export class Evaluator {
   }
 }
 
+/** What the load-time probe asks both paths: every reason and rule within reach, every category. */
+const PROBE_CONFIGS = Object.freeze([
+  { rolloutPercentage: 50, isActive: true, targetRepositories: ['{6F1C9A3E-0C4B-4F5E-9D41-2B7A8E6F0C11}'], excludedRepositories: ['00000000000000000000000000000001'] },
+  { rolloutPercentage: 25, isActive: true, rolloutStrategy: 'repository_size' },
+  { isActive: true, rolloutStrategy: 'whitelist', targetRepositories: ['ffffffff-ffff-ffff-ffff-ffffffffffff'] },
+  { rolloutPercentage: 100, isActive: true, emergencyStop: true },
+  { rolloutPercentage: 100, isActive: false },
+]);
+const PROBE_IDS = Object.freeze([
+  '6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11',
+  '00000000-0000-0000-0000-000000000001',
+  'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF',
+  '{0123abcd-4567-89ef-0123-456789abcdef}',
+  '841beb28-3999-4a5d-87ca-049b8d2d0ddf',
+]);
+const PROBE_JOBS = Object.freeze([
+  undefined,
+  { triggerSource: 'scheduled' },
+  { triggerSource: 'manual', maxItems: 10 },
+  { triggerSource: 'automatic', timeRangeDays: 3 },
+  { timeRangeDays: 90, maxItems: 5000 },
+  { maxItems: 0, timeRangeDays: 0 },
+]);
+
+/**
+ * Where `fast` (scalar calls) and `typed` answer the probe differently, in words; null when
+ * they agree on every probe decision.
+ */
+function packedDisagreement(fast, typed) {
+  const differs = (what, a, b) =>
+    a.bucket !== b.bucket || a.eligible !== b.eligible || a.reason !== b.reason || a.processor !== b.processor || a.rule !== b.rule
+      ? `${what}: scalar ${JSON.stringify(a)}, typed ${JSON.stringify(b)}`
+      : null;
+  for (const config of PROBE_CONFIGS) {
+    const f = fast.evaluator(config);
+    const t = typed.evaluator(config);
+    try {
+      for (const id of PROBE_IDS) {
+        for (const category of [undefined, ...CATEGORIES]) {
+          const repo = { id, category };
+          const what = `config ${JSON.stringify(config)}, repository ${JSON.stringify(repo)}`;
+          const d = differs(`isEligible(${what})`, f.isEligible(repo), t.isEligible(repo));
+          if (d !== null) return d;
+          for (const job of category === undefined || category === 'medium' ? PROBE_JOBS : []) {
+            const r = differs(`route(${what}, job ${JSON.stringify(job)})`, f.route(repo, job), t.route(repo, job));
+            if (r !== null) return r;
+          }
+        }
+      }
+    } catch (e) {
+      return `config ${JSON.stringify(config)}: ${e.message}`;
+    } finally {
+      f.dispose();
+      t.dispose();
+    }
+  }
+  return null;
+}
+
 /** The loaded policy component. */
 export class Policy {
   #rules;
   #explain;
+  #packed;
 
-  /** @internal Use `loadPolicy()`. */
-  constructor(rules, explain) {
+  /**
+   * @internal Use `loadPolicy()`. A `packed` interface is used only if it answers a probe
+   * of decisions exactly as the typed `rules` do; otherwise a warning says why, and every
+   * decision takes the typed path.
+   */
+  constructor(rules, explain, packed) {
     this.#rules = rules;
     this.#explain = explain;
+    this.#packed = null;
+    if (packed == null) return;
+    const fast = new Policy(rules, explain);
+    fast.#packed = packed;
+    const disagreement = packedDisagreement(fast, this);
+    if (disagreement === null) {
+      this.#packed = packed;
+    } else {
+      process.emitWarning(`@rollout/policy: the component's scalar calls (interface packed) are not used: ${disagreement}`, {
+        code: 'ROLLOUT_PACKED_DISAGREES',
+      });
+    }
+  }
+
+  /**
+   * Whether the component exports the scalar calls (interface `packed`), which single
+   * decisions about UUID repositories then use; false for a component built without them.
+   */
+  get fastPath() {
+    return this.#packed !== null;
   }
 
   #explained() {
@@ -639,7 +875,17 @@ export class Policy {
   /** Check a configuration (camelCase, omitted fields take the seed's defaults) and build an evaluator. */
   evaluator(config) {
     const { config: effective, wire } = configIn(config);
-    return new Evaluator(createRaw(this.#rules, wire), effective);
+    const raw = createRaw(this.#rules, wire);
+    const packed = this.#packed;
+    if (packed === null) return new Evaluator(raw, effective);
+    let handle;
+    try {
+      handle = configCall(() => packed.open(wire));
+    } catch (e) {
+      disposeRaw(raw);
+      throw e;
+    }
+    return new Evaluator(raw, effective, packed, handle);
   }
 
   /** Category of a repository from `{starCount, contributorCount, prCount}`. */
@@ -735,7 +981,7 @@ let loading = null;
  */
 export function loadPolicy() {
   loading ??= import('../dist/generated/rollout_policy.js').then(
-    (m) => new Policy(m.rules, m.explain),
+    (m) => new Policy(m.rules, m.explain, m.packed),
     (e) => {
       loading = null;
       if (e?.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes('rollout_policy.js')) {

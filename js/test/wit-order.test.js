@@ -3,24 +3,10 @@
 // indices, so a case reordered or inserted in the WIT but not here would silently swap
 // decisions. (`policy/tests/wit_order.rs` checks the Rust side the same way.)
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { BATCH_CODES, CATEGORIES, PROCESSORS, STRATEGIES, TRIGGER_SOURCES } from '../src/index.js';
-
-const WIT = readFileSync(new URL('../../wit/policy.wit', import.meta.url), 'utf8');
-
-/** The cases of `enum <name> { … }`, in order, kebab-case turned to snake_case. */
-function witEnum(name) {
-  const start = WIT.indexOf(`enum ${name} {`);
-  assert.notEqual(start, -1, `wit/policy.wit has no enum \`${name}\``);
-  const body = WIT.slice(WIT.indexOf('{', start) + 1, WIT.indexOf('}', start));
-  return body
-    .split('\n')
-    .map((line) => line.split('//')[0].trim().replace(/,$/, ''))
-    .filter((line) => line.length > 0)
-    .map((c) => c.replace(/^%/, '').replaceAll('-', '_'));
-}
+import { witEnum } from './reference.js';
 
 test('the exported enum lists follow the WIT order', () => {
   assert.deepEqual([...STRATEGIES], witEnum('strategy'));
