@@ -262,6 +262,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (r, j) = pick(i);
         black_box(instance.route(&config, black_box(r), black_box(j)).ok());
     });
+    // The same through the typed call (what a request that does not fit `packed` costs).
+    let bare_typed = per_iter(15, 50_000 / scale, |i| {
+        let (r, j) = pick(i);
+        black_box(instance.route_typed(&config, black_box(r), black_box(j)).ok());
+    });
     let bare_eligible = per_iter(15, 50_000 / scale, |i| {
         let (r, _) = pick(i);
         black_box(instance.is_eligible(&config, black_box(r)).ok());
@@ -370,7 +375,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| native rules: `Evaluator::is_eligible` | {} | |", ns(native_eligible));
     println!("| native rules: `bucket` (UUID text + xxh3) | {} | |", ns(native_bucket));
     println!("| wasm single `route` (Runtime: version, pool, call) | {} | ≤ 300 ns |", ns(single));
-    println!("| wasm single `route` (bare instance) | {} | |", ns(bare));
+    println!("| wasm single `route` (bare instance, scalar `packed` call) | {} | |", ns(bare));
+    println!("| wasm single `route` (bare instance, typed call) | {} | |", ns(bare_typed));
     println!("| wasm single `is-eligible` (Runtime) | {} | |", ns(single_eligible));
     println!("| wasm single `is-eligible` (bare instance) | {} | |", ns(bare_eligible));
     println!("| wasm `route-batch` of {n}, per decision | {} | ≤ 150 ns, ≤ 3× native |", ns(batch));
@@ -389,6 +395,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("SUMMARY native_route_ns: {:.1}", native.cpu);
     println!("SUMMARY wasm_route_single_ns: {:.0}", single.cpu);
+    println!("SUMMARY wasm_route_single_bare_ns: {:.0}", bare.cpu);
+    println!("SUMMARY wasm_route_single_typed_bare_ns: {:.0}", bare_typed.cpu);
     println!("SUMMARY wasm_route_batch_ns: {:.1}", batch.cpu);
     println!("SUMMARY wasm_route_batch_ratio: {batch_ratio:.2}");
     println!("SUMMARY wasm_route_single_ratio: {single_ratio:.1}");

@@ -87,10 +87,7 @@ impl PackedQuery {
     /// The repository of `(hi, lo, category)`; `None` for an invalid category code.
     #[inline]
     pub fn decode_repository(hi: u64, lo: u64, category: u8) -> Option<Repository> {
-        Some(Repository {
-            id: RepoId::Uuid((u128::from(hi) << 64) | u128::from(lo)),
-            category: category_of(category)?,
-        })
+        Some(Repository { id: RepoId::Uuid((u128::from(hi) << 64) | u128::from(lo)), category: category_of(category)? })
     }
 
     /// The repository and job this encodes; `None` when a code is invalid.
@@ -160,8 +157,9 @@ pub fn decode_eligibility(answer: u32) -> Result<Eligibility, BatchError> {
 pub fn decode_route(answer: u32) -> Result<RouteDecision, BatchError> {
     check(answer, ROUTE_BITS)?;
     let rule = ((answer >> RULE_SHIFT) & 0xf) as u8;
-    let rule = of_code(RouteRule::ALL, 1, rule)
-        .ok_or_else(|| error("answer", format!("{answer:#010x}: rule code {rule}: allowed a route-rule case, 0 to 7")))?;
+    let rule = of_code(RouteRule::ALL, 1, rule).ok_or_else(|| {
+        error("answer", format!("{answer:#010x}: rule code {rule}: allowed a route-rule case, 0 to 7"))
+    })?;
     let processor = if answer & GITHUB_ACTIONS != 0 { Processor::GithubActions } else { Processor::Inngest };
     Ok(RouteDecision { processor, rule, eligibility: eligibility_of(answer)? })
 }

@@ -1,6 +1,12 @@
 //! One policy instance: a wasmtime `Store` with the component instantiated in it, and the
 //! guest's evaluator resources for the configurations it saw last.
 //!
+//! Single decisions go through the component's `packed` interface when it has one and the
+//! request fits it (a UUID id, a job without `job_type` or PR numbers): one scalar call,
+//! nothing copied into guest memory. Everything else takes the typed `rules` call. The
+//! safety contract checks on every load that both answer exactly as the batch does
+//! ([`super::SafetyProperty::SingleAgrees`]).
+//!
 //! An instance is single-threaded (`&mut self`); the pool hands instances to threads.
 //! Every call is bounded by the store's epoch deadline and memory limit; after any trap
 //! the instance is poisoned and must be dropped (wasmtime refuses to re-enter an instance
@@ -10,6 +16,7 @@ use super::bindings::{self, w, Exports, PolicyPre};
 use super::{CallError, Limits};
 use crate::engine::{ConfigSnapshot, Decision, Explanation, Query};
 use rollout_policy as p;
+use rollout_policy::packed::{self as packing, PackedQuery};
 use wasmtime::component::ResourceAny;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 
@@ -40,12 +47,21 @@ impl ResourceLimiter for HostState {
     }
 }
 
+/// What an instance built for one configuration: the typed evaluator resource and, when
+/// the component has `packed`, the handle of the same configuration in its table.
+#[derive(Debug, Clone, Copy)]
+struct Evaluators {
+    version: u64,
+    resource: ResourceAny,
+    packed: Option<u32>,
+}
+
 /// A live instance of a policy component.
 pub struct PolicyInstance {
     store: Store<HostState>,
     exports: Exports,
-    /// `(config version, resource)`, most recently used first.
-    evaluators: Vec<(u64, ResourceAny)>,
+    /// Most recently used first.
+    evaluators: Vec<Evaluators>,
     limits: Limits,
     poisoned: bool,
 }
@@ -134,54 +150,93 @@ impl PolicyInstance {
         Ok((info.name, info.version))
     }
 
-    /// The evaluator resource for `config`, built when this instance has not seen the
+    /// The evaluators for `config`, built when this instance has not seen the
     /// configuration's version (or has evicted it).
     #[inline]
-    fn evaluator(&mut self, config: &ConfigSnapshot) -> Result<ResourceAny, CallError> {
+    fn evaluators(&mut self, config: &ConfigSnapshot) -> Result<Evaluators, CallError> {
         let version = config.version();
-        if let Some(&(v, res)) = self.evaluators.first() {
-            if v == version {
-                return Ok(res);
+        if let Some(&hit) = self.evaluators.first() {
+            if hit.version == version {
+                return Ok(hit);
             }
         }
-        if let Some(i) = self.evaluators.iter().position(|(v, _)| *v == version) {
+        if let Some(i) = self.evaluators.iter().position(|e| e.version == version) {
             let hit = self.evaluators.remove(i);
             self.evaluators.insert(0, hit);
-            return Ok(hit.1);
+            return Ok(hit);
         }
-        self.create_evaluator(config)
+        self.create_evaluators(config)
     }
 
     #[cold]
-    fn create_evaluator(&mut self, config: &ConfigSnapshot) -> Result<ResourceAny, CallError> {
+    fn create_evaluators(&mut self, config: &ConfigSnapshot) -> Result<Evaluators, CallError> {
         if self.evaluators.len() >= EVALUATORS {
-            if let Some((_, old)) = self.evaluators.pop() {
-                // Runs the guest's destructor, so its memory does not grow with every
-                // configuration it ever saw.
-                self.call(|_, s| old.resource_drop(s))?;
+            if let Some(old) = self.evaluators.pop() {
+                // Runs the guest's destructor (and frees its packed handle), so its memory
+                // does not grow with every configuration it ever saw.
+                self.call(|_, s| old.resource.resource_drop(s))?;
+                if let Some(handle) = old.packed {
+                    self.call(|b, s| b.packed.as_ref().map_or(Ok(()), |x| x.call_close(s, handle)))?;
+                }
             }
         }
         let wc = bindings::config_out(config.config());
-        let created = self.call(|b, s| b.rules.evaluator().call_create(s, &wc))?;
-        match created {
-            Ok(res) => {
-                self.evaluators.insert(0, (config.version(), res));
-                Ok(res)
-            }
-            Err(e) => Err(CallError::Config(p::ConfigError { field: e.field, message: e.message })),
-        }
+        let resource = self
+            .call(|b, s| b.rules.evaluator().call_create(s, &wc))?
+            .map_err(|e| CallError::Config(p::ConfigError { field: e.field, message: e.message }))?;
+        // A component whose `packed.open` refuses what `create` accepted is served by the
+        // typed calls only, for this configuration.
+        let packed = match self.exports.packed.is_some() {
+            true => self.call(|b, s| match &b.packed {
+                Some(x) => x.call_open(s, &wc).map(|opened| opened.ok()),
+                None => Ok(None),
+            })?,
+            false => None,
+        };
+        let built = Evaluators { version: config.version(), resource, packed };
+        self.evaluators.insert(0, built);
+        Ok(built)
+    }
+
+    /// Whether this instance answers single decisions through `packed` (the component
+    /// exports it).
+    pub fn has_packed(&self) -> bool {
+        self.exports.packed.is_some()
     }
 
     /// Check `config` with the policy (the guest's `create`), keeping the evaluator.
     pub fn configure(&mut self, config: &ConfigSnapshot) -> Result<(), CallError> {
-        self.evaluator(config).map(|_| ())
+        self.evaluators(config).map(|_| ())
     }
 
-    /// Eligibility of one repository.
+    /// Eligibility of one repository: through `packed` when the component has it and the
+    /// id is a UUID, else the typed call.
+    #[inline]
     pub fn is_eligible(&mut self, config: &ConfigSnapshot, repo: &p::Repository) -> Result<p::Eligibility, CallError> {
-        let ev = self.evaluator(config)?;
+        let ev = self.evaluators(config)?;
+        if let (Some(handle), Some((hi, lo, category))) = (ev.packed, PackedQuery::encode_repository(repo)) {
+            let answer = self.call(|b, s| match &b.packed {
+                Some(x) => x.call_is_eligible(s, handle, hi, lo, category),
+                None => Ok(packing::REFUSED),
+            })?;
+            return packing::decode_eligibility(answer).map_err(bindings::bad_packed);
+        }
+        self.is_eligible_with(ev, repo)
+    }
+
+    /// Eligibility of one repository through the typed call, whatever the request.
+    pub fn is_eligible_typed(
+        &mut self,
+        config: &ConfigSnapshot,
+        repo: &p::Repository,
+    ) -> Result<p::Eligibility, CallError> {
+        let ev = self.evaluators(config)?;
+        self.is_eligible_with(ev, repo)
+    }
+
+    fn is_eligible_with(&mut self, ev: Evaluators, repo: &p::Repository) -> Result<p::Eligibility, CallError> {
         let r = bindings::repository_out(repo);
-        let e = self.call(|b, s| b.rules.evaluator().call_is_eligible(s, ev, &r))?;
+        let e = self.call(|b, s| b.rules.evaluator().call_is_eligible(s, ev.resource, &r))?;
         Ok(bindings::eligibility_in(e))
     }
 
@@ -191,7 +246,7 @@ impl PolicyInstance {
         config: &ConfigSnapshot,
         repos: &[p::Repository],
     ) -> Result<Vec<p::Eligibility>, CallError> {
-        let ev = self.evaluator(config)?;
+        let ev = self.evaluators(config)?.resource;
         let rs = bindings::repository_columns_out(p::RepositoryColumns::encode(repos));
         let out = self
             .call(|b, s| b.rules.evaluator().call_is_eligible_batch(s, ev, &rs))?
@@ -199,16 +254,47 @@ impl PolicyInstance {
         bindings::eligibility_columns_in(out).decode(repos.len()).map_err(bindings::bad_columns)
     }
 
-    /// Where a job runs.
+    /// Where a job runs: through `packed` when the component has it and the request fits
+    /// ([`PackedQuery::encode`]), else the typed call.
+    #[inline]
     pub fn route(
         &mut self,
         config: &ConfigSnapshot,
         repo: &p::Repository,
         job: &p::Job,
     ) -> Result<p::RouteDecision, CallError> {
-        let ev = self.evaluator(config)?;
+        let ev = self.evaluators(config)?;
+        if let (Some(handle), Some(q)) = (ev.packed, PackedQuery::encode(repo, job)) {
+            let answer = self.call(|b, s| match &b.packed {
+                Some(x) => {
+                    x.call_route(s, handle, q.hi, q.lo, q.category, q.trigger_source, q.time_range_days, q.max_items)
+                }
+                None => Ok(packing::REFUSED),
+            })?;
+            return packing::decode_route(answer).map_err(bindings::bad_packed);
+        }
+        self.route_with(ev, repo, job)
+    }
+
+    /// Where a job runs, through the typed call whatever the request.
+    pub fn route_typed(
+        &mut self,
+        config: &ConfigSnapshot,
+        repo: &p::Repository,
+        job: &p::Job,
+    ) -> Result<p::RouteDecision, CallError> {
+        let ev = self.evaluators(config)?;
+        self.route_with(ev, repo, job)
+    }
+
+    fn route_with(
+        &mut self,
+        ev: Evaluators,
+        repo: &p::Repository,
+        job: &p::Job,
+    ) -> Result<p::RouteDecision, CallError> {
         let (r, j) = (bindings::repository_out(repo), bindings::job_out(job));
-        let d = self.call(|b, s| b.rules.evaluator().call_route(s, ev, &r, &j))?;
+        let d = self.call(|b, s| b.rules.evaluator().call_route(s, ev.resource, &r, &j))?;
         Ok(bindings::decision_in(d))
     }
 
@@ -218,7 +304,7 @@ impl PolicyInstance {
         config: &ConfigSnapshot,
         requests: &[(p::Repository, p::Job)],
     ) -> Result<Vec<p::RouteDecision>, CallError> {
-        let ev = self.evaluator(config)?;
+        let ev = self.evaluators(config)?.resource;
         // Columns: numbers cross the boundary as one copy per column (rollout_policy::columns).
         let rs = bindings::repository_columns_out(p::RepositoryColumns::encode(requests.iter().map(|(r, _)| r)));
         let js = bindings::job_columns_out(p::JobColumns::encode(requests.iter().map(|(_, j)| j)));

@@ -12,6 +12,10 @@
 //!   windows), so a component cannot be tuned to the fixed sample. Its seed is part of any
 //!   counterexample, so a refusal can be reproduced.
 //!
+//! At a few points of each running configuration the check also decides requests one at a
+//! time, through the component's scalar `packed` call (where it has one and the request
+//! fits) and through the typed call, and requires each answer to be the batch's.
+//!
 //! The first violation stops the check and names the property and a counterexample (the
 //! configuration, the input and what the policy answered). A policy that traps, times out
 //! or refuses a valid configuration during the check is refused too
@@ -20,9 +24,10 @@
 
 use super::PolicyInstance;
 use crate::engine::ConfigSnapshot;
+use rollout_policy::packed::PackedQuery;
 use rollout_policy::{
-    Category, Config, Eligibility, Job, Processor, ProcessorWindow, RepoId, Repository, RepositoryStats, Strategy,
-    TriggerSource,
+    Category, Config, Eligibility, Job, Processor, ProcessorWindow, RepoId, Repository, RepositoryStats, RouteDecision,
+    Strategy, TriggerSource,
 };
 use std::collections::HashSet;
 use std::fmt;
@@ -30,8 +35,9 @@ use std::sync::Arc;
 
 /// Version of the contract and its fixed sample; part of the key of a cached verdict.
 /// Version 2 checks every percentage for every strategy, `categorize` and
-/// `evaluate_health`, and adds the fresh sample.
-pub(crate) const CONTRACT_VERSION: u32 = 2;
+/// `evaluate_health`, and adds the fresh sample; version 3 checks that single calls
+/// (packed and typed) decide as the batch does.
+pub(crate) const CONTRACT_VERSION: u32 = 3;
 
 /// Fewest repositories in the fixed sample.
 pub(crate) const MIN_SAMPLE: usize = 1000;
@@ -43,6 +49,9 @@ const STOPPED_SAMPLE: usize = 250;
 
 /// Repositories in the fresh sample of each activation.
 pub(crate) const FRESH_SAMPLE: usize = 100;
+
+/// Requests decided one at a time (four calls each) at each running point of the grid.
+const SINGLES: usize = 4;
 
 /// A property of the safety contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -68,11 +77,15 @@ pub enum SafetyProperty {
     HealthAnswers,
     /// `categorize` answers every repository's statistics.
     CategorizeTotal,
+    /// A single decision — through the scalar `packed` call where the component has it
+    /// and the request fits, and through the typed call — is exactly the batch's decision
+    /// for the same input and configuration.
+    SingleAgrees,
 }
 
 impl SafetyProperty {
     /// Every property, in the order they are checked.
-    pub const ALL: [SafetyProperty; 9] = [
+    pub const ALL: [SafetyProperty; 10] = [
         SafetyProperty::Answers,
         SafetyProperty::EmergencyStop,
         SafetyProperty::Inactive,
@@ -82,6 +95,7 @@ impl SafetyProperty {
         SafetyProperty::IneligibleRoutesToInngest,
         SafetyProperty::HealthAnswers,
         SafetyProperty::CategorizeTotal,
+        SafetyProperty::SingleAgrees,
     ];
 
     /// The property's id (`emergency_stop`, `monotonic`, …).
@@ -96,6 +110,7 @@ impl SafetyProperty {
             SafetyProperty::IneligibleRoutesToInngest => "ineligible_routes_to_inngest",
             SafetyProperty::HealthAnswers => "health_answers",
             SafetyProperty::CategorizeTotal => "categorize_total",
+            SafetyProperty::SingleAgrees => "single_agrees",
         }
     }
 
@@ -111,6 +126,9 @@ impl SafetyProperty {
             SafetyProperty::IneligibleRoutesToInngest => "a repository that is not eligible routes to inngest",
             SafetyProperty::HealthAnswers => "the health evaluation answers every window with a finite error rate",
             SafetyProperty::CategorizeTotal => "categorisation answers every repository's statistics",
+            SafetyProperty::SingleAgrees => {
+                "a single decision (packed or typed call) is the batch's decision for the same input"
+            }
         }
     }
 }
@@ -267,7 +285,13 @@ impl Sample {
                 let small = |rng: &mut Rng, n: u64| rng.chance(50).then(|| rng.below(n) as u32);
                 Job {
                     time_range_days: small(&mut rng, 400),
-                    pr_numbers: (0..rng.below(14)).map(|_| rng.below(100_000)).collect(),
+                    // Half the jobs carry no PR numbers, so that with a UUID id and no
+                    // job type a request fits the `packed` call and single decisions
+                    // take both paths.
+                    pr_numbers: match rng.chance(50) {
+                        true => (0..rng.below(14)).map(|_| rng.below(100_000)).collect(),
+                        false => Vec::new(),
+                    },
                     trigger_source: rng.pick(TriggerSource::ALL).copied().filter(|_| rng.chance(80)),
                     max_items: small(&mut rng, 2000),
                     job_type: rng.chance(30).then(|| "capture".to_owned()),
@@ -468,7 +492,8 @@ impl<'a> Checker<'a> {
                         let out = self.eligibility(&g, &config, all)?;
                         self.running(&g, &out, last.as_ref())?;
                         if fi == 0 {
-                            self.routes(&g, &config, Some(&out), all)?;
+                            let decisions = self.routes(&g, &config, Some(&out), all)?;
+                            self.singles(&g, &config, &out, &decisions)?;
                             for (h, property) in [
                                 (Grid { stop: true, ..g }, SafetyProperty::EmergencyStop),
                                 (Grid { active: false, ..g }, SafetyProperty::Inactive),
@@ -557,7 +582,7 @@ impl<'a> Checker<'a> {
         config: &ConfigSnapshot,
         eligibility: Option<&[Eligibility]>,
         n: usize,
-    ) -> Result<(), Violation> {
+    ) -> Result<Vec<RouteDecision>, Violation> {
         let requests = self.sample.requests.get(..n.min(self.sample.requests.len())).unwrap_or_default();
         let decisions = self
             .instance
@@ -587,6 +612,82 @@ impl<'a> Checker<'a> {
                     ),
                 ));
             }
+        }
+        Ok(decisions)
+    }
+
+    /// [`SafetyProperty::SingleAgrees`] on [`SINGLES`] requests of the sample, a different
+    /// few at each percentage: `is_eligible` and `route` one at a time, through `packed`
+    /// (where the component has it and the request fits) and through the typed call, each
+    /// answer exactly the batch's (`eligibility`, `decisions`).
+    fn singles(
+        &mut self,
+        grid: &Grid<'_>,
+        config: &ConfigSnapshot,
+        eligibility: &[Eligibility],
+        decisions: &[RouteDecision],
+    ) -> Result<(), Violation> {
+        let n = decisions.len().min(eligibility.len()).min(self.sample.requests.len());
+        for k in 0..SINGLES.min(n) {
+            let i = (usize::from(grid.percentage) * 7 + k * n / SINGLES) % n;
+            let (Some((r, job)), Some(batch), Some(e)) =
+                (self.sample.requests.get(i).cloned(), decisions.get(i), eligibility.get(i))
+            else {
+                continue;
+            };
+            let single = |what: &str, e: crate::engine::CallError| {
+                let property = match e {
+                    crate::engine::CallError::BadAnswer(_) => SafetyProperty::SingleAgrees,
+                    _ => SafetyProperty::Answers,
+                };
+                (property, format!("{what} of {} and {job:?} with {grid}: {e}", describe_repo(&r)))
+            };
+            let fits = self.instance.has_packed() && PackedQuery::encode(&r, &job).is_some();
+            let fits_eligibility = self.instance.has_packed() && PackedQuery::encode_repository(&r).is_some();
+            let routes = [
+                (if fits { "route (packed)" } else { "route" }, self.instance.route(config, &r, &job)),
+                ("route (typed)", self.instance.route_typed(config, &r, &job)),
+            ];
+            for (what, got) in routes {
+                let d = got.map_err(|e| {
+                    let (p, c) = single(what, e);
+                    self.violation(p, c)
+                })?;
+                if &d != batch {
+                    return Err(self.violation(
+                        SafetyProperty::SingleAgrees,
+                        format!(
+                            "{what} of {} and {job:?} with {grid} answers {d:?}, the batch {batch:?}",
+                            describe_repo(&r)
+                        ),
+                    ));
+                }
+            }
+            let eligibilities = [
+                (
+                    if fits_eligibility { "is-eligible (packed)" } else { "is-eligible" },
+                    self.instance.is_eligible(config, &r),
+                ),
+                ("is-eligible (typed)", self.instance.is_eligible_typed(config, &r)),
+            ];
+            for (what, got) in eligibilities {
+                let d = got.map_err(|e| {
+                    let (p, c) = single(what, e);
+                    self.violation(p, c)
+                })?;
+                if &d != e {
+                    return Err(self.violation(
+                        SafetyProperty::SingleAgrees,
+                        format!(
+                            "{what} of {} with {grid} answers {}, the batch {}",
+                            describe_repo(&r),
+                            describe_eligibility(&d),
+                            describe_eligibility(e)
+                        ),
+                    ));
+                }
+            }
+            self.decisions += 4;
         }
         Ok(())
     }

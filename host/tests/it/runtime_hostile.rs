@@ -211,6 +211,18 @@ fn defect_16_a_version_tuned_to_the_fixed_sample_is_refused_by_the_fresh_one() {
     assert!(counterexample.contains(", 0 %,") && counterexample.contains("is eligible"), "{counterexample}");
 }
 
+/// A version whose decisions depend on the calls before them (every third job of an
+/// eligible repository goes to the other processor) keeps every batch-only property; the
+/// contract before version 3 never made a single call, so it served, and single decisions
+/// (the HTTP API's) disagreed with batch ones for the same input.
+#[test]
+fn a_version_whose_single_calls_disagree_with_the_batch_is_refused() {
+    let (property, counterexample) = unsafe_property("moody");
+    assert_eq!(property, SafetyProperty::SingleAgrees);
+    assert!(counterexample.contains("the batch"), "{counterexample}");
+    assert!(counterexample.starts_with("fixed sample: "), "{counterexample}");
+}
+
 /// Defect 16: the contract never called `categorize`.
 #[test]
 fn defect_16_a_partial_categorize_is_refused() {

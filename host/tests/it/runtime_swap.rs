@@ -281,3 +281,51 @@ fn a_component_built_against_the_previous_contract_still_serves_and_cannot_expla
         rollout::engine::Decision::Route(NativePolicy::new().route(&cfg, &repo(1), &job(1)).unwrap())
     );
 }
+
+mod single_decisions {
+    use super::*;
+    use proptest::prelude::*;
+    use rollout_policy::{Category, Job, RepoId, Repository, TriggerSource};
+    use std::sync::OnceLock;
+
+    fn runtime() -> &'static Runtime {
+        static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+        RUNTIME.get_or_init(|| runtime_with(BUNDLED_POLICY))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Single decisions — the scalar `packed` call for a UUID id and a job without a
+        /// type or PR numbers, the typed call otherwise — are the native rules' decisions.
+        #[test]
+        fn single_decisions_through_either_call_are_the_native_rules(
+            id in any::<u128>(),
+            text in prop::option::of("[a-z0-9/_.-]{1,24}"),
+            category in prop::option::of(prop::sample::select(Category::ALL)),
+            trigger_source in prop::option::of(prop::sample::select(TriggerSource::ALL)),
+            time_range_days in prop::option::of(0u32..400),
+            max_items in prop::option::of(0u32..5000),
+            job_type in prop::option::of(Just("capture".to_owned())),
+            pr_numbers in prop::collection::vec(0u64..100_000, 0..3),
+            percentage in 0u8..=100,
+            strategy in prop::sample::select(vec![rollout_policy::Strategy::Percentage, rollout_policy::Strategy::Whitelist, rollout_policy::Strategy::RepositorySize]),
+            stop in any::<bool>(),
+        ) {
+            let id = match text { Some(t) => RepoId::Text(t), None => RepoId::Uuid(id) };
+            let repo = Repository { id, category };
+            let job = Job { job_type, time_range_days, pr_numbers, trigger_source, max_items };
+            let cfg = ConfigSnapshot::new(Config {
+                is_active: true,
+                rollout_percentage: percentage,
+                rollout_strategy: strategy,
+                emergency_stop: stop,
+                excluded_repositories: vec!["acme/excluded".into()],
+                ..Config::default()
+            });
+            let native = NativePolicy::new();
+            prop_assert_eq!(runtime().route(&cfg, &repo, &job), native.route(&cfg, &repo, &job));
+            prop_assert_eq!(runtime().is_eligible(&cfg, &repo), native.is_eligible(&cfg, &repo));
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! the shared glue of `rollout_policy::guest`.
 
 use crate::Behaviour;
+use core::sync::atomic::{AtomicU32, Ordering};
 use rollout_policy as p;
 
 use rollout_policy::guest::{export_policy, Evaluate, Export, Policy};
@@ -12,6 +13,9 @@ pub struct Hostile;
 type Component = Export<Hostile>;
 
 export_policy!(Component);
+
+/// Routing calls so far (the `moody` build's memory).
+static ROUTES: AtomicU32 = AtomicU32::new(0);
 
 /// Do what `behaviour` says; never returns.
 fn misbehave(behaviour: Behaviour) -> ! {
@@ -87,6 +91,11 @@ impl EvaluatorResource {
                 d.processor = p::Processor::GithubActions;
                 d.rule = p::RouteRule::ScheduledBulk;
             }
+        } else if cfg!(feature = "moody") && ROUTES.fetch_add(1, Ordering::Relaxed) % 3 == 0 {
+            d.processor = match d.processor {
+                p::Processor::Inngest => p::Processor::GithubActions,
+                p::Processor::GithubActions => p::Processor::Inngest,
+            };
         }
         d
     }
