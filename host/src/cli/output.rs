@@ -82,12 +82,17 @@ pub(crate) fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
 }
 
 pub(crate) fn processors_table(processors: &BTreeMap<String, ProcessorStats>) -> String {
-    let mut t = Table::new(["processor", "jobs", "successes", "errors", "error rate", "mean time"])
-        .right(1)
-        .right(2)
-        .right(3)
-        .right(4)
-        .right(5);
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |ms| format!("{ms:.0} ms"));
+    let mut t =
+        Table::new(["processor", "jobs", "successes", "errors", "error rate", "mean time", "p50", "p95", "p99"])
+            .right(1)
+            .right(2)
+            .right(3)
+            .right(4)
+            .right(5)
+            .right(6)
+            .right(7)
+            .right(8);
     for (name, p) in processors {
         t.row([
             name.clone(),
@@ -95,7 +100,10 @@ pub(crate) fn processors_table(processors: &BTreeMap<String, ProcessorStats>) ->
             p.success_count.to_string(),
             p.error_count.to_string(),
             pct(p.error_rate),
-            p.average_processing_time_ms.map_or("-".to_owned(), |ms| format!("{ms:.0} ms")),
+            ms(p.average_processing_time_ms),
+            ms(p.p50_processing_time_ms),
+            ms(p.p95_processing_time_ms),
+            ms(p.p99_processing_time_ms),
         ]);
     }
     t.render()

@@ -1,7 +1,8 @@
 //! Health over the SPEC §2.5 window, and the automatic rollback.
 
+use super::latency::LatencyHistogram;
 use super::{Manager, ManagerResult, AUTO_ROLLBACK_TRIGGER};
-use crate::store::{Change, ChangeRequest, HistoryEntry, WindowRow};
+use crate::store::{Change, ChangeRequest, HistoryEntry, LatencyRow, WindowRow};
 use chrono::{DateTime, TimeDelta, Utc};
 use rollout_policy::{HealthAction, HealthLevel, Processor, ProcessorWindow};
 use serde::{Serialize, Serializer};
@@ -20,6 +21,14 @@ pub struct ProcessorStats {
     pub error_rate: f64,
     /// Exact mean processing time (ms) over the jobs that reported one.
     pub average_processing_time_ms: Option<f64>,
+    /// Median processing time (ms) over the jobs that reported one: the midpoint of the
+    /// histogram bucket holding it ([`super::latency`]; exact below 32 ms, within about 3 %
+    /// above); `None` without a timed job.
+    pub p50_processing_time_ms: Option<f64>,
+    /// 95th percentile processing time (ms), as [`ProcessorStats::p50_processing_time_ms`].
+    pub p95_processing_time_ms: Option<f64>,
+    /// 99th percentile processing time (ms), as [`ProcessorStats::p50_processing_time_ms`].
+    pub p99_processing_time_ms: Option<f64>,
 }
 
 /// A health evaluation and what was done about it.
@@ -74,10 +83,12 @@ pub(crate) fn rate(part: u64, total: u64) -> f64 {
     }
 }
 
-/// Per-processor counts (every processor present) from metric rows.
-pub(crate) fn processor_stats(windows: &[WindowRow]) -> BTreeMap<String, ProcessorStats> {
+/// Per-processor counts (every processor present) from metric rows, with percentiles from
+/// the processing-time bucket rows of the same window.
+pub(crate) fn processor_stats(windows: &[WindowRow], latency: &[LatencyRow]) -> BTreeMap<String, ProcessorStats> {
     let mut out = BTreeMap::new();
     for p in Processor::ALL {
+        let histogram = LatencyHistogram::from_rows(latency.iter().filter(|r| r.processor == *p));
         let (mut ok, mut err, mut total, mut tsum, mut tcnt) = (0u64, 0u64, 0u64, 0u64, 0u64);
         for w in windows.iter().filter(|w| w.processor == *p) {
             ok = ok.saturating_add(w.success_count);
@@ -94,6 +105,9 @@ pub(crate) fn processor_stats(windows: &[WindowRow]) -> BTreeMap<String, Process
                 error_count: err,
                 error_rate: rate(err, total),
                 average_processing_time_ms: (tcnt > 0).then(|| tsum as f64 / tcnt as f64),
+                p50_processing_time_ms: histogram.quantile(0.50),
+                p95_processing_time_ms: histogram.quantile(0.95),
+                p99_processing_time_ms: histogram.quantile(0.99),
             },
         );
     }
@@ -116,7 +130,8 @@ impl Manager {
         let since = now - TimeDelta::hours(hours);
         let changed = state.stored.state_changed_at;
         let rows = self.store.metrics_window(state.stored.id, since, changed).await?;
-        let processors = processor_stats(&rows);
+        let latency = self.store.latency_window(state.stored.id, since, changed).await?;
+        let processors = processor_stats(&rows, &latency);
         let windows: Vec<ProcessorWindow> = Processor::ALL
             .iter()
             .filter_map(|p| {

@@ -11,7 +11,8 @@
 //!   means durable.
 //! - **Health** ([`health`]) asks the policy over the SPEC §2.5 window and rolls back with a
 //!   conditional update: it fires once, whoever asks.
-//! - **Stats** ([`stats`]) count eligibility with the same policy and snapshot as routing.
+//! - **Stats** ([`stats`]) count eligibility with the same policy and snapshot as routing;
+//!   processing-time percentiles come from exact-merge histograms ([`latency`]).
 //!
 //! The service layer ([`crate::service`]) keeps one manager per feature and is what the
 //! HTTP API and the CLI call; the manager is the layer below it.
@@ -35,6 +36,7 @@
 mod config;
 pub mod decisions;
 pub mod health;
+pub mod latency;
 pub mod outcomes;
 pub mod participation;
 pub mod stats;
@@ -42,6 +44,7 @@ pub mod stats;
 pub use config::{EffectiveConfig, Sourced, ValueSource};
 pub use decisions::CategorizeSummary;
 pub use health::{HealthReport, ProcessorStats};
+pub use latency::LatencyHistogram;
 pub use outcomes::{OutcomeInput, Submission};
 pub use participation::Participation;
 pub use stats::RolloutStats;

@@ -335,7 +335,8 @@ pub struct RolloutStats {
     pub success_rate: f64,
     /// Jobs per processor (every processor present).
     pub processor_distribution: BTreeMap<String, u64>,
-    /// Counts, error rate and mean time per processor (every processor present).
+    /// Counts, error rate, mean time and p50/p95/p99 processing time per processor (every
+    /// processor present).
     pub processors: BTreeMap<String, ProcessorStats>,
     /// Errors grouped by the kind of each bucket's `last_error_message` (every kind present).
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -364,7 +365,8 @@ impl Manager {
         let since = now - TimeDelta::hours(i64::from(hours));
 
         let rows = self.store.metrics_window(state.stored.id, since, DateTime::<Utc>::UNIX_EPOCH).await?;
-        let processors = processor_stats(&rows);
+        let latency = self.store.latency_window(state.stored.id, since, DateTime::<Utc>::UNIX_EPOCH).await?;
+        let processors = processor_stats(&rows, &latency);
         let total_jobs: u64 = processors.values().map(|p| p.total_jobs).sum();
         let success_count: u64 = processors.values().map(|p| p.success_count).sum();
         let error_count: u64 = processors.values().map(|p| p.error_count).sum();

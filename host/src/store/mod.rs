@@ -26,7 +26,9 @@
 //!   `rollback` row and a ramp committed meanwhile is never undone;
 //! - metrics go through one atomic multi-row upsert into unique buckets, exactly once per
 //!   submission key ([`Store::upsert_metrics_batches`]; group commit lives in [`recorder`]);
-//!   sums saturate instead of overflowing;
+//!   sums saturate instead of overflowing; the processing-time histogram counts
+//!   (`rollout_latency_buckets`, buckets of [`latency`]) are upserted in the same
+//!   transaction, read back by [`Store::latency_window`];
 //! - on Postgres no statement waits forever: lock and statement timeouts
 //!   ([`StoreOptions`]) turn a held row into an [`ErrorKind::Unreachable`] error.
 //!
@@ -45,6 +47,7 @@
 
 mod change;
 mod error;
+pub mod latency;
 mod listen;
 mod pg;
 pub mod recorder;
@@ -57,8 +60,8 @@ pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planne
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use listen::ChangeListener;
 pub use types::{
-    hour_start, merge_deltas, revert_target, CategoryRow, HistoryAction, HistoryEntry, MetricsBatch, MetricsBucket,
-    MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
+    hour_start, merge_deltas, revert_target, CategoryRow, HistoryAction, HistoryEntry, LatencyRow, MetricsBatch,
+    MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
 };
 
 use chrono::{DateTime, Utc};
@@ -573,6 +576,22 @@ impl Store {
         match self {
             Store::Postgres(pool) => pg::metrics_window(pool, config_id, ends_after, starts_at_or_after).await,
             Store::Sqlite(pool) => sqlite::metrics_window(pool, config_id, ends_after, starts_at_or_after).await,
+        }
+    }
+
+    /// Timed jobs per processor and processing-time bucket ([`latency`]), over the same
+    /// window as [`Store::metrics_window`] (the histogram rows are keyed by the same window
+    /// starts as the metrics buckets). Counts saturate at `i64::MAX` (on SQLite they are
+    /// exact below 2^53). Only buckets with jobs are returned.
+    pub async fn latency_window(
+        &self,
+        config_id: Uuid,
+        ends_after: DateTime<Utc>,
+        starts_at_or_after: DateTime<Utc>,
+    ) -> StoreResult<Vec<LatencyRow>> {
+        match self {
+            Store::Postgres(pool) => pg::latency_window(pool, config_id, ends_after, starts_at_or_after).await,
+            Store::Sqlite(pool) => sqlite::latency_window(pool, config_id, ends_after, starts_at_or_after).await,
         }
     }
 

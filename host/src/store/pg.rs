@@ -5,7 +5,7 @@
 use super::tx::{Dialect, Tx};
 use super::types::{
     parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u64, to_u8, CategoryRow, HistoryEntry,
-    MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
+    LatencyRow, MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
 };
 use super::{StoreError, StoreResult, CHANGE_CHANNEL};
 use chrono::{DateTime, Utc};
@@ -365,6 +365,53 @@ impl Dialect for Pg<'_> {
         Ok(())
     }
 
+    /// One statement: the deltas' buckets summed per key in SQL (a key appears once in the
+    /// statement), upserted in key order; counts saturate at the BIGINT maximum.
+    async fn add_latency(&self, tx: &mut Tx<Self>, deltas: &[MetricsDelta]) -> StoreResult<()> {
+        let n: usize = deltas.iter().map(|d| d.latency_buckets.len()).sum();
+        let (mut cfg, mut processor, mut hour, mut at, mut bucket, mut count) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for d in deltas {
+            for &(b, c) in &d.latency_buckets {
+                cfg.push(d.config_id);
+                processor.push(d.processor.as_str());
+                hour.push(d.hour_start);
+                at.push(d.at);
+                bucket.push(i16::try_from(b).unwrap_or(i16::MAX));
+                count.push(c);
+            }
+        }
+        let sql = format!(
+            "INSERT INTO rollout_latency_buckets AS l (rollout_config_id, processor_type, metrics_window_start, \
+             metrics_window_end, bucket, job_count) \
+             SELECT u.cfg, u.proc, CASE WHEN c.state_changed_at > u.hour AND c.state_changed_at <= u.at \
+             THEN c.state_changed_at ELSE u.hour END AS ws, u.hour + interval '1 hour' AS we, u.bucket, \
+             LEAST(sum(u.cnt), {MAX_BIGINT})::int8 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int2[], $6::int8[]) \
+             AS u(cfg, proc, hour, at, bucket, cnt) JOIN rollout_configuration c ON c.id = u.cfg \
+             GROUP BY u.cfg, u.proc, ws, we, u.bucket ORDER BY u.cfg, u.proc, ws, u.bucket \
+             ON CONFLICT (rollout_config_id, processor_type, metrics_window_start, bucket) DO UPDATE SET \
+             job_count = LEAST(l.job_count::numeric + EXCLUDED.job_count, {MAX_BIGINT})::int8"
+        );
+        sqlx::query(&sql)
+            .bind(&cfg)
+            .bind(&processor)
+            .bind(&hour)
+            .bind(&at)
+            .bind(&bucket)
+            .bind(&count)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("record {n} processing-time bucket counts")))?;
+        Ok(())
+    }
+
     fn lost_race(&self, error: &StoreError) -> bool {
         matches!(error.database_code().as_deref(), Some("40P01" | "40001"))
     }
@@ -631,6 +678,31 @@ pub(super) async fn metrics_window(
                 total_jobs: to_u64("total_jobs", get(r, "total")?)?,
                 total_processing_time_ms: to_u64("total_processing_time_ms", get(r, "tsum")?)?,
                 timed_jobs: to_u64("timed_jobs", get(r, "tcnt")?)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn latency_window(
+    pool: &PgPool,
+    config_id: Uuid,
+    ends_after: DateTime<Utc>,
+    starts_at_or_after: DateTime<Utc>,
+) -> StoreResult<Vec<LatencyRow>> {
+    let sql = format!(
+        "SELECT processor_type, bucket, LEAST(sum(job_count), {MAX_BIGINT})::int8 AS jobs FROM rollout_latency_buckets \
+         WHERE rollout_config_id = $1 AND metrics_window_end > $2 AND metrics_window_start >= $3 \
+         GROUP BY processor_type, bucket ORDER BY processor_type, bucket"
+    );
+    let rows = window_rows(pool, &sql, config_id, ends_after, starts_at_or_after, "processing-time buckets").await?;
+    rows.iter()
+        .map(|r| {
+            let bucket: i16 = get(r, "bucket")?;
+            Ok(LatencyRow {
+                processor: parse_processor(&get::<String>(r, "processor_type")?)?,
+                bucket: u16::try_from(bucket)
+                    .map_err(|_| StoreError::Corrupt { column: "bucket", message: format!("bucket {bucket}") })?,
+                count: to_u64("job_count", get(r, "jobs")?)?,
             })
         })
         .collect()

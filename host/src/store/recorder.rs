@@ -67,6 +67,7 @@ fn delta_of(o: &Outcome) -> MetricsDelta {
         error_count: i64::from(!o.success),
         processing_time_ms: o.processing_time_ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
         timed_jobs: i64::from(o.processing_time_ms.is_some()),
+        latency_buckets: o.processing_time_ms.map(|ms| vec![(super::latency::bucket_of(ms), 1)]).unwrap_or_default(),
         last_error_message: if o.success { None } else { o.error_message.as_deref().map(cut_message) },
         last_error_at: (!o.success).then_some(o.at),
     }
@@ -243,6 +244,7 @@ mod tests {
         assert_eq!(deltas.len(), 3);
         let d = &deltas[0];
         assert_eq!((d.success_count, d.error_count, d.processing_time_ms, d.timed_jobs), (1, 2, 30, 2));
+        assert_eq!(d.latency_buckets, vec![(10, 1), (20, 1)], "one job each at 10 ms and 20 ms");
         assert_eq!(d.last_error_message.as_deref(), Some("error at 2025-01-01T10:50:00Z"));
         assert_eq!(d.at.to_rfc3339(), "2025-01-01T10:50:00+00:00");
         assert_eq!(deltas[1].hour_start.to_rfc3339(), "2025-01-01T11:00:00+00:00");
@@ -256,6 +258,26 @@ mod tests {
         let deltas = aggregate([&huge, &big, &big]);
         assert_eq!(deltas.len(), 1);
         assert_eq!((deltas[0].processing_time_ms, deltas[0].timed_jobs, deltas[0].success_count), (i64::MAX, 3, 3));
+        assert_eq!(deltas[0].latency_buckets, vec![(super::super::latency::OVERFLOW_BUCKET, 3)]);
+    }
+
+    #[test]
+    fn latency_buckets_merge_in_order_and_untimed_jobs_add_none() {
+        let outcomes = vec![
+            outcome(1, true, Some(40), "2025-01-01T10:01:00Z"),
+            outcome(1, true, Some(5), "2025-01-01T10:02:00Z"),
+            outcome(1, true, None, "2025-01-01T10:03:00Z"),
+            outcome(1, true, Some(41), "2025-01-01T10:04:00Z"),
+            outcome(1, true, Some(1000), "2025-01-01T10:05:00Z"),
+            outcome(1, true, Some(5), "2025-01-01T10:06:00Z"),
+        ];
+        let deltas = aggregate(&outcomes);
+        assert_eq!(deltas.len(), 1);
+        let b = super::super::latency::bucket_of;
+        assert_eq!(deltas[0].latency_buckets, vec![(5, 2), (b(40), 2), (b(1000), 1)]);
+        assert_eq!(deltas[0].latency_buckets.iter().map(|(_, c)| c).sum::<i64>(), deltas[0].timed_jobs);
+        let untimed = aggregate([&outcome(2, false, None, "2025-01-01T10:05:00Z")]);
+        assert!(untimed[0].latency_buckets.is_empty());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 use super::tx::{Dialect, Tx};
 use super::types::{
     parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u8, total_to_u64, CategoryRow,
-    HistoryEntry, MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
+    HistoryEntry, LatencyRow, MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow,
+    StoredConfig, WindowRow,
 };
 use super::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
@@ -344,6 +345,35 @@ impl Dialect for Lite<'_> {
         Ok(())
     }
 
+    /// One statement for the group (SQLite applies the upsert row by row, so a key may come
+    /// twice); counts are capped at the INTEGER maximum with `min`.
+    async fn add_latency(&self, tx: &mut Tx<Self>, deltas: &[MetricsDelta]) -> StoreResult<()> {
+        let rows: Vec<(String, &str, String, String, String, u16, i64)> = deltas
+            .iter()
+            .flat_map(|d| {
+                let (hour, at, end) = (ts(d.hour_start), ts(d.at), ts(d.hour_start + chrono::TimeDelta::hours(1)));
+                d.latency_buckets.iter().map(move |&(b, c)| {
+                    (d.config_id.to_string(), d.processor.as_str(), hour.clone(), at.clone(), end.clone(), b, c)
+                })
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO rollout_latency_buckets (rollout_config_id, processor_type, metrics_window_start, \
+             metrics_window_end, bucket, job_count) \
+             SELECT c.id, json_extract(j.value, '$[1]'), CASE WHEN c.state_changed_at > json_extract(j.value, '$[2]') \
+             AND c.state_changed_at <= json_extract(j.value, '$[3]') THEN c.state_changed_at ELSE json_extract(j.value, '$[2]') END, \
+             json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'), json_extract(j.value, '$[6]') \
+             FROM json_each(?1) AS j JOIN rollout_configuration c ON c.id = json_extract(j.value, '$[0]') WHERE true \
+             ON CONFLICT (rollout_config_id, processor_type, metrics_window_start, bucket) DO UPDATE SET \
+             job_count = min(job_count + excluded.job_count, 9223372036854775807)",
+        )
+        .bind(json_text(&rows))
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::db(format!("record {} processing-time bucket counts", rows.len())))?;
+        Ok(())
+    }
+
     /// A busy database is waited for (the busy timeout), not raced.
     fn lost_race(&self, _error: &StoreError) -> bool {
         false
@@ -588,6 +618,30 @@ pub(super) async fn metrics_window(
                 total_jobs: total_to_u64("total_jobs", get(r, "total")?)?,
                 total_processing_time_ms: total_to_u64("total_processing_time_ms", get(r, "tsum")?)?,
                 timed_jobs: total_to_u64("timed_jobs", get(r, "tcnt")?)?,
+            })
+        })
+        .collect()
+}
+
+/// Sums with `total()` (see [`metrics_window`]).
+pub(super) async fn latency_window(
+    pool: &SqlitePool,
+    config_id: Uuid,
+    ends_after: DateTime<Utc>,
+    starts_at_or_after: DateTime<Utc>,
+) -> StoreResult<Vec<LatencyRow>> {
+    let sql = "SELECT processor_type, bucket, total(job_count) AS jobs FROM rollout_latency_buckets \
+        WHERE rollout_config_id = ?1 AND metrics_window_end > ?2 AND metrics_window_start >= ?3 \
+        GROUP BY processor_type, bucket ORDER BY processor_type, bucket";
+    let rows = window_rows(pool, sql, config_id, ends_after, starts_at_or_after, "processing-time buckets").await?;
+    rows.iter()
+        .map(|r| {
+            let bucket: i64 = get(r, "bucket")?;
+            Ok(LatencyRow {
+                processor: parse_processor(&get::<String>(r, "processor_type")?)?,
+                bucket: u16::try_from(bucket)
+                    .map_err(|_| StoreError::Corrupt { column: "bucket", message: format!("bucket {bucket}") })?,
+                count: total_to_u64("job_count", get(r, "jobs")?)?,
             })
         })
         .collect()

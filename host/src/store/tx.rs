@@ -68,6 +68,10 @@ pub(super) trait Dialect: Sized {
     /// Add deltas (one per bucket key) to their buckets.
     async fn add_metrics(&self, tx: &mut Tx<Self>, deltas: &[MetricsDelta], now: DateTime<Utc>) -> StoreResult<()>;
 
+    /// Add the processing-time bucket counts of deltas (one per bucket key) to
+    /// `rollout_latency_buckets`, summed per configuration, processor, window and bucket.
+    async fn add_latency(&self, tx: &mut Tx<Self>, deltas: &[MetricsDelta]) -> StoreResult<()>;
+
     /// Whether a failed transaction lost a race and may simply run again (a deadlock).
     fn lost_race(&self, error: &StoreError) -> bool;
 }
@@ -252,6 +256,10 @@ async fn record_batches_once<D: Dialect>(d: &D, batches: &[MetricsBatch]) -> Sto
             ))
         });
         d.add_metrics(&mut tx, &merged, now).await?;
+        // after the metrics rows, in key order: one lock order for every transaction
+        if merged.iter().any(|m| !m.latency_buckets.is_empty()) {
+            d.add_latency(&mut tx, &merged).await?;
+        }
     }
     commit::<D>(tx, &ctx).await?;
     Ok(applied)

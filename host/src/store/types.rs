@@ -208,6 +208,9 @@ pub struct MetricsDelta {
     pub processing_time_ms: i64,
     /// Jobs that reported a processing time.
     pub timed_jobs: i64,
+    /// Those jobs per processing-time bucket ([`super::latency`]): `(bucket, jobs)`,
+    /// ascending by bucket, no bucket twice, no zero count (empty without timed jobs).
+    pub latency_buckets: Vec<(u16, i64)>,
     /// The latest error message, if any error.
     pub last_error_message: Option<String>,
     /// When the latest error happened.
@@ -228,6 +231,7 @@ impl MetricsDelta {
         self.error_count = self.error_count.saturating_add(other.error_count);
         self.processing_time_ms = self.processing_time_ms.saturating_add(other.processing_time_ms);
         self.timed_jobs = self.timed_jobs.saturating_add(other.timed_jobs);
+        merge_latency_buckets(&mut self.latency_buckets, &other.latency_buckets);
         if let Some(at) = other.last_error_at {
             self.note_error(at, other.last_error_message.as_deref());
         }
@@ -240,6 +244,47 @@ impl MetricsDelta {
             self.last_error_message = message.map(str::to_owned);
         }
     }
+}
+
+/// Add the sparse bucket counts `other` to `into` (both ascending by bucket); counts
+/// saturate.
+fn merge_latency_buckets(into: &mut Vec<(u16, i64)>, other: &[(u16, i64)]) {
+    if other.is_empty() {
+        return;
+    }
+    if into.is_empty() {
+        into.extend_from_slice(other);
+        return;
+    }
+    let mut out = Vec::with_capacity(into.len() + other.len());
+    let (mut a, mut b) = (into.iter().peekable(), other.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(&&(ba, ca)), Some(&&(bb, cb))) => {
+                if ba == bb {
+                    out.push((ba, ca.saturating_add(cb)));
+                    a.next();
+                    b.next();
+                } else if ba < bb {
+                    out.push((ba, ca));
+                    a.next();
+                } else {
+                    out.push((bb, cb));
+                    b.next();
+                }
+            }
+            (Some(&&x), None) => {
+                out.push(x);
+                a.next();
+            }
+            (None, Some(&&y)) => {
+                out.push(y);
+                b.next();
+            }
+            (None, None) => break,
+        }
+    }
+    *into = out;
 }
 
 /// The outcomes of one submission, under the idempotency key its caller made for it
@@ -319,6 +364,18 @@ pub struct WindowRow {
     pub total_processing_time_ms: u64,
     /// Jobs with a processing time.
     pub timed_jobs: u64,
+}
+
+/// Timed jobs of one processor in one processing-time bucket, summed over a window
+/// ([`Store::latency_window`](super::Store::latency_window)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyRow {
+    /// The processor.
+    pub processor: Processor,
+    /// The bucket ([`super::latency`]).
+    pub bucket: u16,
+    /// Jobs whose processing time fell in the bucket.
+    pub count: u64,
 }
 
 /// A policy component to store.

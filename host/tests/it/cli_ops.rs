@@ -254,10 +254,15 @@ fn record_then_stats_counts_it(db: &Db) {
     assert_eq!(s["processors"]["github_actions"]["total_jobs"], 2);
     assert_eq!(s["processors"]["github_actions"]["error_count"], 1);
     assert_eq!(s["processors"]["github_actions"]["average_processing_time_ms"], 1200.0);
+    // 1200 ms lies in the 1152-1215 ms bucket: its midpoint
+    assert_eq!(s["processors"]["github_actions"]["p50_processing_time_ms"], 1183.5);
+    assert_eq!(s["processors"]["github_actions"]["p99_processing_time_ms"], 1183.5);
+    assert_eq!(s["processors"]["inngest"]["p50_processing_time_ms"], serde_json::Value::Null);
     assert_eq!(s["processors"]["inngest"]["success_count"], 1);
     assert_eq!(s["errors_by_kind"]["rate_limit"], 1);
     let text = db.ok(&["stats"]);
     assert!(text.contains("github_actions") && text.contains("rate_limit"), "{text}");
+    assert!(text.contains("p95") && text.contains("1184 ms"), "{text}");
 }
 
 fn whitelist_and_exclusions_edit_the_lists(db: &Db) {

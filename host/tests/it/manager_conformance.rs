@@ -58,6 +58,7 @@ conformance!(
     reload_sees_other_managers_changes,
     record_metrics_validates_ids,
     a_ramp_made_while_health_is_judged_is_not_rolled_back,
+    stats_and_health_report_processing_time_percentiles,
 );
 
 async fn open(store: &Store) -> Manager {
@@ -520,4 +521,49 @@ async fn a_ramp_made_while_health_is_judged_is_not_rolled_back(db: &TestDatabase
     assert!(!report.rolled_back, "the rollback undid a ramp it never judged: {report:?}");
     assert_eq!(db.store.get_config(FEATURE).await.unwrap().config.rollout_percentage, 80, "the ramp stays");
     assert_eq!(count(&db.store, "SELECT count(*) FROM rollout_history WHERE action = 'rollback'").await, 0);
+}
+
+/// Issue 12: p50/p95/p99 per processor in the stats and the health report, from outcomes
+/// recorded through the manager; `None` for a processor without a timed job.
+async fn stats_and_health_report_processing_time_percentiles(db: &TestDatabase) {
+    let m = open(&db.store).await;
+    let repo = Uuid::new_v4().to_string();
+    let mut inputs = Vec::new();
+    // 200 inngest jobs: 100 at 20 ms, 90 at 3000 ms, 10 at 90000 ms (and 5 untimed)
+    for i in 0..200u64 {
+        let ms = match i {
+            0..=99 => 20,
+            100..=189 => 3000,
+            _ => 90_000,
+        };
+        inputs.push(outcome(&repo, Processor::Inngest, true, Some(ms), None));
+    }
+    for _ in 0..5 {
+        inputs.push(outcome(&repo, Processor::Inngest, true, None, None));
+    }
+    // github_actions: jobs, none timed
+    inputs.push(outcome(&repo, Processor::GithubActions, true, None, None));
+    m.record_outcomes(inputs).await.unwrap();
+
+    let bucket_mid = |ms: u64| rollout::manager::latency::bucket_value(rollout::manager::latency::bucket_of(ms));
+    let s = m.get_rollout_stats().await.unwrap();
+    let inngest = &s.processors["inngest"];
+    assert_eq!(inngest.total_jobs, 205, "existing fields unchanged");
+    assert_eq!(inngest.p50_processing_time_ms, Some(20.0), "the 100th of 200 is 20 ms, exact below 32 ms");
+    assert_eq!(inngest.p95_processing_time_ms, Some(bucket_mid(3000)), "the 190th is 3000 ms");
+    assert_eq!(inngest.p99_processing_time_ms, Some(bucket_mid(90_000)), "the 198th is 90 s");
+    let p95 = inngest.p95_processing_time_ms.unwrap();
+    assert!((p95 - 3000.0).abs() <= 3000.0 / 32.0, "p95 {p95} near 3000 ms");
+    let gha = &s.processors["github_actions"];
+    assert_eq!(gha.total_jobs, 1);
+    assert_eq!(
+        (gha.p50_processing_time_ms, gha.p95_processing_time_ms, gha.p99_processing_time_ms),
+        (None, None, None)
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["processors"]["github_actions"]["p99_processing_time_ms"], serde_json::Value::Null);
+    assert_eq!(json["processors"]["inngest"]["p50_processing_time_ms"], 20.0);
+
+    let health = m.check_health().await.unwrap();
+    assert_eq!(health.processors["inngest"].p99_processing_time_ms, Some(bucket_mid(90_000)));
 }

@@ -5,6 +5,7 @@
 //! Without `DATABASE_URL` the Postgres half prints `SKIPPED` — or fails when `CI=true`.
 
 use chrono::{TimeDelta, Utc};
+use rollout::manager::latency::{bucket_of, LatencyHistogram};
 use rollout::store::recorder::{aggregate, MetricsRecorder, Outcome};
 use rollout::store::testing::TestDatabase;
 use rollout::store::{
@@ -66,6 +67,8 @@ conformance!(
     a_retried_submission_is_counted_once,
     input_errors_are_classified_as_input,
     listen_notify_and_migration_check,
+    latency_buckets_give_the_expected_percentiles,
+    concurrent_recorders_lose_no_latency_increments,
 );
 
 fn seed_sql(store: &Store) -> String {
@@ -1027,4 +1030,109 @@ async fn a_key_recorded_by_a_concurrent_copy_is_claimed_once() {
         assert_eq!(total, expected_jobs, "copy committed: {copy_commits}");
     }
     db.cleanup().await;
+}
+
+/// Sum of `job_count` over the whole latency table.
+async fn latency_jobs(store: &Store) -> i64 {
+    count(store, "SELECT CAST(COALESCE(SUM(job_count), 0) AS BIGINT) FROM rollout_latency_buckets").await
+}
+
+/// The histogram of one processor over the last day, read back from the store.
+async fn stored_histogram(store: &Store, config_id: Uuid, processor: Processor) -> LatencyHistogram {
+    let rows = store.latency_window(config_id, Utc::now() - TimeDelta::hours(24), chrono::DateTime::UNIX_EPOCH).await;
+    LatencyHistogram::from_rows(rows.unwrap().iter().filter(|r| r.processor == processor))
+}
+
+/// Issue 12: outcomes with known times, through the real group-commit recorder, give the
+/// expected percentile buckets; untimed outcomes add nothing; a retried submission counts
+/// once in the histogram too (it is written in the transaction that records its key).
+async fn latency_buckets_give_the_expected_percentiles(db: &TestDatabase) {
+    let store = &db.store;
+    let config_id = store.get_config(FEATURE).await.unwrap().id;
+    let recorder = MetricsRecorder::spawn(store.clone());
+    let repos: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    // inngest: 1..=100 ms, spread over three repositories (one histogram row per bucket)
+    let mut batch = Vec::new();
+    for ms in 1..=100u64 {
+        batch.push(outcome(config_id, repos[(ms % 3) as usize], Processor::Inngest, ms % 10 != 0, Some(ms)));
+    }
+    // github_actions: 90 × 10 ms, 9 × 1000 ms, 1 × 10 min; and 20 jobs without a time
+    for i in 0..100u64 {
+        let ms = match i {
+            0..=89 => 10,
+            90..=98 => 1000,
+            _ => 600_000,
+        };
+        batch.push(outcome(config_id, repos[(i % 3) as usize], Processor::GithubActions, true, Some(ms)));
+    }
+    for i in 0..20u64 {
+        batch.push(outcome(config_id, repos[(i % 3) as usize], Processor::GithubActions, i % 2 == 0, None));
+    }
+    let key = Uuid::new_v4();
+    recorder.record_batch(key, batch.clone()).await.unwrap();
+    // the same submission again (a retry after a lost reply): nothing more
+    recorder.record_batch(key, batch).await.unwrap();
+    assert_eq!(latency_jobs(store).await, 200, "200 timed jobs, once each; untimed ones add nothing");
+
+    let inngest = stored_histogram(store, config_id, Processor::Inngest).await;
+    assert_eq!(inngest.count(), 100);
+    assert_eq!(inngest.quantile_bucket(0.50), Some(bucket_of(50)));
+    assert_eq!(inngest.quantile_bucket(0.95), Some(bucket_of(95)));
+    assert_eq!(inngest.quantile_bucket(0.99), Some(bucket_of(99)));
+    assert_eq!(inngest.quantile(0.50), Some(50.5), "50 ms lies in the 50-51 ms bucket");
+    let gha = stored_histogram(store, config_id, Processor::GithubActions).await;
+    assert_eq!(gha.count(), 100);
+    assert_eq!(gha.quantile(0.50), Some(10.0), "exact below 32 ms");
+    assert_eq!(gha.quantile_bucket(0.95), Some(bucket_of(1000)));
+    assert_eq!(gha.quantile_bucket(0.99), Some(bucket_of(1000)));
+    assert_eq!(gha.quantile_bucket(1.0), Some(bucket_of(600_000)));
+    let p95 = gha.quantile(0.95).unwrap();
+    assert!((p95 - 1000.0).abs() <= 1000.0 / 32.0, "p95 {p95} within a half bucket of 1000 ms");
+
+    // the metrics of the same outcomes agree: as many timed jobs as histogram counts
+    let timed: i64 = store.list_buckets(config_id).await.unwrap().iter().map(|b| b.timed_jobs).sum();
+    assert_eq!(timed, 200);
+    // a window that starts later holds nothing
+    let later = store.latency_window(config_id, Utc::now() - TimeDelta::hours(24), Utc::now() + TimeDelta::hours(2));
+    assert!(later.await.unwrap().is_empty());
+}
+
+/// Issue 12: four recorders (four processes) × four writers each, recording into the same
+/// histogram rows at once: every increment is kept, bucket by bucket.
+async fn concurrent_recorders_lose_no_latency_increments(db: &TestDatabase) {
+    let store = &db.store;
+    let config_id = store.get_config(FEATURE).await.unwrap().id;
+    let repos: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let time_of = |n: u64| (!n.is_multiple_of(4)).then(|| (n * 7919) % 5000 + (n % 13) * 100_000);
+    let processor_of = |n: u64| if n.is_multiple_of(3) { Processor::GithubActions } else { Processor::Inngest };
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in 0..4u64 {
+        let recorder = MetricsRecorder::spawn(store.clone());
+        for w in 0..4u64 {
+            let recorder = recorder.clone();
+            let repos = repos.clone();
+            tasks.spawn(async move {
+                for i in 0..400u64 {
+                    let n = (r * 4 + w) * 400 + i;
+                    let o = outcome(config_id, repos[(n % 4) as usize], processor_of(n), n % 11 != 0, time_of(n));
+                    recorder.record(o).await.unwrap();
+                }
+            });
+        }
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    let mut expected = [LatencyHistogram::new(), LatencyHistogram::new()];
+    for n in 0..6400u64 {
+        if let Some(ms) = time_of(n) {
+            expected[usize::from(processor_of(n) == Processor::GithubActions)].record(ms);
+        }
+    }
+    let timed = expected[0].count() + expected[1].count();
+    assert_eq!(timed, 4800);
+    assert_eq!(latency_jobs(store).await, 4800, "sum of bucket counts = timed outcomes");
+    assert_eq!(stored_histogram(store, config_id, Processor::Inngest).await, expected[0]);
+    assert_eq!(stored_histogram(store, config_id, Processor::GithubActions).await, expected[1]);
+    assert!(expected[0].nonzero().count() > 50, "many buckets shared by all writers");
 }
