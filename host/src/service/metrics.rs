@@ -133,6 +133,20 @@ impl DecisionCounters {
         }
         n
     }
+
+    /// Routing decisions counted so far per rule (summed over processors and eligibility
+    /// reasons), every rule present, in [`RouteRule::ALL`] order.
+    pub fn decisions_by_rule(&self) -> Vec<(RouteRule, u64)> {
+        RouteRule::ALL
+            .iter()
+            .enumerate()
+            .map(|(ri, r)| {
+                let n: u64 =
+                    self.routes.iter().filter_map(|per_rule| per_rule.get(ri)).flatten().map(|c| c.load(Relaxed)).sum();
+                (*r, n)
+            })
+            .collect()
+    }
 }
 
 /// The methods with a latency histogram of their own; anything else counts as `OTHER`.
