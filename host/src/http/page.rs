@@ -1,40 +1,58 @@
-//! The status page at `/`: server-rendered HTML with an inline SVG chart; no scripts, no
-//! front-end build. `?feature=NAME` picks the feature (default: the service's default).
+//! The status page at `/`: a dashboard rendered with askama templates
+//! (`host/templates/status.html`, `dashboard.html`; checked at compile time, every value
+//! HTML-escaped), charts as server-rendered inline SVG ([`charts`]), readable on a phone.
+//! `?feature=NAME` picks the feature (default: the service's default); `?fragment=1`
+//! answers only the dashboard's inner HTML, which a few lines of inline script fetch every
+//! 5 s to refresh the page without a reload. Without scripts the page is complete, and
+//! reloads itself.
 //!
-//! Parts that need the database (chart, categories, history) say so when it is unreachable;
-//! the configuration and the policy come from memory and are always shown.
+//! Parts that need the database (stats, charts, history) say so when it is unreachable;
+//! the configuration, the policy, the decision counters and the last health check come from
+//! memory and are always shown.
 
-use super::error::ApiResult;
+pub mod charts;
+
+use super::error::{ApiError, ApiResult};
 use super::AppState;
-use crate::manager::{EffectiveConfig, Sourced, ValueSource};
+use crate::manager::stats::{CostEstimate, TrendDirection};
+use crate::manager::{EffectiveConfig, HealthReport, RolloutStats, Sourced, ValueSource};
 use crate::service::{Feature, Service};
-use crate::store::WindowRow;
+use crate::store::HistoryEntry;
+use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::response::Html;
+use charts::{BarChart, BarInput, ErrorChart, RampChart};
 use chrono::{DateTime, TimeDelta, Utc};
-use rollout_policy::{Category, Processor};
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use rollout_policy::{Category, HealthLevel, Processor};
 use std::sync::Arc;
 
-/// Escape text for HTML.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// History rows read for the ramp chart (the table shows the newest [`HISTORY_SHOWN`]).
+const HISTORY_READ: u32 = 200;
+/// History rows in the table.
+const HISTORY_SHOWN: usize = 15;
+/// How often the inline script refreshes the dashboard, in milliseconds.
+pub const REFRESH_MS: u32 = 5000;
+
+/// What the query string asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PageQuery {
+    feature: Option<String>,
+    fragment: bool,
 }
 
-fn query_feature(raw: Option<&str>) -> Option<String> {
-    raw?.split('&').find_map(|p| p.strip_prefix("feature=")).map(percent_decode).filter(|s| !s.is_empty())
+impl PageQuery {
+    fn parse(raw: Option<&str>) -> PageQuery {
+        let mut q = PageQuery::default();
+        for part in raw.unwrap_or("").split('&') {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            match key {
+                "feature" => q.feature = Some(percent_decode(value)).filter(|s| !s.is_empty()),
+                "fragment" => q.fragment = !matches!(value, "0" | "false"),
+                _ => {}
+            }
+        }
+        q
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -63,359 +81,752 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}\
-h1{margin-bottom:.2rem}table{border-collapse:collapse;margin:.5rem 0 1.5rem}\
-td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;vertical-align:top}\
-th{background:#f4f4f4}.env{color:#a15c00;font-weight:600}.warn{background:#fff3cd;padding:.6rem;border:1px solid #e0c36b}\
-.bad{background:#fde2e1;padding:.6rem;border:1px solid #e59a97}.muted{color:#777}code{font-size:.9em}\
-.grid{display:flex;gap:2rem;flex-wrap:wrap}";
+/// `s` percent-encoded for a query value (everything but unreserved characters).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
-fn sourced<T: std::fmt::Display + Clone + PartialEq>(v: &Sourced<T>, variable: Option<&str>) -> String {
-    match v.source {
-        ValueSource::Database => esc(&v.value.to_string()),
-        ValueSource::Environment => format!(
-            "{} <span class=\"env\">(from the environment{}; database value {})</span>",
-            esc(&v.value.to_string()),
-            variable.map_or_else(String::new, |x| format!(": {x}")),
-            esc(&v.database_value.to_string())
+/// A link to another feature's dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureLink {
+    /// The feature.
+    pub name: String,
+    /// `/?feature=…`.
+    pub href: String,
+    /// Whether it is the one shown.
+    pub current: bool,
+}
+
+/// One row of the configuration table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigRow {
+    /// What it is.
+    pub label: &'static str,
+    /// The element id of the value, for the ones tests and scripts read.
+    pub id: Option<&'static str>,
+    /// The value in force.
+    pub value: String,
+    /// Its unit (` %`, ` h`), or empty.
+    pub unit: &'static str,
+    /// Where an environment override came from and what the database holds.
+    pub env_note: Option<String>,
+}
+
+/// The last health check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthView {
+    /// `ok`, `warning`, `critical` or `unknown`.
+    pub level: &'static str,
+    /// Error rate in the window, two decimals.
+    pub error_rate: String,
+    /// Jobs in the window.
+    pub total_jobs: u64,
+    /// The policy's reason.
+    pub reason: String,
+    /// Start of the window judged.
+    pub window_start: String,
+}
+
+/// An alert in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertView {
+    /// `warning` or `critical` (or `info`).
+    pub level: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Since when (UTC, as text).
+    pub since: String,
+    /// Where it comes from (`health check`, or an outbox event's kind).
+    pub source: String,
+}
+
+/// One processor's figures over the stats window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessorView {
+    /// The processor.
+    pub name: String,
+    /// Its colour in the charts.
+    pub colour: &'static str,
+    /// Jobs.
+    pub jobs: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Error rate, two decimals.
+    pub error_rate: String,
+    /// Mean processing time (ms, one decimal) or `–`.
+    pub average_ms: String,
+    /// p50 processing time (ms, one decimal) or `–`.
+    pub p50_ms: String,
+    /// p95 processing time (ms, one decimal) or `–`.
+    pub p95_ms: String,
+    /// p99 processing time (ms, one decimal) or `–`.
+    pub p99_ms: String,
+}
+
+/// The cost estimate, formatted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostView {
+    /// What the window's jobs cost where they ran.
+    pub window_cost: String,
+    /// What they would have cost all on inngest.
+    pub all_inngest_cost: String,
+    /// The difference.
+    pub savings: String,
+    /// The difference in percent of the all-inngest cost, or `–`.
+    pub savings_percent: String,
+    /// Price of a job per processor.
+    pub cost_per_job: Vec<(String, String)>,
+    /// Where they ran against all on inngest.
+    pub chart: BarChart,
+}
+
+/// The statistics of the window (the same as `GET /v1/features/{feature}/stats`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsView {
+    /// The window, in hours.
+    pub window_hours: u32,
+    /// Jobs.
+    pub total_jobs: u64,
+    /// Errors.
+    pub error_count: u64,
+    /// Error rate, two decimals.
+    pub error_rate: String,
+    /// `up`, `down` or `flat`.
+    pub trend: &'static str,
+    /// Per processor.
+    pub processors: Vec<ProcessorView>,
+    /// Error rate per processor.
+    pub error_rate_chart: BarChart,
+    /// p95 processing time per processor.
+    pub p95_chart: BarChart,
+    /// Errors per kind with at least one.
+    pub errors_by_kind: Vec<(String, u64)>,
+    /// The cost estimate (`None` without `metadata.cost_per_job`).
+    pub cost: Option<CostView>,
+}
+
+/// One row of the participation table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryRow {
+    /// The category.
+    pub category: &'static str,
+    /// Its size threshold, in percent.
+    pub threshold: u8,
+    /// Repositories categorised in it.
+    pub total: u64,
+    /// Those eligible now.
+    pub eligible: u64,
+}
+
+/// Participation by category.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoriesView {
+    /// One row per category.
+    pub rows: Vec<CategoryRow>,
+    /// Categorised repositories.
+    pub categorized: u64,
+    /// Eligible categorised repositories.
+    pub eligible: u64,
+    /// Eligible per category, against the largest category.
+    pub chart: BarChart,
+    /// Whether the count predates the last change.
+    pub recounting: bool,
+}
+
+/// One row of the history table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    /// When (UTC).
+    pub when: String,
+    /// The action.
+    pub action: &'static str,
+    /// `a → b`, `b` or empty.
+    pub percentage: String,
+    /// Who or what.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything the dashboard shows, formatted; the templates only place it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dashboard {
+    /// The feature.
+    pub feature: String,
+    /// Where the live refresh fetches the dashboard's inner HTML.
+    pub fragment_url: String,
+    /// The refresh period, in milliseconds.
+    pub refresh_ms: u32,
+    /// The features served, when more than one.
+    pub features: Vec<FeatureLink>,
+    /// The serving policy (`name version`), or what happens without one.
+    pub policy: String,
+    /// The first 12 hex digits of its sha256.
+    pub policy_sha: Option<String>,
+    /// Whether the service is ready.
+    pub ready: bool,
+    /// `postgres` or `sqlite`.
+    pub backend: &'static str,
+    /// When this was rendered (UTC).
+    pub rendered_at: String,
+    /// The outage notice (the database is unreachable).
+    pub stale: Option<String>,
+    /// Notices in red (emergency stop, rolled back).
+    pub notices: Vec<String>,
+    /// Environment overrides in force, `VARIABLE=value`.
+    pub overrides: Vec<String>,
+    /// The configuration in force.
+    pub config: Vec<ConfigRow>,
+    /// The last health check of this process.
+    pub health: Option<HealthView>,
+    /// Alerts in force: today a last health check at `warning` or `critical`; the outbox
+    /// of issue 12 adds its undelivered or recent events here.
+    pub alerts: Vec<AlertView>,
+    /// The statistics (`None`: the database cannot be read).
+    pub stats: Option<StatsView>,
+    /// The ramp over time (`None`: the history cannot be read).
+    pub ramp: Option<RampChart>,
+    /// The hourly error rate per processor (`None`: the database cannot be read).
+    pub error_chart: Option<ErrorChart>,
+    /// Participation by category (`None`: being counted).
+    pub categories: Option<CategoriesView>,
+    /// Routing decisions of this process per rule.
+    pub decisions: BarChart,
+    /// Routing decisions of this process in all.
+    pub decisions_total: u64,
+    /// Recent history (`None`: the database cannot be read).
+    pub history: Option<Vec<HistoryRow>>,
+}
+
+/// The whole page.
+#[derive(Template)]
+#[template(path = "status.html")]
+struct StatusPage<'a> {
+    dash: &'a Dashboard,
+}
+
+/// The dashboard container's inner HTML alone (`?fragment=1`).
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardFragment<'a> {
+    dash: &'a Dashboard,
+}
+
+/// The whole page for `dash`.
+pub fn render_page(dash: &Dashboard) -> Result<String, askama::Error> {
+    StatusPage { dash }.render()
+}
+
+/// The dashboard's inner HTML for `dash`.
+pub fn render_fragment(dash: &Dashboard) -> Result<String, askama::Error> {
+    DashboardFragment { dash }.render()
+}
+
+fn sourced<T: std::fmt::Display + Clone + PartialEq>(
+    label: &'static str,
+    id: Option<&'static str>,
+    unit: &'static str,
+    v: &Sourced<T>,
+    c: &EffectiveConfig,
+    field: &str,
+) -> ConfigRow {
+    let env_note = match v.source {
+        ValueSource::Database => None,
+        ValueSource::Environment => {
+            let variable = c.env_overrides.iter().find(|o| o.field == field).map(|o| o.variable);
+            Some(format!(
+                "(from the environment{}; database value {})",
+                variable.map_or_else(String::new, |x| format!(": {x}")),
+                v.database_value
+            ))
+        }
+    };
+    ConfigRow { label, id, value: v.value.to_string(), unit, env_note }
+}
+
+fn plain(label: &'static str, value: impl ToString, unit: &'static str) -> ConfigRow {
+    ConfigRow { label, id: None, value: value.to_string(), unit, env_note: None }
+}
+
+fn config_rows(c: &EffectiveConfig) -> Vec<ConfigRow> {
+    vec![
+        sourced("rollout percentage", Some("rollout-percentage"), " %", &c.rollout_percentage, c, "rollout_percentage"),
+        sourced("strategy", Some("rollout-strategy"), "", &c.rollout_strategy, c, "rollout_strategy"),
+        plain("active", c.is_active, ""),
+        sourced("emergency stop", Some("emergency-stop"), "", &c.emergency_stop, c, "emergency_stop"),
+        sourced("auto-rollback", None, "", &c.auto_rollback_enabled, c, "auto_rollback_enabled"),
+        sourced("max error rate", None, " %", &c.max_error_rate, c, "max_error_rate"),
+        plain("monitoring window", c.monitoring_window_hours, " h"),
+        plain("jobs before a rollback", c.min_jobs_for_rollback, ""),
+        plain("whitelisted", c.target_repositories.len(), ""),
+        plain("excluded", c.excluded_repositories.len(), ""),
+        plain("updated", c.updated_at.to_rfc3339(), ""),
+    ]
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// The health view and the alert it raises (a level of `warning` or `critical`).
+fn health_view(h: &HealthReport) -> (HealthView, Option<AlertView>) {
+    let level = h.level.map_or("unknown", HealthLevel::as_str);
+    let view = HealthView {
+        level,
+        error_rate: format!("{:.2}", h.error_rate),
+        total_jobs: h.total_jobs,
+        reason: h.reason.clone(),
+        window_start: time(h.window_start),
+    };
+    let alert = h.is_unhealthy().then(|| AlertView {
+        level: level.to_owned(),
+        reason: h.reason.clone(),
+        since: time(h.window_start),
+        source: "health check".to_owned(),
+    });
+    (view, alert)
+}
+
+fn cost_view(c: &CostEstimate) -> CostView {
+    let money = |v: f64| format!("{v:.4}");
+    CostView {
+        window_cost: money(c.window_cost),
+        all_inngest_cost: money(c.all_inngest_cost),
+        savings: money(c.savings),
+        savings_percent: c.savings_percent.map_or_else(|| "–".to_owned(), |p| format!("{p:.1}")),
+        cost_per_job: c.cost_per_job.iter().map(|(p, v)| (p.clone(), format!("{v}"))).collect(),
+        chart: charts::bar_chart(
+            "cost-chart",
+            vec![
+                BarInput::new("actual", "where they ran", c.window_cost, money(c.window_cost), "#2ca02c"),
+                BarInput::new("all-inngest", "all on inngest", c.all_inngest_cost, money(c.all_inngest_cost), "#999"),
+            ],
+            0.0,
         ),
     }
 }
 
-fn config_table(out: &mut String, c: &EffectiveConfig) {
-    let var = |field: &str| c.env_overrides.iter().find(|o| o.field == field).map(|o| o.variable);
-    let _ = write!(
-        out,
-        "<h2>Configuration</h2><table id=\"config\">\
-         <tr><th>rollout percentage</th><td><span id=\"rollout-percentage\" data-value=\"{p}\">{pv}</span> %</td></tr>\
-         <tr><th>strategy</th><td id=\"rollout-strategy\">{s}</td></tr>\
-         <tr><th>active</th><td>{active}</td></tr>\
-         <tr><th>emergency stop</th><td id=\"emergency-stop\">{stop}</td></tr>\
-         <tr><th>auto-rollback</th><td>{ar}</td></tr>\
-         <tr><th>max error rate</th><td>{mer} %</td></tr>\
-         <tr><th>monitoring window</th><td>{win} h</td></tr>\
-         <tr><th>jobs before a rollback</th><td>{minj}</td></tr>\
-         <tr><th>whitelisted</th><td>{wl}</td></tr>\
-         <tr><th>excluded</th><td>{ex}</td></tr>\
-         <tr><th>updated</th><td>{upd}</td></tr></table>",
-        p = c.rollout_percentage.value,
-        pv = sourced(&c.rollout_percentage, var("rollout_percentage")),
-        s = sourced(&c.rollout_strategy, var("rollout_strategy")),
-        active = c.is_active,
-        stop = sourced(&c.emergency_stop, var("emergency_stop")),
-        ar = sourced(&c.auto_rollback_enabled, var("auto_rollback_enabled")),
-        mer = sourced(&c.max_error_rate, var("max_error_rate")),
-        win = c.monitoring_window_hours,
-        minj = c.min_jobs_for_rollback,
-        wl = c.target_repositories.len(),
-        ex = c.excluded_repositories.len(),
-        upd = esc(&c.updated_at.to_rfc3339()),
-    );
-}
-
-/// An SVG line chart of the hourly error rate per processor, with the threshold.
-pub fn error_chart(rows: &[WindowRow], since: DateTime<Utc>, now: DateTime<Utc>, threshold: f64) -> String {
-    let (w, h, left, bottom, top, right) = (640.0_f64, 220.0_f64, 44.0_f64, 28.0_f64, 10.0_f64, 130.0_f64);
-    let plot_w = w - left - right;
-    let plot_h = h - top - bottom;
-    let mut series: BTreeMap<Processor, BTreeMap<DateTime<Utc>, (u64, u64)>> = BTreeMap::new();
-    for r in rows {
-        let e = series.entry(r.processor).or_default().entry(crate::store::hour_start(r.window_start)).or_default();
-        e.0 += r.total_jobs;
-        e.1 += r.error_count;
-    }
-    let max_rate = series
-        .values()
-        .flat_map(|s| s.values())
-        .filter(|(jobs, _)| *jobs > 0)
-        .map(|(jobs, errors)| 100.0 * *errors as f64 / *jobs as f64)
-        .fold(threshold, f64::max)
-        .max(1.0)
-        * 1.1;
-    let span = (now - since).num_seconds().max(1) as f64;
-    let x = |t: DateTime<Utc>| left + plot_w * ((t - since).num_seconds() as f64 / span).clamp(0.0, 1.0);
-    let y = |rate: f64| top + plot_h * (1.0 - (rate / max_rate).clamp(0.0, 1.0));
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        "<svg id=\"error-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
-         role=\"img\" aria-label=\"error rate per processor\">\
-         <rect x=\"{left}\" y=\"{top}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"#fafafa\" stroke=\"#ccc\"/>"
-    );
-    for frac in [0.0, 0.5, 1.0] {
-        let rate = max_rate * frac;
-        let _ = write!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{rate:.1}%</text>",
-            left - 4.0,
-            y(rate) + 3.0
-        );
-    }
-    let _ = write!(
-        svg,
-        "<text x=\"{left}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">now</text>",
-        h - 8.0,
-        esc(&since.format("%Y-%m-%d %H:%M").to_string()),
-        left + plot_w,
-        h - 8.0
-    );
-    let ty = y(threshold);
-    let _ = write!(
-        svg,
-        "<line x1=\"{left}\" x2=\"{}\" y1=\"{ty}\" y2=\"{ty}\" stroke=\"#c00\" stroke-dasharray=\"4 3\"/>\
-         <text x=\"{}\" y=\"{}\" font-size=\"10\" fill=\"#c00\">max {threshold}%</text>",
-        left + plot_w,
-        left + plot_w + 6.0,
-        ty + 3.0
-    );
-    let colours = [("#1f77b4", Processor::Inngest), ("#2ca02c", Processor::GithubActions)];
-    for (i, (colour, p)) in colours.iter().enumerate() {
-        let points: Vec<(f64, f64, f64)> = series
-            .get(p)
-            .map(|s| {
-                s.iter()
-                    .filter(|(_, (jobs, _))| *jobs > 0)
-                    .map(|(t, (jobs, errors))| {
-                        let rate = 100.0 * *errors as f64 / *jobs as f64;
-                        (x(*t + TimeDelta::minutes(30)), y(rate), rate)
-                    })
-                    .collect()
+/// The stats view of `s`.
+pub fn stats_view(s: &RolloutStats) -> StatsView {
+    let processors: Vec<ProcessorView> = Processor::ALL
+        .iter()
+        .filter_map(|p| {
+            let v = s.processors.get(p.as_str())?;
+            Some(ProcessorView {
+                name: p.as_str().to_owned(),
+                colour: charts::colour(*p),
+                jobs: v.total_jobs,
+                errors: v.error_count,
+                error_rate: format!("{:.2}", v.error_rate),
+                average_ms: ms(v.average_processing_time_ms),
+                p50_ms: ms(v.p50_processing_time_ms),
+                p95_ms: ms(v.p95_processing_time_ms),
+                p99_ms: ms(v.p99_processing_time_ms),
             })
-            .unwrap_or_default();
-        let path: Vec<String> = points.iter().map(|(px, py, _)| format!("{px:.1},{py:.1}")).collect();
-        if !path.is_empty() {
-            let _ = write!(
-                svg,
-                "<polyline class=\"series\" data-processor=\"{p}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-                path.join(" ")
-            );
-            for (px, py, rate) in &points {
-                let _ = write!(svg, "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"3\" fill=\"{colour}\"><title>{p}: {rate:.2}%</title></circle>");
-            }
-        }
-        let ly = top + 14.0 * (i as f64 + 1.0) + 20.0;
-        let _ = write!(
-            svg,
-            "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{ly}\" font-size=\"11\">{p}</text>",
-            left + plot_w + 6.0,
-            ly - 9.0,
-            left + plot_w + 20.0
-        );
+        })
+        .collect();
+    let error_rate_chart = charts::bar_chart(
+        "error-rate-chart",
+        Processor::ALL
+            .iter()
+            .filter_map(|p| {
+                let v = s.processors.get(p.as_str())?;
+                let label = format!("{:.2} %", v.error_rate);
+                Some(BarInput::new(p.as_str(), p.as_str(), v.error_rate, label, charts::colour(*p)))
+            })
+            .collect(),
+        1.0,
+    );
+    let p95_chart = charts::bar_chart(
+        "p95-chart",
+        Processor::ALL
+            .iter()
+            .filter_map(|p| {
+                let v = s.processors.get(p.as_str())?;
+                let p95 = v.p95_processing_time_ms;
+                let label = p95.map_or_else(|| "no timed job".to_owned(), |x| format!("{x:.1} ms"));
+                Some(BarInput::new(p.as_str(), p.as_str(), p95.unwrap_or(0.0), label, charts::colour(*p)))
+            })
+            .collect(),
+        0.0,
+    );
+    StatsView {
+        window_hours: s.window_hours,
+        total_jobs: s.total_jobs,
+        error_count: s.error_count,
+        error_rate: format!("{:.2}", s.error_rate),
+        trend: match s.error_trend.direction {
+            TrendDirection::Up => "up",
+            TrendDirection::Down => "down",
+            TrendDirection::Flat => "flat",
+        },
+        processors,
+        error_rate_chart,
+        p95_chart,
+        errors_by_kind: s.errors_by_kind.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect(),
+        cost: s.cost.as_ref().map(cost_view),
     }
-    svg.push_str("</svg>");
-    svg
 }
 
-async fn chart_section(state: &Service, feature: &Arc<Feature>, out: &mut String) {
+/// The ramp from history rows (newest first, as the store answers): every row that set a
+/// percentage is a step; the axis starts at the oldest row read (at least an hour back).
+pub fn ramp_from_history(entries: &[HistoryEntry], current: u8, now: DateTime<Utc>) -> RampChart {
+    let pct = |p: i32| u8::try_from(p.clamp(0, 100)).unwrap_or(0);
+    let mut steps: Vec<(DateTime<Utc>, u8)> =
+        entries.iter().filter_map(|e| e.new_percentage.map(|p| (e.created_at, pct(p)))).collect();
+    steps.reverse();
+    let oldest = entries.iter().map(|e| e.created_at).min().unwrap_or(now);
+    let since = oldest.min(now - TimeDelta::hours(1));
+    let start = entries
+        .iter()
+        .rev()
+        .find(|e| e.new_percentage.is_some())
+        .map_or(current, |e| e.previous_percentage.map_or(0, pct));
+    charts::ramp_chart(charts::RAMP_FRAME, start, &steps, since, now)
+}
+
+fn categories_view(service: &Service, feature: &Arc<Feature>) -> Option<CategoriesView> {
+    let p = service.participation(feature)?;
+    let rows: Vec<CategoryRow> = Category::ALL
+        .iter()
+        .map(|c| CategoryRow {
+            category: c.as_str(),
+            threshold: c.threshold(),
+            total: p.categories.get(c.as_str()).copied().unwrap_or(0),
+            eligible: p.eligible_by_category.get(c.as_str()).copied().unwrap_or(0),
+        })
+        .collect();
+    let largest = rows.iter().map(|r| r.total).max().unwrap_or(0) as f64;
+    let chart = charts::bar_chart(
+        "participation-chart",
+        rows.iter()
+            .map(|r| {
+                let label = format!("{} of {}", r.eligible, r.total);
+                BarInput::new(r.category, r.category, r.eligible as f64, label, "#6f42c1")
+            })
+            .collect(),
+        largest,
+    );
+    Some(CategoriesView {
+        rows,
+        categorized: p.categorized_repositories,
+        eligible: p.eligible_categorized_repositories,
+        chart,
+        recounting: !p.is_current(&feature.manager),
+    })
+}
+
+fn history_rows(entries: &[HistoryEntry]) -> Vec<HistoryRow> {
+    entries
+        .iter()
+        .take(HISTORY_SHOWN)
+        .map(|h| HistoryRow {
+            when: h.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            action: h.action.as_str(),
+            percentage: match (h.previous_percentage, h.new_percentage) {
+                (Some(a), Some(b)) if a != b => format!("{a} → {b}"),
+                (_, Some(b)) => b.to_string(),
+                _ => String::new(),
+            },
+            by: h.triggered_by.clone().unwrap_or_default(),
+            reason: h.reason.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Gather what the dashboard of `feature` shows.
+pub async fn dashboard(service: &Service, feature: &Arc<Feature>) -> Dashboard {
     let c = feature.manager.effective_config();
     let now = Utc::now();
+    let policy = service.runtime().policy_version();
+    let features = service.features();
+    let stale = service.db().is_down().then(|| {
+        format!(
+            "the database is unreachable: decisions use the configuration read {:.0} s ago; {} outcomes buffered; \
+             operations are refused",
+            feature.config_age_seconds(),
+            feature.buffered()
+        )
+    });
+    let mut notices = Vec::new();
+    if c.emergency_stop.value {
+        notices.push("emergency stop is on: nobody is eligible".to_owned());
+    }
+    if c.rolled_back {
+        notices.push(
+            "rolled back automatically: the percentage is held at 0 % (over any environment override) until an \
+             operator sets one"
+                .to_owned(),
+        );
+    }
+    let (health, alerts) = match feature.last_health() {
+        Some(h) => {
+            let (view, alert) = health_view(&h);
+            (Some(view), alert.into_iter().collect())
+        }
+        None => (None, Vec::new()),
+    };
+
+    let stats = service.stats(feature.name()).await.ok();
     let since = now - TimeDelta::hours(i64::from(c.monitoring_window_hours.max(1)));
-    let _ = write!(out, "<h2>Error rate per processor, last {} h</h2>", c.monitoring_window_hours);
-    match state.store().metrics_window(c.id, since, DateTime::<Utc>::UNIX_EPOCH).await {
-        Ok(rows) => {
-            out.push_str(&error_chart(&rows, since, now, c.max_error_rate.value));
-            let mut totals: BTreeMap<Processor, (u64, u64)> = BTreeMap::new();
-            for r in &rows {
-                let e = totals.entry(r.processor).or_default();
-                e.0 += r.total_jobs;
-                e.1 += r.error_count;
-            }
-            out.push_str(
-                "<table id=\"processors\"><tr><th>processor</th><th>jobs</th><th>errors</th><th>error rate</th></tr>",
-            );
-            for p in Processor::ALL {
-                let (jobs, errors) = totals.get(p).copied().unwrap_or_default();
-                let rate = if jobs == 0 { 0.0 } else { 100.0 * errors as f64 / jobs as f64 };
-                let _ = write!(out, "<tr><td>{p}</td><td>{jobs}</td><td>{errors}</td><td>{rate:.2} %</td></tr>");
-            }
-            out.push_str("</table>");
-        }
+    let error_chart = match service.store().metrics_window(c.id, since, DateTime::<Utc>::UNIX_EPOCH).await {
+        Ok(rows) => Some(charts::error_chart(charts::ERROR_FRAME, &rows, since, now, c.max_error_rate.value)),
         Err(e) => {
-            state.db().observe::<(), _>(&Err(e));
-            out.push_str("<p class=\"muted\">unavailable: the database cannot be read</p>");
-        }
-    }
-}
-
-fn categories_section(state: &Service, feature: &Arc<Feature>, out: &mut String) {
-    out.push_str("<h2>Eligible repositories by category</h2>");
-    let Some(p) = state.participation(feature) else {
-        out.push_str("<p class=\"muted\">being counted; refresh in a moment</p>");
-        return;
-    };
-    out.push_str(
-        "<table id=\"categories\"><tr><th>category</th><th>threshold</th><th>categorised</th><th>eligible</th></tr>",
-    );
-    for c in Category::ALL {
-        let total = p.categories.get(c.as_str()).copied().unwrap_or(0);
-        let eligible = p.eligible_by_category.get(c.as_str()).copied().unwrap_or(0);
-        let _ = write!(
-            out,
-            "<tr data-category=\"{c}\"><td>{c}</td><td>{} %</td><td>{total}</td><td class=\"eligible\">{eligible}</td></tr>",
-            c.threshold()
-        );
-    }
-    let _ = write!(
-        out,
-        "<tr><th>all</th><td></td><th>{}</th><th>{}</th></tr></table>",
-        p.categorized_repositories, p.eligible_categorized_repositories
-    );
-    if !p.is_current(&feature.manager) {
-        out.push_str("<p class=\"muted\">recounting after a change</p>");
-    }
-}
-
-async fn history_section(state: &Service, feature: &Arc<Feature>, out: &mut String) {
-    out.push_str("<h2>Recent history</h2>");
-    let entries = match feature.manager.history(15).await {
-        Ok(e) => e,
-        Err(e) => {
-            state.db().observe::<(), _>(&Err(e));
-            out.push_str("<p class=\"muted\">unavailable: the database cannot be read</p>");
-            return;
+            service.db().observe::<(), _>(&Err(e));
+            None
         }
     };
-    out.push_str(
-        "<table id=\"history\"><tr><th>when</th><th>action</th><th>percentage</th><th>by</th><th>reason</th></tr>",
+    let history = match feature.manager.history(HISTORY_READ).await {
+        Ok(entries) => Some(entries),
+        Err(e) => {
+            service.db().observe::<(), _>(&Err(e));
+            None
+        }
+    };
+    let by_rule = feature.counters.decisions_by_rule();
+    let decisions_total = by_rule.iter().map(|(_, n)| n).sum();
+    let decisions = charts::bar_chart(
+        "decisions-chart",
+        by_rule
+            .iter()
+            .map(|(rule, n)| BarInput::new(rule.as_str(), rule.as_str(), *n as f64, n.to_string(), "#1f77b4"))
+            .collect(),
+        0.0,
     );
-    for h in entries {
-        let pct = match (h.previous_percentage, h.new_percentage) {
-            (Some(a), Some(b)) if a != b => format!("{a} → {b}"),
-            (_, Some(b)) => b.to_string(),
-            _ => String::new(),
-        };
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&h.created_at.format("%Y-%m-%d %H:%M:%S").to_string()),
-            h.action.as_str(),
-            esc(&pct),
-            esc(h.triggered_by.as_deref().unwrap_or("")),
-            esc(h.reason.as_deref().unwrap_or(""))
-        );
-    }
-    out.push_str("</table>");
-}
-
-/// `GET /`: the status page.
-pub async fn status_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Html<String>> {
-    let state = state.service();
-    let name = query_feature(query.as_deref()).unwrap_or_else(|| state.options().default_feature.clone());
-    let feature = state.feature(&name).await?;
-    let c = feature.manager.effective_config();
-    let mut out = String::with_capacity(16 * 1024);
-    let _ = write!(
-        out,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
-         <title>rollout: {f}</title><style>{STYLE}</style></head><body><h1>rollout <code>{f}</code></h1>",
-        f = esc(feature.name())
-    );
-    let policy = state.runtime().policy_version();
-    let _ = write!(
-        out,
-        "<p>policy <strong id=\"policy-version\">{}</strong> · ready: <span id=\"ready\">{}</span> · {} · rendered {}</p>",
-        policy.as_ref().map_or_else(
+    Dashboard {
+        feature: feature.name().to_owned(),
+        fragment_url: format!("/?feature={}&fragment=1", percent_encode(feature.name())),
+        refresh_ms: REFRESH_MS,
+        features: if features.len() > 1 {
+            features
+                .iter()
+                .map(|f| FeatureLink {
+                    name: f.name().to_owned(),
+                    href: format!("/?feature={}", percent_encode(f.name())),
+                    current: f.name() == feature.name(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        policy: policy.as_ref().map_or_else(
             || "none loaded (every decision falls back)".to_owned(),
-            |p| format!("{} {} <code>{}</code>", esc(&p.name), esc(&p.version), esc(p.sha256.get(..12).unwrap_or(&p.sha256)))
+            |p| format!("{} {}", p.name, p.version),
         ),
-        state.is_ready(),
-        match state.store().backend() {
+        policy_sha: policy.as_ref().map(|p| p.sha256.get(..12).unwrap_or(&p.sha256).to_owned()),
+        ready: service.is_ready(),
+        backend: match service.store().backend() {
             crate::store::Backend::Postgres => "postgres",
             crate::store::Backend::Sqlite => "sqlite",
         },
-        esc(&Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string()),
-    );
-    let features = state.features();
-    if features.len() > 1 {
-        out.push_str("<p>features: ");
-        for f in &features {
-            let _ = write!(out, "<a href=\"/?feature={0}\">{0}</a> ", esc(f.name()));
-        }
-        out.push_str("</p>");
+        rendered_at: time(now),
+        stale,
+        notices,
+        overrides: c.env_overrides.iter().map(|o| format!("{}={}", o.variable, o.value)).collect(),
+        config: config_rows(&c),
+        health,
+        alerts,
+        stats: stats.as_ref().map(stats_view),
+        ramp: history.as_ref().map(|h| ramp_from_history(h, c.rollout_percentage.database_value, now)),
+        error_chart,
+        categories: categories_view(service, feature),
+        decisions,
+        decisions_total,
+        history: history.as_deref().map(history_rows),
     }
-    if state.db().is_down() {
-        let _ = write!(
-            out,
-            "<p class=\"bad\" id=\"stale\">the database is unreachable: decisions use the configuration read {:.0} s ago; \
-             {} outcomes buffered; operations are refused</p>",
-            feature.config_age_seconds(),
-            feature.buffered()
-        );
-    }
-    if c.emergency_stop.value {
-        out.push_str("<p class=\"bad\">emergency stop is on: nobody is eligible</p>");
-    }
-    if c.rolled_back {
-        out.push_str(
-            "<p class=\"bad\">rolled back automatically: the percentage is held at 0 % (over any environment \
-             override) until an operator sets one</p>",
-        );
-    }
-    if !c.env_overrides.is_empty() {
-        out.push_str("<p class=\"warn\">environment overrides in force: ");
-        for o in &c.env_overrides {
-            let _ = write!(out, "<code>{}={}</code> ", esc(o.variable), esc(&o.value));
-        }
-        out.push_str("</p>");
-    }
-    out.push_str("<div class=\"grid\"><div>");
-    config_table(&mut out, &c);
-    out.push_str("</div><div>");
-    if let Some(h) = feature.last_health() {
-        let _ = write!(
-            out,
-            "<h2>Health</h2><table id=\"health\"><tr><th>level</th><td>{}</td></tr><tr><th>error rate</th><td>{:.2} %</td></tr>\
-             <tr><th>jobs in window</th><td>{}</td></tr><tr><th>reason</th><td>{}</td></tr></table>",
-            h.level.map_or("unknown", rollout_policy::HealthLevel::as_str),
-            h.error_rate,
-            h.total_jobs,
-            esc(&h.reason)
-        );
-    }
-    categories_section(state, &feature, &mut out);
-    out.push_str("</div></div>");
-    chart_section(state, &feature, &mut out).await;
-    history_section(state, &feature, &mut out).await;
-    out.push_str(
-        "<p class=\"muted\">JSON: <a href=\"/v1/features\">/v1/features</a> · <a href=\"/metrics\">/metrics</a> · \
-         <a href=\"/readyz\">/readyz</a></p></body></html>",
-    );
-    Ok(Html(out))
+}
+
+/// `GET /`: the status page; `GET /?fragment=1`: the dashboard's inner HTML alone.
+pub async fn status_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Html<String>> {
+    let service = state.service();
+    let q = PageQuery::parse(query.as_deref());
+    let name = q.feature.unwrap_or_else(|| service.options().default_feature.clone());
+    let feature = service.feature(&name).await?;
+    let dash = dashboard(service, &feature).await;
+    let html = if q.fragment { render_fragment(&dash) } else { render_page(&dash) };
+    html.map(Html).map_err(|e| ApiError::Internal(format!("the status page did not render: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::HistoryAction;
 
-    #[test]
-    fn escapes_html() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    fn empty_chart() -> BarChart {
+        charts::bar_chart("x", Vec::new(), 0.0)
+    }
+
+    /// A dashboard whose every text field is `evil`.
+    fn dashboard_with(evil: &str) -> Dashboard {
+        let now = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap();
+        Dashboard {
+            feature: evil.to_owned(),
+            fragment_url: format!("/?feature={}&fragment=1", percent_encode(evil)),
+            refresh_ms: REFRESH_MS,
+            features: vec![FeatureLink { name: evil.to_owned(), href: "/?feature=x".into(), current: true }],
+            policy: evil.to_owned(),
+            policy_sha: Some(evil.to_owned()),
+            ready: true,
+            backend: "sqlite",
+            rendered_at: evil.to_owned(),
+            stale: Some(evil.to_owned()),
+            notices: vec![evil.to_owned()],
+            overrides: vec![evil.to_owned()],
+            config: vec![ConfigRow {
+                label: "rollout percentage",
+                id: Some("rollout-percentage"),
+                value: evil.to_owned(),
+                unit: " %",
+                env_note: Some(evil.to_owned()),
+            }],
+            health: Some(HealthView {
+                level: "warning",
+                error_rate: "3.00".into(),
+                total_jobs: 10,
+                reason: evil.to_owned(),
+                window_start: evil.to_owned(),
+            }),
+            alerts: vec![AlertView {
+                level: "warning".into(),
+                reason: evil.to_owned(),
+                since: evil.to_owned(),
+                source: evil.to_owned(),
+            }],
+            stats: None,
+            ramp: Some(charts::ramp_chart(charts::RAMP_FRAME, 0, &[(now, 10)], now - TimeDelta::hours(1), now)),
+            error_chart: Some(charts::error_chart(charts::ERROR_FRAME, &[], now - TimeDelta::hours(1), now, 5.0)),
+            categories: None,
+            decisions: empty_chart(),
+            decisions_total: 0,
+            history: Some(vec![HistoryRow {
+                when: evil.to_owned(),
+                action: "percentage_change",
+                percentage: evil.to_owned(),
+                by: evil.to_owned(),
+                reason: evil.to_owned(),
+            }]),
+        }
     }
 
     #[test]
-    fn reads_the_feature_parameter() {
-        assert_eq!(query_feature(Some("feature=my%20f")).as_deref(), Some("my f"));
-        assert_eq!(query_feature(Some("x=1")), None);
-        assert_eq!(query_feature(None), None);
+    fn every_value_is_escaped() {
+        let evil = "<script>alert('x')</script>&\"";
+        let dash = dashboard_with(evil);
+        for html in [render_page(&dash).unwrap(), render_fragment(&dash).unwrap()] {
+            assert!(!html.contains("<script>alert"), "{html}");
+            assert!(!html.contains("alert('x')"), "{html}");
+            assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"), "{html}");
+        }
+        let page = render_page(&dash).unwrap();
+        assert!(page.contains("name=\"viewport\""), "readable on a phone");
+        assert!(page.contains("id=\"dashboard\""), "the container the script refreshes");
+        assert!(page.contains("<svg id=\"error-chart\""), "{page}");
+        assert!(page.contains("<svg id=\"ramp-chart\""), "{page}");
+        assert!(page.contains("id=\"alerts\""), "{page}");
     }
 
     #[test]
-    fn chart_has_a_series_per_processor_with_data() {
-        let now = Utc::now();
-        let since = now - TimeDelta::hours(24);
-        let row = |p, jobs, errors| WindowRow {
-            processor: p,
-            window_start: crate::store::hour_start(now - TimeDelta::hours(2)),
-            success_count: jobs - errors,
-            error_count: errors,
-            total_jobs: jobs,
-            total_processing_time_ms: 0,
-            timed_jobs: 0,
+    fn the_fragment_is_the_containers_inside() {
+        let dash = dashboard_with("f");
+        let page = render_page(&dash).unwrap();
+        let fragment = render_fragment(&dash).unwrap();
+        assert!(!fragment.contains("<html"), "{fragment}");
+        assert!(page.contains(fragment.trim()), "the page embeds the fragment as it is");
+    }
+
+    #[test]
+    fn reads_the_query() {
+        assert_eq!(PageQuery::parse(Some("feature=my%20f")).feature.as_deref(), Some("my f"));
+        assert_eq!(PageQuery::parse(Some("x=1")), PageQuery::default());
+        assert_eq!(PageQuery::parse(None), PageQuery::default());
+        let q = PageQuery::parse(Some("feature=a&fragment=1"));
+        assert_eq!((q.feature.as_deref(), q.fragment), (Some("a"), true));
+        assert!(!PageQuery::parse(Some("fragment=0")).fragment);
+        assert_eq!(percent_decode(&percent_encode("a b&c/é")), "a b&c/é");
+        assert_eq!(percent_encode("a b&c"), "a%20b%26c");
+    }
+
+    fn entry(minutes_ago: i64, previous: Option<i32>, new: Option<i32>, now: DateTime<Utc>) -> HistoryEntry {
+        HistoryEntry {
+            id: uuid::Uuid::nil(),
+            seq: 0,
+            rollout_config_id: None,
+            action: HistoryAction::Updated,
+            previous_percentage: previous,
+            new_percentage: new,
+            reason: None,
+            triggered_by: None,
+            metadata: serde_json::Value::Null,
+            created_at: now - TimeDelta::minutes(minutes_ago),
+        }
+    }
+
+    #[test]
+    fn the_ramp_follows_the_history_rows() {
+        let now = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap();
+        // newest first, as the store answers: created at 0 % 120 min ago, 0 → 10 at 90, an
+        // unrelated update at 60, 10 → 50 at 30
+        let rows = [
+            entry(30, Some(10), Some(50), now),
+            entry(60, None, None, now),
+            entry(90, Some(0), Some(10), now),
+            entry(120, None, Some(0), now),
+        ];
+        let ramp = ramp_from_history(&rows, 50, now);
+        let f = charts::RAMP_FRAME;
+        let x = |minutes_ago: f64| f.left + f.plot_width() * (120.0 - minutes_ago) / 120.0;
+        let y = |p: f64| f.top + f.plot_height() * (1.0 - p / 100.0);
+        let expected = [
+            (x(120.0), y(0.0)),
+            (x(90.0), y(0.0)),
+            (x(90.0), y(10.0)),
+            (x(30.0), y(10.0)),
+            (x(30.0), y(50.0)),
+            (x(0.0), y(50.0)),
+        ];
+        assert_eq!(ramp.points.len(), expected.len(), "{:?}", ramp.points);
+        for ((ax, ay), (ex, ey)) in ramp.points.iter().zip(expected) {
+            assert!((ax - ex).abs() < 1e-9 && (ay - ey).abs() < 1e-9, "{:?}", ramp.points);
+        }
+        // no history: flat at the current percentage over the last hour
+        let flat = ramp_from_history(&[], 25, now);
+        assert_eq!(flat.points, vec![(f.left, y(25.0)), (f.plot_right(), y(25.0))]);
+    }
+
+    #[test]
+    fn an_unhealthy_check_is_an_alert() {
+        let now = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap();
+        let mut report = HealthReport {
+            feature_name: "f".into(),
+            level: Some(HealthLevel::Ok),
+            action: rollout_policy::HealthAction::None,
+            error_rate: 1.0,
+            total_jobs: 100,
+            reason: "fine".into(),
+            policy_answered: true,
+            window_start: now,
+            window_hours: 24,
+            processors: Default::default(),
+            rolled_back: false,
+            rollback: None,
         };
-        let svg = error_chart(&[row(Processor::Inngest, 10, 1), row(Processor::GithubActions, 10, 0)], since, now, 5.0);
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        assert!(svg.contains("data-processor=\"inngest\""));
-        assert!(svg.contains("data-processor=\"github_actions\""));
-        assert!(svg.contains("inngest: 10.00%"));
+        assert_eq!(health_view(&report).1, None);
+        report.level = Some(HealthLevel::Critical);
+        report.reason = "error rate 12.00 % above 10 %".into();
+        let alert = health_view(&report).1.unwrap();
+        assert_eq!((alert.level.as_str(), alert.reason.as_str()), ("critical", "error rate 12.00 % above 10 %"));
+        assert_eq!(alert.since, "2026-01-01 00:00:00 UTC");
     }
 }
