@@ -9,7 +9,7 @@ POLICY := target/wasm/rollout_policy.wasm
 EXAMPLE := target/wasm/size_aware_policy.wasm
 ROLLOUT := target/debug/rollout
 
-.PHONY: help setup wasm-target policy reproducible build test test-rust vectors lint fmt run bench examples js clean fixtures
+.PHONY: help setup wasm-target policy reproducible build test test-rust vectors lint fmt run bench examples js clean fixtures alerts
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,7 +54,19 @@ vectors: ## check tests/vectors against the independent Python generator; fail i
 	@python3 -c 'import xxhash' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/vectors/requirements.txt
 	python3 tests/vectors/generate.py --check
 
-test: policy fixtures reproducible examples vectors ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
+ALERT_RULES := docs/alerts/rollout.rules.yml
+ALERT_TESTS := docs/alerts/rollout.rules.test.yml
+
+alerts: ## check the Prometheus alert rules (docs/alerts) with promtool and run their unit tests
+	@if command -v promtool >/dev/null 2>&1; then \
+		promtool check rules $(ALERT_RULES) && promtool test rules $(ALERT_TESTS); \
+	elif [ -n "$${CI:-}" ] && [ "$${CI}" != false ]; then \
+		echo "alerts: promtool is missing (CI=$${CI}); install it with: apt-get install -y prometheus" >&2; exit 1; \
+	else \
+		echo "######## SKIPPED make alerts: promtool is missing; install it with: sudo apt-get install -y prometheus (Debian/Ubuntu) ########" >&2; \
+	fi
+
+test: policy fixtures reproducible examples vectors alerts ## everything CI runs: Rust tests (native and wasm), vectors drift, example cases, JS suite
 	@# Every target is built (benches too, so they keep compiling) but benches are not run:
 	@# `make bench` runs them in the release profile. Doc examples run separately
 	@# (`--all-targets` leaves them out).
