@@ -143,6 +143,10 @@ pub enum Command {
     Route(commands::route::Args),
     /// Record a job outcome (returns once it is durable).
     Record(commands::record::Args),
+    /// Alert events: list them with their delivery state, send a test event, requeue a
+    /// dead-lettered one.
+    #[command(subcommand)]
+    Alerts(commands::alerts::AlertsCommand),
     /// Demo data for trying the tools (`make run` seeds it).
     #[command(subcommand)]
     Demo(commands::demo::DemoCommand),
@@ -186,5 +190,6 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Route(args) => context::block_on(c::route::run(&ctx, args)),
         Command::Record(args) => context::block_on(c::record::run(&ctx, args)),
         Command::Demo(cmd) => context::block_on(c::demo::run(&ctx, cmd)),
+        Command::Alerts(cmd) => context::block_on(c::alerts::run(&ctx, cmd)),
     }
 }

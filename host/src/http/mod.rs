@@ -33,6 +33,7 @@
 //! # let _ = router; Ok(()) }
 //! ```
 
+mod alerts;
 mod decisions;
 pub mod error;
 pub mod limits;
@@ -306,6 +307,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(reads::healthz))
         .route("/readyz", get(reads::readyz))
         .route("/metrics", get(reads::metrics))
+        .route("/v1/alerts", get(alerts::list))
         .route("/v1/features", get(reads::list_features).post(operations::create_feature))
         .nest("/v1/features/{feature}", features)
         .nest("/v1/policies", policies)

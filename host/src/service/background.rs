@@ -13,6 +13,8 @@
 //! - **participation**: each feature's participation (eligible repositories, by category)
 //!   is recounted whenever it no longer describes the configuration, categories and policy
 //!   in force, so reads of the statistics and the status page never scan;
+//! - **alerts**: the outbox is delivered to the configured webhooks ([`super::alerts`]),
+//!   its counts go to `/metrics`, and events older than [`ALERT_RETENTION`] are deleted;
 //! - **categorisation**: repositories seen in decisions without a category are categorised
 //!   from their `repositories` row, once each (the memory of what was tried is cleared every
 //!   ten minutes).
@@ -87,6 +89,7 @@ impl Background {
             tokio::spawn(reload_loop(service.clone(), rx.clone())),
             tokio::spawn(categorize_loop(service.clone(), rx.clone())),
             tokio::spawn(audit_loop(service.clone(), rx.clone())),
+            tokio::spawn(alerts_loop(service.clone(), rx.clone())),
         ];
         if matches!(service.store(), Store::Postgres(_)) {
             tasks.push(tokio::spawn(listen_loop(service.clone(), rx)));
@@ -159,6 +162,47 @@ fn watch_audit(event: &crate::runtime::RuntimeEvent) -> Option<crate::store::New
         triggered_by: "watch".to_owned(),
         metadata: serde_json::json!({"activated": version, "previous": previous, "source": source}),
     })
+}
+
+/// How long alert events are kept, whatever their state.
+pub const ALERT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Deliver alert events (when webhooks are configured), publish the outbox's counts every
+/// 10 s and prune old events every [`crate::store::PRUNE_EVERY`].
+async fn alerts_loop(state: Service, mut stop: watch::Receiver<bool>) {
+    let notifier = match super::alerts::Notifier::new(state.store().clone(), state.options().alerts.clone()) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("alerts are not delivered: {e}");
+            return;
+        }
+    };
+    let delivering = notifier.has_webhooks().then(|| tokio::spawn(notifier.run(stop.clone())));
+    let mut pruned: Option<Instant> = None;
+    loop {
+        if !state.db().is_down() {
+            match state.store().alert_counts().await {
+                Ok(c) => state.metrics().set_alert_outbox(c.pending, c.dead),
+                Err(e) => tracing::debug!("cannot count alert events: {e}"),
+            }
+            if pruned.is_none_or(|t| t.elapsed() >= crate::store::PRUNE_EVERY) {
+                let before = chrono::Utc::now() - chrono::TimeDelta::from_std(ALERT_RETENTION).unwrap_or_default();
+                match state.store().prune_alert_events(before).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned alert events older than 30 days"),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("cannot prune alert events: {e}"),
+                }
+                pruned = Some(Instant::now());
+            }
+        }
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+    if let Some(task) = delivering {
+        let _ = task.await;
+    }
 }
 
 async fn health_loop(state: Service, mut stop: watch::Receiver<bool>) {

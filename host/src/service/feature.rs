@@ -25,6 +25,9 @@ pub struct Feature {
     pub(crate) health_due: AtomicBool,
     /// The last health check.
     last_health: Mutex<Option<HealthReport>>,
+    /// The health level this process last recorded in the database (`rollout_health_levels`),
+    /// so only a change costs a transaction.
+    pub(crate) recorded_level: Mutex<Option<&'static str>>,
     /// The last participation count, and whether a recount is under way.
     participation: arc_swap::ArcSwapOption<Participation>,
     counting: AtomicBool,
@@ -50,6 +53,7 @@ impl Feature {
             loaded_at_ms: AtomicI64::new(now_ms()),
             health_due: AtomicBool::new(false),
             last_health: Mutex::new(None),
+            recorded_level: Mutex::new(None),
             participation: arc_swap::ArcSwapOption::empty(),
             counting: AtomicBool::new(false),
             dead_letters: Mutex::new(std::collections::VecDeque::new()),

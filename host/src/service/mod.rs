@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alerts;
 pub mod background;
 mod db;
 mod feature;
@@ -92,6 +93,9 @@ pub struct ServiceOptions {
     /// The policy this process started with when it did not come from the database (kept so
     /// a revert can go back to it).
     pub startup_policy: Option<StartupPolicy>,
+    /// Alert delivery: the webhooks (none: events are kept in the outbox for the CLI and
+    /// for an instance that has webhooks) and the retry schedule.
+    pub alerts: alerts::NotifierOptions,
 }
 
 impl Default for ServiceOptions {
@@ -107,6 +111,7 @@ impl Default for ServiceOptions {
             health_interval: Duration::from_secs(30),
             reload_interval: Duration::from_secs(5),
             startup_policy: None,
+            alerts: alerts::NotifierOptions::default(),
         }
     }
 }

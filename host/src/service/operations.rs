@@ -167,6 +167,61 @@ impl Service {
             tracing::warn!(feature = feature.name(), error_rate = report.error_rate, "rolled back: {}", report.reason);
         }
         feature.set_health(&report);
+        self.record_health_level(feature, &report).await;
         Ok(report)
+    }
+
+    /// Record the level of `report` when it differs from the one this process last recorded:
+    /// a change of level is an alert event (warning, critical, or info on recovery), written
+    /// with the level in one transaction; of several instances, the one whose compare-and-set
+    /// wins writes it. A failure is logged and retried at the next check.
+    async fn record_health_level(&self, feature: &Arc<Feature>, report: &HealthReport) {
+        let Some(level) = report.level else { return };
+        let name = level.as_str();
+        if feature.recorded_level.lock().ok().and_then(|l| *l) == Some(name) {
+            return;
+        }
+        let event = |previous: Option<&str>| health_event(report, previous);
+        match self.inner.store.record_health_level(feature.name(), name, event).await {
+            Ok(_) => {
+                if let Ok(mut l) = feature.recorded_level.lock() {
+                    *l = Some(name);
+                }
+            }
+            Err(e) => tracing::warn!(feature = feature.name(), "cannot record the health level: {e}"),
+        }
+    }
+}
+
+/// The alert event of a change of health level to the level of `report`.
+pub(crate) fn health_event(report: &HealthReport, previous: Option<&str>) -> crate::store::NewAlertEvent {
+    use rollout_policy::HealthLevel;
+    let level = report.level.unwrap_or(HealthLevel::Ok);
+    let alert = match level {
+        HealthLevel::Ok => crate::store::AlertLevel::Info,
+        HealthLevel::Warning => crate::store::AlertLevel::Warning,
+        HealthLevel::Critical => crate::store::AlertLevel::Critical,
+    };
+    let from = previous.unwrap_or("unknown");
+    let summary = if level == HealthLevel::Ok {
+        format!("`{}` is healthy again (was {from}): {}", report.feature_name, report.reason)
+    } else {
+        format!("`{}` health {from} → {}: {}", report.feature_name, level.as_str(), report.reason)
+    };
+    crate::store::NewAlertEvent {
+        idempotency_key: uuid::Uuid::new_v4(),
+        kind: "health".to_owned(),
+        level: alert,
+        feature: Some(report.feature_name.clone()),
+        summary,
+        details: serde_json::json!({
+            "previous_level": previous,
+            "level": level.as_str(),
+            "error_rate": report.error_rate,
+            "total_jobs": report.total_jobs,
+            "window_start": report.window_start,
+            "reason": report.reason,
+            "processors": report.processors,
+        }),
     }
 }

@@ -49,6 +49,7 @@ mod change;
 mod error;
 pub mod latency;
 mod listen;
+pub mod outbox;
 mod pg;
 pub mod recorder;
 mod sqlite;
@@ -59,6 +60,7 @@ mod types;
 pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planned, Skipped};
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use listen::ChangeListener;
+pub use outbox::{AlertCounts, AlertEvent, AlertLevel, AlertState, DeliveryOutcome, NewAlertEvent};
 pub use types::{
     hour_start, merge_deltas, revert_target, CategoryRow, HistoryAction, HistoryEntry, LatencyRow, MetricsBatch,
     MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
@@ -395,6 +397,85 @@ impl Store {
                 };
                 tx::append_history(&sqlite::Lite(pool), id, name, entry).await
             }
+        }
+    }
+
+    /// Record `level` (`ok`, `warning`, `critical`) as the health level of `feature`; when it
+    /// is a change, the event `event(previous level)` is written in the same transaction (a
+    /// first `ok` writes none). Of instances recording the same transition, one writes the
+    /// event. Whether the recorded level changed.
+    pub async fn record_health_level(
+        &self,
+        feature: &str,
+        level: &str,
+        event: impl FnOnce(Option<&str>) -> NewAlertEvent,
+    ) -> StoreResult<bool> {
+        match self {
+            Store::Postgres(pool) => tx::record_health_level(&pg::Pg(pool), feature, level, event).await,
+            Store::Sqlite(pool) => tx::record_health_level(&sqlite::Lite(pool), feature, level, event).await,
+        }
+    }
+
+    /// Write an alert event of no change (`rollout alerts test`); a repeated key is ignored.
+    pub async fn insert_alert_event(&self, event: &NewAlertEvent) -> StoreResult<()> {
+        match self {
+            Store::Postgres(pool) => pg::insert_alert_event(pool, event, tx::now()).await,
+            Store::Sqlite(pool) => sqlite::insert_alert_event(pool, event, tx::now()).await,
+        }
+    }
+
+    /// Lease up to `limit` pending events due at `now` until `lease_until`, oldest first:
+    /// no other claim returns them before the lease ends or [`Store::finish_alert_event`].
+    pub async fn claim_alert_events(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<AlertEvent>> {
+        match self {
+            Store::Postgres(pool) => pg::claim_alert_events(pool, now, lease_until, limit).await,
+            Store::Sqlite(pool) => sqlite::claim_alert_events(pool, now, lease_until, limit).await,
+        }
+    }
+
+    /// Record the outcome of a delivery attempt of event `seq` and release its lease.
+    pub async fn finish_alert_event(&self, seq: i64, outcome: &DeliveryOutcome) -> StoreResult<()> {
+        match self {
+            Store::Postgres(pool) => pg::finish_alert_event(pool, seq, outcome).await,
+            Store::Sqlite(pool) => sqlite::finish_alert_event(pool, seq, outcome).await,
+        }
+    }
+
+    /// The newest `limit` events, of one state or all.
+    pub async fn list_alert_events(&self, state: Option<AlertState>, limit: u32) -> StoreResult<Vec<AlertEvent>> {
+        match self {
+            Store::Postgres(pool) => pg::list_alert_events(pool, state, limit).await,
+            Store::Sqlite(pool) => sqlite::list_alert_events(pool, state, limit).await,
+        }
+    }
+
+    /// Events per delivery state.
+    pub async fn alert_counts(&self) -> StoreResult<AlertCounts> {
+        match self {
+            Store::Postgres(pool) => pg::alert_counts(pool).await,
+            Store::Sqlite(pool) => sqlite::alert_counts(pool).await,
+        }
+    }
+
+    /// Requeue the dead event `key` for an attempt now, its attempts reset; whether it was
+    /// dead.
+    pub async fn retry_alert_event(&self, key: Uuid) -> StoreResult<bool> {
+        match self {
+            Store::Postgres(pool) => pg::retry_alert_event(pool, key, tx::now()).await,
+            Store::Sqlite(pool) => sqlite::retry_alert_event(pool, key, tx::now()).await,
+        }
+    }
+
+    /// Delete events created before `before`, whatever their state; how many.
+    pub async fn prune_alert_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        match self {
+            Store::Postgres(pool) => pg::prune_alert_events(pool, before).await,
+            Store::Sqlite(pool) => sqlite::prune_alert_events(pool, before).await,
         }
     }
 

@@ -7,6 +7,7 @@ use super::types::{
     parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u64, to_u8, CategoryRow, HistoryEntry,
     LatencyRow, MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
 };
+use super::outbox::{self, AlertCounts, AlertEvent, AlertState, DeliveryOutcome, NewAlertEvent};
 use super::{StoreError, StoreResult, CHANGE_CHANNEL};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Config, RepositoryStats};
@@ -213,6 +214,50 @@ impl Dialect for Pg<'_> {
             .await
             .map_err(StoreError::db(format!("notify `{CHANGE_CHANNEL}` of `{payload}`")))?;
         Ok(())
+    }
+
+    async fn insert_event(&self, tx: &mut Tx<Self>, event: &NewAlertEvent, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(outbox::sql::INSERT)
+            .bind(event.idempotency_key)
+            .bind(&event.kind)
+            .bind(event.level.as_str())
+            .bind(event.feature.as_deref())
+            .bind(&event.summary)
+            .bind(&event.details)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("write the `{}` alert event", event.kind)))?;
+        Ok(())
+    }
+
+    async fn health_level(&self, tx: &mut Tx<Self>, feature: &str) -> StoreResult<Option<String>> {
+        let sql = format!("{} FOR UPDATE", outbox::sql::HEALTH_LEVEL);
+        let row = sqlx::query(&sql)
+            .bind(feature)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("read the health level of `{feature}`")))?;
+        row.map(|r| get::<String>(&r, "level")).transpose()
+    }
+
+    async fn set_health_level(
+        &self,
+        tx: &mut Tx<Self>,
+        feature: &str,
+        previous: Option<&str>,
+        level: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let query = match previous {
+            None => sqlx::query(outbox::sql::INSERT_HEALTH_LEVEL).bind(feature).bind(level).bind(now),
+            Some(p) => sqlx::query(outbox::sql::UPDATE_HEALTH_LEVEL).bind(feature).bind(level).bind(p).bind(now),
+        };
+        let done = query
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("record the health level of `{feature}`")))?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn lock_policies(&self, tx: &mut Tx<Self>) -> StoreResult<()> {
@@ -805,4 +850,106 @@ pub(super) async fn policy_bytes(pool: &PgPool, sha256: &str) -> StoreResult<Opt
         .await
         .map_err(StoreError::db(format!("read policy `{sha256}`")))?;
     row.map(|r| get(&r, "bytes")).transpose()
+}
+
+fn event_from_row(row: &PgRow) -> StoreResult<AlertEvent> {
+    let (level, state) = outbox::parse_level_state(&get::<String>(row, "level")?, &get::<String>(row, "state")?)?;
+    Ok(AlertEvent {
+        seq: get(row, "seq")?,
+        idempotency_key: get(row, "idempotency_key")?,
+        kind: get(row, "kind")?,
+        level,
+        feature: get(row, "feature_name")?,
+        summary: get(row, "summary")?,
+        details: get(row, "details")?,
+        created_at: get(row, "created_at")?,
+        state,
+        attempts: to_u32("attempts", i64::from(get::<i32>(row, "attempts")?))?,
+        next_attempt_at: get(row, "next_attempt_at")?,
+        delivered_targets: serde_json::from_value(get(row, "delivered_targets")?)
+            .map_err(|e| StoreError::Corrupt { column: "delivered_targets", message: e.to_string() })?,
+        last_error: get(row, "last_error")?,
+        delivered_at: get(row, "delivered_at")?,
+    })
+}
+
+pub(super) async fn insert_alert_event(pool: &PgPool, event: &NewAlertEvent, now: DateTime<Utc>) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(StoreError::db("write an alert event"))?;
+    Pg(pool).insert_event(&mut tx, event, now).await?;
+    tx.commit().await.map_err(StoreError::db("write an alert event"))
+}
+
+pub(super) async fn claim_alert_events(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> StoreResult<Vec<AlertEvent>> {
+    let rows = sqlx::query(&outbox::sql::claim("FOR UPDATE SKIP LOCKED"))
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db("claim due alert events"))?;
+    let mut events = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
+    events.sort_by_key(|e| e.seq);
+    Ok(events)
+}
+
+pub(super) async fn finish_alert_event(pool: &PgPool, seq: i64, outcome: &DeliveryOutcome) -> StoreResult<()> {
+    sqlx::query(outbox::sql::FINISH)
+        .bind(seq)
+        .bind(outcome.state.as_str())
+        .bind(i32::try_from(outcome.attempts).unwrap_or(i32::MAX))
+        .bind(outcome.next_attempt_at)
+        .bind(serde_json::json!(outcome.delivered_targets))
+        .bind(outcome.last_error.as_deref())
+        .bind(outcome.delivered_at)
+        .execute(pool)
+        .await
+        .map_err(StoreError::db(format!("record the delivery of alert event {seq}")))?;
+    Ok(())
+}
+
+pub(super) async fn list_alert_events(
+    pool: &PgPool,
+    state: Option<AlertState>,
+    limit: u32,
+) -> StoreResult<Vec<AlertEvent>> {
+    let sql = outbox::sql::list(state.is_some());
+    let mut query = sqlx::query(&sql).bind(i64::from(limit));
+    if let Some(s) = state {
+        query = query.bind(s.as_str());
+    }
+    let rows = query.fetch_all(pool).await.map_err(StoreError::db("list the alert events"))?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) async fn alert_counts(pool: &PgPool) -> StoreResult<AlertCounts> {
+    let rows = sqlx::query(outbox::sql::COUNTS).fetch_all(pool).await.map_err(StoreError::db("count alert events"))?;
+    let mut counts = AlertCounts::default();
+    for r in &rows {
+        counts.set(&get::<String>(r, "state")?, get::<i64>(r, "n")?);
+    }
+    Ok(counts)
+}
+
+pub(super) async fn retry_alert_event(pool: &PgPool, key: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    let done = sqlx::query(outbox::sql::RETRY)
+        .bind(key)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map_err(StoreError::db(format!("requeue alert event `{key}`")))?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn prune_alert_events(pool: &PgPool, before: DateTime<Utc>) -> StoreResult<u64> {
+    let done = sqlx::query(outbox::sql::PRUNE)
+        .bind(before)
+        .execute(pool)
+        .await
+        .map_err(StoreError::db("prune old alert events"))?;
+    Ok(done.rows_affected())
 }

@@ -13,6 +13,7 @@ use super::types::{
     HistoryEntry, LatencyRow, MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow,
     StoredConfig, WindowRow,
 };
+use super::outbox::{self, AlertCounts, AlertEvent, AlertState, DeliveryOutcome, NewAlertEvent};
 use super::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Config, RepositoryStats};
@@ -244,6 +245,52 @@ impl Dialect for Lite<'_> {
     /// SQLite has no notifications: instances of one file re-read on their own.
     async fn notify(&self, _tx: &mut Tx<Self>, _payload: &str) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn insert_event(&self, tx: &mut Tx<Self>, event: &NewAlertEvent, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(&outbox::sql::lite(outbox::sql::INSERT))
+            .bind(event.idempotency_key.to_string())
+            .bind(&event.kind)
+            .bind(event.level.as_str())
+            .bind(event.feature.as_deref())
+            .bind(&event.summary)
+            .bind(event.details.to_string())
+            .bind(ts(now))
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("write the `{}` alert event", event.kind)))?;
+        Ok(())
+    }
+
+    /// `BEGIN IMMEDIATE` holds the write lock already.
+    async fn health_level(&self, tx: &mut Tx<Self>, feature: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query(&outbox::sql::lite(outbox::sql::HEALTH_LEVEL))
+            .bind(feature)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("read the health level of `{feature}`")))?;
+        row.map(|r| get::<String>(&r, "level")).transpose()
+    }
+
+    async fn set_health_level(
+        &self,
+        tx: &mut Tx<Self>,
+        feature: &str,
+        previous: Option<&str>,
+        level: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (insert, update) =
+            (outbox::sql::lite(outbox::sql::INSERT_HEALTH_LEVEL), outbox::sql::lite(outbox::sql::UPDATE_HEALTH_LEVEL));
+        let query = match previous {
+            None => sqlx::query(&insert).bind(feature).bind(level).bind(ts(now)),
+            Some(p) => sqlx::query(&update).bind(feature).bind(level).bind(p).bind(ts(now)),
+        };
+        let done = query
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(format!("record the health level of `{feature}`")))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// `BEGIN IMMEDIATE` serialises writers already.
@@ -744,4 +791,110 @@ pub(super) async fn policy_bytes(pool: &SqlitePool, sha256: &str) -> StoreResult
         .await
         .map_err(StoreError::db(format!("read policy `{sha256}`")))?;
     row.map(|r| get(&r, "bytes")).transpose()
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<AlertEvent> {
+    let (level, state) = outbox::parse_level_state(&get::<String>(row, "level")?, &get::<String>(row, "state")?)?;
+    Ok(AlertEvent {
+        seq: get(row, "seq")?,
+        idempotency_key: get_uuid(row, "idempotency_key")?,
+        kind: get(row, "kind")?,
+        level,
+        feature: get(row, "feature_name")?,
+        summary: get(row, "summary")?,
+        details: get_json(row, "details")?,
+        created_at: get_ts(row, "created_at")?,
+        state,
+        attempts: to_u32("attempts", get(row, "attempts")?)?,
+        next_attempt_at: get_ts(row, "next_attempt_at")?,
+        delivered_targets: get_json(row, "delivered_targets")?,
+        last_error: get(row, "last_error")?,
+        delivered_at: get_opt_ts(row, "delivered_at")?,
+    })
+}
+
+pub(super) async fn insert_alert_event(
+    pool: &SqlitePool,
+    event: &NewAlertEvent,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let lite = Lite(pool);
+    let mut tx = lite.begin().await.map_err(StoreError::db("write an alert event"))?;
+    lite.insert_event(&mut tx, event, now).await?;
+    tx.commit().await.map_err(StoreError::db("write an alert event"))
+}
+
+pub(super) async fn claim_alert_events(
+    pool: &SqlitePool,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> StoreResult<Vec<AlertEvent>> {
+    let rows = sqlx::query(&outbox::sql::lite(&outbox::sql::claim("")))
+        .bind(ts(now))
+        .bind(ts(lease_until))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db("claim due alert events"))?;
+    let mut events = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
+    events.sort_by_key(|e| e.seq);
+    Ok(events)
+}
+
+pub(super) async fn finish_alert_event(pool: &SqlitePool, seq: i64, outcome: &DeliveryOutcome) -> StoreResult<()> {
+    sqlx::query(&outbox::sql::lite(outbox::sql::FINISH))
+        .bind(seq)
+        .bind(outcome.state.as_str())
+        .bind(i64::from(outcome.attempts))
+        .bind(ts(outcome.next_attempt_at))
+        .bind(json_text(&outcome.delivered_targets))
+        .bind(outcome.last_error.as_deref())
+        .bind(outcome.delivered_at.map(ts))
+        .execute(pool)
+        .await
+        .map_err(StoreError::db(format!("record the delivery of alert event {seq}")))?;
+    Ok(())
+}
+
+pub(super) async fn list_alert_events(
+    pool: &SqlitePool,
+    state: Option<AlertState>,
+    limit: u32,
+) -> StoreResult<Vec<AlertEvent>> {
+    let sql = outbox::sql::lite(&outbox::sql::list(state.is_some()));
+    let mut query = sqlx::query(&sql).bind(i64::from(limit));
+    if let Some(s) = state {
+        query = query.bind(s.as_str());
+    }
+    let rows = query.fetch_all(pool).await.map_err(StoreError::db("list the alert events"))?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) async fn alert_counts(pool: &SqlitePool) -> StoreResult<AlertCounts> {
+    let rows = sqlx::query(outbox::sql::COUNTS).fetch_all(pool).await.map_err(StoreError::db("count alert events"))?;
+    let mut counts = AlertCounts::default();
+    for r in &rows {
+        counts.set(&get::<String>(r, "state")?, get::<i64>(r, "n")?);
+    }
+    Ok(counts)
+}
+
+pub(super) async fn retry_alert_event(pool: &SqlitePool, key: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    let done = sqlx::query(&outbox::sql::lite(outbox::sql::RETRY))
+        .bind(key.to_string())
+        .bind(ts(now))
+        .execute(pool)
+        .await
+        .map_err(StoreError::db(format!("requeue alert event `{key}`")))?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn prune_alert_events(pool: &SqlitePool, before: DateTime<Utc>) -> StoreResult<u64> {
+    let done = sqlx::query(&outbox::sql::lite(outbox::sql::PRUNE))
+        .bind(ts(before))
+        .execute(pool)
+        .await
+        .map_err(StoreError::db("prune old alert events"))?;
+    Ok(done.rows_affected())
 }

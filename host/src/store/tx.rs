@@ -6,6 +6,7 @@
 //! dialects ([`super::pg`], [`super::sqlite`]) only say how each step is spelled in SQL.
 
 use super::change::{change_metadata, plan, ChangeOutcome, ChangeRequest};
+use super::outbox::{event_for_history, NewAlertEvent};
 use super::types::{merge_deltas, HistoryAction, HistoryEntry, MetricsBatch, MetricsDelta, NewHistory, StoredConfig};
 use super::{StoreError, StoreResult};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -49,6 +50,23 @@ pub(super) trait Dialect: Sized {
         now: DateTime<Utc>,
     ) -> StoreResult<HistoryEntry>;
 
+    /// Append an alert event to the outbox (a repeated idempotency key is ignored).
+    async fn insert_event(&self, tx: &mut Tx<Self>, event: &NewAlertEvent, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// The health level recorded for `feature` (Postgres: the row locked until the end).
+    async fn health_level(&self, tx: &mut Tx<Self>, feature: &str) -> StoreResult<Option<String>>;
+
+    /// Record `level` for `feature` if the recorded level is still `previous` (`None`: none
+    /// recorded); whether it was recorded.
+    async fn set_health_level(
+        &self,
+        tx: &mut Tx<Self>,
+        feature: &str,
+        previous: Option<&str>,
+        level: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
     /// Announce a change to listeners when the transaction commits (no-op where the
     /// database has no notifications).
     async fn notify(&self, tx: &mut Tx<Self>, payload: &str) -> StoreResult<()>;
@@ -86,6 +104,47 @@ async fn commit<D: Dialect>(tx: Tx<D>, context: &str) -> StoreResult<()> {
     tx.commit().await.map_err(StoreError::db(context))
 }
 
+/// Append a history row and its alert event ([`event_for_history`]) in `tx`: every audited
+/// change is an event, committed or rolled back with it.
+async fn write_history<D: Dialect>(
+    d: &D,
+    tx: &mut Tx<D>,
+    config_id: Option<Uuid>,
+    feature: &str,
+    entry: &NewHistory,
+    now: DateTime<Utc>,
+) -> StoreResult<HistoryEntry> {
+    let row = d.insert_history(tx, config_id, feature, entry, now).await?;
+    d.insert_event(tx, &event_for_history(feature, &row), now).await?;
+    Ok(row)
+}
+
+/// Record `level` as the health level of `feature`; when it differs from the recorded one,
+/// write the event `event(previous)` builds in the same transaction (a first level of `ok` is
+/// recorded without one). Instances judging the same window race on a compare-and-set, so
+/// one transition is one event. Whether the level changed.
+pub(super) async fn record_health_level<D: Dialect>(
+    d: &D,
+    feature: &str,
+    level: &str,
+    event: impl FnOnce(Option<&str>) -> NewAlertEvent,
+) -> StoreResult<bool> {
+    let ctx = format!("record the health level of `{feature}`");
+    let mut tx = d.begin().await.map_err(StoreError::db(&ctx))?;
+    let previous = d.health_level(&mut tx, feature).await?;
+    if previous.as_deref() == Some(level) {
+        commit::<D>(tx, &ctx).await?;
+        return Ok(false);
+    }
+    let now = now();
+    let changed = d.set_health_level(&mut tx, feature, previous.as_deref(), level, now).await?;
+    if changed && !(previous.is_none() && level == "ok") {
+        d.insert_event(&mut tx, &event(previous.as_deref()), now).await?;
+    }
+    commit::<D>(tx, &ctx).await?;
+    Ok(changed)
+}
+
 /// The configuration of `feature`, created with a `created` history row when absent.
 pub(super) async fn ensure_config<D: Dialect>(d: &D, feature: &str, triggered_by: &str) -> StoreResult<StoredConfig> {
     let ctx = format!("create the configuration of `{feature}`");
@@ -103,7 +162,7 @@ pub(super) async fn ensure_config<D: Dialect>(d: &D, feature: &str, triggered_by
             triggered_by: triggered_by.to_owned(),
             metadata: serde_json::json!({ "new": config.to_json() }),
         };
-        d.insert_history(&mut tx, Some(config.id), feature, &entry, now).await?;
+        write_history(d, &mut tx, Some(config.id), feature, &entry, now).await?;
         d.notify(&mut tx, feature).await?;
     }
     commit::<D>(tx, &ctx).await?;
@@ -147,7 +206,7 @@ pub(super) async fn apply_change<D: Dialect>(
         triggered_by: request.triggered_by.clone(),
         metadata: change_metadata(request, &before, &after),
     };
-    let history = d.insert_history(&mut tx, Some(before.id), feature, &entry, now).await?;
+    let history = write_history(d, &mut tx, Some(before.id), feature, &entry, now).await?;
     d.notify(&mut tx, feature).await?;
     commit::<D>(tx, &ctx).await?;
     Ok(ChangeOutcome { applied: true, before, after, history: Some(history), skipped: None })
@@ -162,7 +221,7 @@ pub(super) async fn append_history<D: Dialect>(
 ) -> StoreResult<HistoryEntry> {
     let ctx = format!("write the `{}` history row", entry.action.as_str());
     let mut tx = d.begin().await.map_err(StoreError::db(&ctx))?;
-    let row = d.insert_history(&mut tx, config_id, feature, entry, now()).await?;
+    let row = write_history(d, &mut tx, config_id, feature, entry, now()).await?;
     d.notify(&mut tx, feature).await?;
     commit::<D>(tx, &ctx).await?;
     Ok(row)
@@ -207,7 +266,7 @@ pub(super) async fn activate_policy_version<D: Dialect>(
         triggered_by: triggered_by.to_owned(),
         metadata,
     };
-    d.insert_history(&mut tx, None, "", &entry, now).await?;
+    write_history(d, &mut tx, None, "", &entry, now).await?;
     d.notify(&mut tx, "").await?;
     commit::<D>(tx, &ctx).await?;
     Ok(Some(previous))

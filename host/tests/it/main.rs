@@ -11,6 +11,7 @@ mod e2e_support;
 mod runtime_support;
 mod support;
 
+mod alerts_outbox;
 mod authoring_cli;
 mod authoring_explain;
 mod cli_ops;

@@ -1,5 +1,6 @@
 //! One file per command of `rollout` (the `policy` subcommands are in `policy_cmd`).
 
+pub mod alerts;
 pub mod auto_rollback;
 pub mod categorize;
 pub mod check_health;

@@ -71,6 +71,41 @@ pub struct Args {
     /// is authenticated with a key kept there (0600), and one that fails is recompiled.
     #[arg(long, value_name = "DIR")]
     pub policy_cache: Option<PathBuf>,
+    /// Post every alert event (configuration and policy changes, health level changes,
+    /// rollbacks) to this webhook URL; repeatable. Added to `ROLLOUT_ALERT_WEBHOOKS`
+    /// (comma-separated).
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    pub alert_webhooks: Vec<String>,
+    /// Milliseconds to wait after an alert webhook's first refusal (doubled after each
+    /// further one, at most 5 minutes).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub alert_retry_base_ms: u64,
+    /// Delivery attempts after which an alert event is dead-lettered (`rollout alerts list
+    /// --state dead`; `rollout alerts retry KEY` requeues it).
+    #[arg(long, default_value_t = crate::store::outbox::DEFAULT_MAX_ATTEMPTS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub alert_max_attempts: u32,
+}
+
+/// The environment variable listing alert webhooks (comma-separated).
+pub const WEBHOOKS_VARIABLE: &str = "ROLLOUT_ALERT_WEBHOOKS";
+
+/// The alert delivery options of `args` and the environment, checked (a bad URL stops the
+/// start, naming it without its secret path).
+fn alert_options(args: &Args) -> Result<crate::service::alerts::NotifierOptions, CliError> {
+    use crate::service::alerts::{check_webhooks, webhooks_from_env, NotifierOptions};
+    let mut webhooks = webhooks_from_env(&std::env::var(WEBHOOKS_VARIABLE).unwrap_or_default());
+    webhooks.extend(args.alert_webhooks.iter().cloned());
+    webhooks.dedup();
+    let options = NotifierOptions {
+        webhooks,
+        base_backoff: Duration::from_millis(args.alert_retry_base_ms.max(1)),
+        max_attempts: args.alert_max_attempts,
+        ..NotifierOptions::default()
+    };
+    // the URLs are checked now, not when the first event is due
+    check_webhooks(&options.webhooks).map_err(|e| CliError::usage(anyhow::Error::new(e)))?;
+    Ok(options)
 }
 
 fn init_logging() {
@@ -127,6 +162,7 @@ async fn serve(args: Args, url: String, feature: String) -> CliResult {
     let overrides = EnvOverrides::from_env().context("invalid environment override").map_err(CliError::usage)?;
     let token = http::service_token(std::env::var(TOKEN_VARIABLE).ok().as_deref())
         .map_err(|m| CliError::usage(anyhow!("{m}")))?;
+    let alerts = alert_options(&args)?;
     let store = connect(&url).await?;
     store.migrate().await.context("cannot apply the migrations").map_err(CliError::unavailable)?;
 
@@ -145,6 +181,7 @@ async fn serve(args: Args, url: String, feature: String) -> CliResult {
         health_interval: Duration::from_secs(args.health_interval.max(1)),
         reload_interval: Duration::from_secs(args.reload_interval.max(1)),
         startup_policy: Some(started.fallback.clone()),
+        alerts,
         ..ServiceOptions::default()
     };
     let service = Service::open(store.clone(), runtime.clone(), options)
@@ -174,6 +211,13 @@ async fn serve(args: Args, url: String, feature: String) -> CliResult {
         _ => None,
     };
     let background = Background::spawn(&service);
+    let hooks = service.options().alerts.webhooks.iter().map(|w| crate::service::alerts::redact_webhook(w));
+    let hooks: Vec<String> = hooks.collect();
+    if hooks.is_empty() {
+        tracing::info!("no alert webhook (--alert-webhook, {WEBHOOKS_VARIABLE}): events stay in the outbox");
+    } else {
+        tracing::info!("alert events are posted to {}", hooks.join(", "));
+    }
     if token.is_none() {
         tracing::warn!("{TOKEN_VARIABLE} is not set: writes (operations, outcomes, policies) answer 403");
     }
