@@ -5,7 +5,7 @@ use super::{AppState, FeaturePath};
 use crate::engine::PolicyVersion;
 use crate::manager::{EffectiveConfig, HealthReport, RolloutStats};
 use crate::runtime::RuntimeStatus;
-use crate::service::metrics::RenderInputs;
+use crate::service::metrics::{FeatureHealth, RenderInputs, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::service::DbStatus;
 use crate::store::HistoryEntry;
 use axum::extract::{RawQuery, State};
@@ -45,11 +45,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: the Prometheus text format.
+/// `GET /metrics`: the OpenMetrics text format (`prometheus-client`), with the health level
+/// and processing-time gauges of each feature's last health check.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let service = state.service();
     let runtime = service.runtime().status();
-    let age = service.features().iter().map(|f| f.config_age_seconds()).fold(0.0, f64::max);
+    let features = service.features();
+    let age = features.iter().map(|f| f.config_age_seconds()).fold(0.0, f64::max);
+    let health = features
+        .iter()
+        .map(|f| (f.name().to_owned(), f.last_health().as_ref().map(FeatureHealth::from).unwrap_or_default()))
+        .collect();
     let inputs = RenderInputs {
         policy: service.runtime().policy_version(),
         swaps: runtime.swaps,
@@ -58,9 +64,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         database_up: !service.db().is_down(),
         config_age_seconds: age,
         ready: service.is_ready(),
+        health,
     };
     let text = service.metrics().render(&inputs);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
 /// `GET /v1/features`: the features this process serves.

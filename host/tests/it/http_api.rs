@@ -491,7 +491,7 @@ async fn a_rollback_follows_the_outcome_that_crosses_the_threshold() {
     assert_eq!(rollbacks[0]["triggered_by"], "auto_rollback");
     let (_, text, _) = call_raw(r, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert!(text.contains(&format!("rollout_rollbacks_total{{feature=\"{F}\"}} 1")), "{text}");
-    assert!(text.contains(&format!("rollout_error_rate_percent{{feature=\"{F}\"}} 100")), "{text}");
+    assert!(text.contains(&format!("rollout_error_rate_percent{{feature=\"{F}\"}} 100.0\n")), "{text}");
     background.shutdown().await;
     fx.db.cleanup().await;
 }
@@ -508,6 +508,11 @@ async fn check_health_reports_and_acts() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!((v["action"].as_str(), v["rolled_back"].as_bool()), (Some("rollback"), Some(false)));
     assert_eq!(get(r, &path("")).await.1["config"]["rollout_percentage"]["value"], 30);
+    // the check's level is a gauge, in OpenMetrics
+    let (_, text, ctype) = call_raw(r, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(ctype.as_deref(), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    assert!(text.contains(&format!("rollout_health_level{{feature=\"{F}\"}} 2\n")), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
     let (_, v) = call(r, "POST", &path("/check-health"), None, Some(TOKEN)).await;
     assert_eq!(v["rolled_back"], true, "{v}");
     assert_eq!(get(r, &path("")).await.1["config"]["rollout_percentage"]["value"], 0);
