@@ -111,9 +111,25 @@ pub fn evaluate_health_with<T: Tracer>(config: &Config, windows: &[ProcessorWind
             format!("error rate {}% over {total} jobs exceeds the maximum {}%", percent(error_rate), percent(max)),
         )
     }
-    // SPEC §2.5 as amended adds one more line here (a separate change, with its vectors):
-    // `else if t.check(A, "rollback", "the level is critical", …, level == HealthLevel::Critical)`.
-    else {
+    // SPEC §2.5 as amended: the seed's "critical: immediate rollback", even when
+    // max_error_rate is set above 10 %
+    else if t.check(
+        A,
+        HealthAction::Rollback.as_str(),
+        "the level is critical (error_rate > 10)",
+        || rate_above("", CRITICAL_RATE),
+        level == HealthLevel::Critical,
+    ) {
+        (
+            HealthAction::Rollback,
+            format!(
+                "error rate {}% over {total} jobs is critical (above {}%): immediate rollback, whatever the maximum {}%",
+                percent(error_rate),
+                percent(CRITICAL_RATE),
+                percent(max)
+            ),
+        )
+    } else {
         t.check(A, NONE, "otherwise (error_rate ≤ max_error_rate)", || rate_above("max_error_rate ", max), true);
         (
             HealthAction::None,
@@ -180,6 +196,23 @@ mod tests {
         assert_eq!(percent(0.0), "0.00");
         assert_eq!(percent(100.0 / 3.0), "33.33");
         assert_eq!(percent(2.005), "2.01");
+    }
+
+    /// SPEC §2.5 as amended: the seed's "critical: immediate rollback" — the reference kept
+    /// a 15 % error rate running when `max_error_rate` was 20.
+    #[test]
+    fn critical_rolls_back_even_above_a_custom_max() {
+        let c = Config { max_error_rate: 20.0, ..live() };
+        let h = evaluate_health(&c, &[window(15, 100)]);
+        assert_eq!((h.level, h.action), (HealthLevel::Critical, HealthAction::Rollback), "{}", h.reason);
+        assert!(h.reason.contains("critical"), "{}", h.reason);
+        let h = evaluate_health(&c, &[window(10, 100)]);
+        assert_eq!((h.level, h.action), (HealthLevel::Warning, HealthAction::None));
+        // the other conditions still hold it back
+        let few = Config { min_jobs_for_rollback: 200, ..c.clone() };
+        assert_eq!(evaluate_health(&few, &[window(15, 100)]).action, HealthAction::None);
+        let off = Config { auto_rollback_enabled: false, ..c };
+        assert_eq!(evaluate_health(&off, &[window(15, 100)]).action, HealthAction::None);
     }
 
     #[test]

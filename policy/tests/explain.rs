@@ -299,12 +299,12 @@ fn checks_show_the_values_compared() {
     assert_eq!(first, Some(("test", "stars 0 = 0: yes, contributors 3 ≤ 2: no, PRs 10 ≤ 10: yes")));
     assert_eq!(trace.decided(Section::Categorization).map(|c| c.rule.as_str()), Some("small"));
 
-    // Critical but within the maximum: today's rules do not roll back (the amendment of SPEC
-    // §2.5 that does is a separate change, one more check after `error_rate > max_error_rate`).
+    // Critical but within the maximum: SPEC §2.5 as amended rolls back anyway, by one more
+    // check after `error_rate > max_error_rate`.
     let config = Config { rollout_percentage: 25, is_active: true, max_error_rate: 13.0, ..Config::default() };
     let mut trace = Trace::new();
     let h = evaluate_health_traced(&config, &[window(25, 200)], &mut trace);
-    assert_eq!((h.level, h.action), (HealthLevel::Critical, HealthAction::None));
+    assert_eq!((h.level, h.action), (HealthLevel::Critical, HealthAction::Rollback));
     let checks: Vec<(Section, &str, &str, bool)> =
         trace.checks.iter().map(|c| (c.section, c.rule.as_str(), c.values.as_str(), c.held)).collect();
     assert_eq!(
@@ -316,7 +316,7 @@ fn checks_show_the_values_compared() {
             (Section::HealthAction, "none", "rollout_percentage = 25", false),
             (Section::HealthAction, "none", "total jobs 200 < min_jobs_for_rollback 10: no", false),
             (Section::HealthAction, "rollback", "error_rate 12.50 (100 × 25 / 200) > max_error_rate 13.00: no", false),
-            (Section::HealthAction, "none", "error_rate 12.50 (100 × 25 / 200) > max_error_rate 13.00: no", true),
+            (Section::HealthAction, "rollback", "error_rate 12.50 (100 × 25 / 200) > 10.00: yes", true),
         ]
     );
 }
