@@ -147,6 +147,10 @@ pub enum Command {
     /// dead-lettered one.
     #[command(subcommand)]
     Alerts(commands::alerts::AlertsCommand),
+    /// Queue backlog: report a processor's queue depth and oldest item's age, show the
+    /// reports of the last hours.
+    #[command(subcommand)]
+    Backlog(commands::backlog::BacklogCommand),
     /// Demo data for trying the tools (`make run` seeds it).
     #[command(subcommand)]
     Demo(commands::demo::DemoCommand),
@@ -191,5 +195,6 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Record(args) => context::block_on(c::record::run(&ctx, args)),
         Command::Demo(cmd) => context::block_on(c::demo::run(&ctx, cmd)),
         Command::Alerts(cmd) => context::block_on(c::alerts::run(&ctx, cmd)),
+        Command::Backlog(cmd) => context::block_on(c::backlog::run(&ctx, cmd)),
     }
 }

@@ -34,6 +34,7 @@
 //! ```
 
 mod alerts;
+mod backlog;
 mod decisions;
 pub mod error;
 pub mod limits;
@@ -290,6 +291,7 @@ pub fn app(state: AppState) -> Router {
         .route("/route/batch", post(decisions::route_batch))
         .route("/outcomes", post(operations::outcomes))
         .route("/percentage", put(operations::percentage))
+        .route("/backlog", put(backlog::report))
         .route("/emergency-stop", post(operations::emergency_stop))
         .route("/resume", post(operations::resume))
         .route("/whitelist/add", post(operations::whitelist_add))

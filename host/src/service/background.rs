@@ -192,6 +192,9 @@ async fn alerts_loop(state: Service, mut stop: watch::Receiver<bool>) {
                     Ok(_) => {}
                     Err(e) => tracing::debug!("cannot prune alert events: {e}"),
                 }
+                if let Err(e) = state.store().prune_backlog(crate::store::backlog::retention_cutoff()).await {
+                    tracing::debug!("cannot prune backlog reports: {e}");
+                }
                 pruned = Some(Instant::now());
             }
         }

@@ -41,6 +41,7 @@
 
 pub mod alerts;
 pub mod background;
+mod backlog;
 mod db;
 mod feature;
 pub mod metrics;

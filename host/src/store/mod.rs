@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backlog;
 mod change;
 mod error;
 pub mod latency;
@@ -57,6 +58,7 @@ pub mod testing;
 mod tx;
 mod types;
 
+pub use backlog::BacklogReport;
 pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planned, Skipped};
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use listen::ChangeListener;

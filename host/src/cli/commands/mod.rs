@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod auto_rollback;
+pub mod backlog;
 pub mod categorize;
 pub mod check_health;
 pub mod demo;
