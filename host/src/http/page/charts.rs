@@ -250,10 +250,10 @@ const BAR_GAP: f64 = 8.0;
 /// The frame of a horizontal bar chart with `rows` bars.
 pub fn bar_frame(rows: usize) -> Frame {
     Frame {
-        width: 640.0,
+        width: 420.0,
         height: 8.0 + (BAR + BAR_GAP) * rows.max(1) as f64,
-        left: 150.0,
-        right: 110.0,
+        left: 138.0,
+        right: 96.0,
         top: 4.0,
         bottom: 4.0,
     }
