@@ -14,6 +14,7 @@ mod support;
 mod alerts_outbox;
 mod authoring_cli;
 mod authoring_explain;
+mod backlog;
 mod cli_ops;
 mod defects;
 mod defects_policy;
