@@ -208,7 +208,10 @@ async fn the_cli_reports_then_shows_the_backlog(db: &TestDatabase) {
         assert_eq!(got, [("inngest", 12, 0.0), ("github_actions", 30, 90.5)], "oldest first");
 
         let (out, _) = rollout(&url, &["backlog", "show", "--hours", "24"], 0);
-        assert!(out.contains("inngest (1 reports") && out.contains("github_actions (1 reports"), "{out}");
+        assert!(
+            out.contains("inngest (1 report in the last 24 h)") && out.contains("github_actions (1 report"),
+            "{out}"
+        );
         assert!(out.contains("90.5"), "{out}");
 
         // bad input exits 2 naming it

@@ -108,7 +108,8 @@ async fn show(ctx: &Ctx, hours: u32) -> CliResult {
         if mine.is_empty() {
             continue;
         }
-        outln!("{} ({} reports in the last {hours} h):", processor.as_str(), mine.len());
+        let noun = if mine.len() == 1 { "report" } else { "reports" };
+        outln!("{} ({} {noun} in the last {hours} h):", processor.as_str(), mine.len());
         out!("{}", processor_table(&mine));
     }
     Ok(Exit::Ok)
