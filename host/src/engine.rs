@@ -193,6 +193,24 @@ pub trait Policy: Send + Sync {
     fn categorize(&self, stats: &RepositoryStats) -> CallResult<Categorization>;
     /// Health over the evaluation window.
     fn evaluate_health(&self, config: &Config, windows: &[ProcessorWindow]) -> CallResult<Health>;
+    /// Whether [`Policy::evaluate_health_signals`] judges the signals (the policy speaks
+    /// contract 0.1.1), rather than the error rate alone.
+    fn judges_signals(&self) -> bool {
+        false
+    }
+    /// Health from every indicator: errors, queue backlog and processing time (WIT
+    /// `monitoring`, contract 0.1.1). By default (a policy that does not know the signals)
+    /// [`Policy::evaluate_health`] alone.
+    fn evaluate_health_signals(
+        &self,
+        config: &Config,
+        windows: &[ProcessorWindow],
+        signals: &[rollout_policy::ProcessorSignals],
+        limits: &rollout_policy::HealthLimits,
+    ) -> CallResult<Health> {
+        let _ = (signals, limits);
+        self.evaluate_health(config, windows)
+    }
     /// The decision for `query` with the checks that reached it, from the policy's own
     /// code. [`CallError::Unsupported`] for a policy that cannot explain (a component built
     /// before the contract had the `explain` interface).
@@ -285,6 +303,20 @@ impl Policy for NativePolicy {
 
     fn evaluate_health(&self, config: &Config, windows: &[ProcessorWindow]) -> CallResult<Health> {
         Ok(rollout_policy::evaluate_health(config, windows))
+    }
+
+    fn judges_signals(&self) -> bool {
+        true
+    }
+
+    fn evaluate_health_signals(
+        &self,
+        config: &Config,
+        windows: &[ProcessorWindow],
+        signals: &[rollout_policy::ProcessorSignals],
+        limits: &rollout_policy::HealthLimits,
+    ) -> CallResult<Health> {
+        Ok(rollout_policy::evaluate_health_signals(config, windows, signals, limits))
     }
 
     fn explain(&self, query: &Query) -> CallResult<Explanation> {

@@ -4,8 +4,9 @@
 //! A policy implements [`Policy`] and [`Evaluate`] on the crate's domain types; this
 //! module converts between those and the WIT types wit-bindgen generates from `wit/`, and
 //! implements the generated `Guest` traits once for all of them: the world
-//! `explained-policy`, that is the `rules` of world `policy` plus `explain` and `packed`
-//! (the single decisions as scalar calls, implemented here over the same evaluator). The reference
+//! `explained-policy`, that is the `rules` of world `policy` plus `explain`, `packed`
+//! (the single decisions as scalar calls, implemented here over the same evaluator) and
+//! `monitoring` (health from every indicator, [`Policy::evaluate_health_signals`]). The reference
 //! policy (feature `component`) is one such policy; `examples/size-aware-policy` and the
 //! hostile test fixtures are others. A policy crate exports the world with two lines:
 //!
@@ -35,6 +36,7 @@ wit_bindgen::generate!({
 });
 
 use exports::rollout::policy::explain::{self as x, Guest as ExplainGuest};
+use exports::rollout::policy::monitoring::Guest as MonitoringGuest;
 use exports::rollout::policy::packed::Guest as PackedGuest;
 use exports::rollout::policy::rules::{Guest, GuestEvaluator};
 use rollout::policy::types as w;
@@ -56,6 +58,18 @@ pub trait Policy: 'static {
     /// Health over the monitoring window; the reference rules by default.
     fn evaluate_health(config: &p::Config, windows: &[p::ProcessorWindow]) -> p::Health {
         p::evaluate_health(config, windows)
+    }
+
+    /// Health from every indicator (WIT `monitoring`): by default
+    /// [`Policy::evaluate_health`] raised by the reference's signal rules
+    /// ([`p::raise_by_signals`]).
+    fn evaluate_health_signals(
+        config: &p::Config,
+        windows: &[p::ProcessorWindow],
+        signals: &[p::ProcessorSignals],
+        limits: &p::HealthLimits,
+    ) -> p::Health {
+        p::raise_by_signals(Self::evaluate_health(config, windows), signals, limits)
     }
 
     /// [`Policy::categorize`] with its checks recorded in `trace`. By default one held check
@@ -216,6 +230,35 @@ impl<P: Policy> ExplainGuest for Export<P> {
             trace.record_health(&decided, MISMATCH);
         }
         (health_out(decided), checks_out(trace))
+    }
+}
+
+/// `monitoring`: [`Policy::evaluate_health_signals`].
+impl<P: Policy> MonitoringGuest for Export<P> {
+    fn evaluate_health_signals(
+        config: w::Config,
+        windows: Vec<w::ProcessorWindow>,
+        signals: Vec<w::ProcessorSignals>,
+        limits: w::HealthLimits,
+    ) -> w::Health {
+        let signals: Vec<p::ProcessorSignals> = signals
+            .into_iter()
+            .map(|s| p::ProcessorSignals {
+                processor: processor_in(s.processor),
+                backlog_depths: s.backlog_depths,
+                backlog_oldest_age_seconds: s.backlog_oldest_age_seconds,
+                p95_processing_time_ms: s.p95_processing_time_ms,
+                baseline_p95_processing_time_ms: s.baseline_p95_processing_time_ms,
+            })
+            .collect();
+        let limits = p::HealthLimits {
+            backlog_warning_age_seconds: limits.backlog_warning_age_seconds,
+            backlog_critical_age_seconds: limits.backlog_critical_age_seconds,
+            backlog_critical_depth: limits.backlog_critical_depth,
+            p95_limit_ms: limits.p95_limit_ms,
+            p95_baseline_factor: limits.p95_baseline_factor,
+        };
+        health_out(P::evaluate_health_signals(&config_in(config), &windows_in(windows), &signals, &limits))
     }
 }
 

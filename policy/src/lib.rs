@@ -52,6 +52,7 @@ mod health;
 mod id;
 pub mod packed;
 mod routing;
+mod signals;
 mod trace;
 
 #[cfg(all(target_arch = "wasm32", feature = "guest"))]
@@ -68,6 +69,7 @@ pub use columns::{encode_option, BatchError, DecisionColumns, EligibilityColumns
 pub use eligibility::Evaluator;
 pub use health::{evaluate_health, evaluate_health_traced, evaluate_health_with};
 pub use id::{IdSet, RepoId};
+pub use signals::{backlog_growing, evaluate_health_signals, raise_by_signals, GROWING_MIN_REPORTS};
 pub use trace::{Check, NoTrace, Section, Trace, Tracer, UNTRACED};
 pub use types::*;
 

@@ -405,6 +405,36 @@ pub struct ProcessorWindow {
     pub average_processing_time: Option<f64>,
 }
 
+/// Queue backlog and processing time of one processor (WIT `processor-signals`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessorSignals {
+    /// The processor.
+    pub processor: Processor,
+    /// Backlog depths reported over the window, oldest first.
+    pub backlog_depths: Vec<u64>,
+    /// Age (s) of the oldest item waiting, at the last report.
+    pub backlog_oldest_age_seconds: Option<f64>,
+    /// p95 processing time over the window (ms).
+    pub p95_processing_time_ms: Option<f64>,
+    /// p95 processing time over the same length of time before the last change (ms).
+    pub baseline_p95_processing_time_ms: Option<f64>,
+}
+
+/// The operator's limits for the signals (WIT `health-limits`); `None` turns a rule off.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HealthLimits {
+    /// Oldest backlog item older than this (s) → warning.
+    pub backlog_warning_age_seconds: Option<f64>,
+    /// Oldest backlog item older than this (s) → critical.
+    pub backlog_critical_age_seconds: Option<f64>,
+    /// Backlog deeper than this → critical.
+    pub backlog_critical_depth: Option<u64>,
+    /// p95 processing time above this (ms) → warning.
+    pub p95_limit_ms: Option<f64>,
+    /// p95 above this many times its baseline → warning.
+    pub p95_baseline_factor: Option<f64>,
+}
+
 /// A health evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {

@@ -825,6 +825,11 @@ mod tests {
             processors: Default::default(),
             rolled_back: false,
             rollback: None,
+            backlog: Default::default(),
+            baseline_p95_processing_time_ms: Default::default(),
+            limits: crate::manager::signals::default_limits().into(),
+            signals_judged: true,
+            notes: Vec::new(),
         };
         assert_eq!(health_view(&report).1, None);
         report.level = Some(HealthLevel::Critical);

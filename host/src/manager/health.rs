@@ -61,6 +61,46 @@ pub struct HealthReport {
     pub rolled_back: bool,
     /// The `rollback` history row this check wrote.
     pub rollback: Option<HistoryEntry>,
+    /// Queue backlog per processor over the window (processors that reported).
+    pub backlog: BTreeMap<String, super::signals::BacklogSummary>,
+    /// Each processor's p95 processing time before the last change (ms), when known.
+    pub baseline_p95_processing_time_ms: BTreeMap<String, f64>,
+    /// The limits the signals were judged against (`metadata.health_limits` over the
+    /// defaults).
+    pub limits: HealthLimitsView,
+    /// Whether the policy judged the signals (a component of contract 0.1.1 or later; an
+    /// older one judges the error rate only).
+    pub signals_judged: bool,
+    /// Problems with `metadata.health_limits` (values ignored).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// [`rollout_policy::HealthLimits`] for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HealthLimitsView {
+    /// Oldest backlog item older than this (s) → warning.
+    pub backlog_warning_age_seconds: Option<f64>,
+    /// Oldest backlog item older than this (s) → critical.
+    pub backlog_critical_age_seconds: Option<f64>,
+    /// Backlog deeper than this → critical.
+    pub backlog_critical_depth: Option<u64>,
+    /// p95 above this (ms) → warning.
+    pub p95_limit_ms: Option<f64>,
+    /// p95 above this many times its baseline → warning.
+    pub p95_baseline_factor: Option<f64>,
+}
+
+impl From<rollout_policy::HealthLimits> for HealthLimitsView {
+    fn from(l: rollout_policy::HealthLimits) -> Self {
+        HealthLimitsView {
+            backlog_warning_age_seconds: l.backlog_warning_age_seconds,
+            backlog_critical_age_seconds: l.backlog_critical_age_seconds,
+            backlog_critical_depth: l.backlog_critical_depth,
+            p95_limit_ms: l.p95_limit_ms,
+            p95_baseline_factor: l.p95_baseline_factor,
+        }
+    }
 }
 
 impl HealthReport {
@@ -147,7 +187,15 @@ impl Manager {
             .collect();
         let total_jobs = windows.iter().fold(0u64, |a, w| a.saturating_add(w.total_jobs));
         let errors = windows.iter().fold(0u64, |a, w| a.saturating_add(w.error_count));
-        let health = self.policy.evaluate_health(config, &windows).ok();
+        let window_start = since.max(changed);
+        let reports = self.store.backlog_window(state.stored.id, window_start).await?;
+        let baseline = self.baseline_p95(state.stored.id, changed, config.monitoring_window_hours).await?;
+        let (limits, notes) = super::signals::limits_from_metadata(&state.stored.metadata);
+        let p95: BTreeMap<String, Option<f64>> =
+            processors.iter().map(|(k, v)| (k.clone(), v.p95_processing_time_ms)).collect();
+        let signals = super::signals::processor_signals(&reports, &p95, &baseline);
+        let health = self.policy.evaluate_health_signals(config, &windows, &signals, &limits).ok();
+        let signals_judged = self.policy.judges_signals();
         Ok(HealthReport {
             feature_name: self.feature.clone(),
             level: health.as_ref().map(|h| h.level),
@@ -158,12 +206,39 @@ impl Manager {
                 .as_ref()
                 .map_or("the policy gave no answer; no action taken".to_owned(), |h| h.reason.clone()),
             policy_answered: health.is_some(),
-            window_start: since.max(changed),
+            window_start,
             window_hours: config.monitoring_window_hours,
             processors,
             rolled_back: false,
             rollback: None,
+            backlog: super::signals::backlog_summaries(&reports),
+            baseline_p95_processing_time_ms: baseline.iter().map(|(p, v)| (p.as_str().to_owned(), *v)).collect(),
+            limits: limits.into(),
+            signals_judged,
+            notes,
         })
+    }
+
+    /// The baseline p95 per processor before the change at `changed`, read once per change.
+    async fn baseline_p95(
+        &self,
+        config_id: uuid::Uuid,
+        changed: DateTime<Utc>,
+        hours: u32,
+    ) -> ManagerResult<std::collections::HashMap<Processor, f64>> {
+        let key = (config_id, changed, hours);
+        if let Ok(cache) = self.baseline.lock() {
+            if let Some((k, v)) = cache.as_ref() {
+                if *k == key {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        let fresh = super::signals::baseline_p95(&self.store, config_id, changed, hours).await?;
+        if let Ok(mut cache) = self.baseline.lock() {
+            *cache = Some((key, fresh.clone()));
+        }
+        Ok(fresh)
     }
 
     /// Evaluate health and, when the policy says `rollback`, set the percentage to 0 with a

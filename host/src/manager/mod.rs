@@ -39,6 +39,7 @@ pub mod health;
 pub mod latency;
 pub mod outcomes;
 pub mod participation;
+pub mod signals;
 pub mod stats;
 
 pub use config::{EffectiveConfig, Sourced, ValueSource};
@@ -113,7 +114,12 @@ pub struct Manager {
     /// Bumped whenever `categories` changes (what cached participation is checked against).
     categories_version: std::sync::atomic::AtomicU64,
     recorder: MetricsRecorder,
+    /// The baseline p95 per processor, read once per (configuration, last change, window).
+    baseline: std::sync::Mutex<Option<BaselineCache>>,
 }
+
+/// The baseline p95 per processor of one (configuration, last change, window hours).
+type BaselineCache = ((uuid::Uuid, chrono::DateTime<chrono::Utc>, u32), HashMap<rollout_policy::Processor, f64>);
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +161,7 @@ impl Manager {
             state: ArcSwap::from_pointee(State { stored, snapshot }),
             categories: ArcSwap::from_pointee(categories),
             categories_version: std::sync::atomic::AtomicU64::new(1),
+            baseline: std::sync::Mutex::new(None),
             recorder,
         })
     }

@@ -15,6 +15,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::rollout::policy::explain as explain_iface;
+pub use self::exports::rollout::policy::monitoring as monitoring_iface;
 pub use self::exports::rollout::policy::packed as packed_iface;
 pub use self::exports::rollout::policy::rules as rules_iface;
 pub use self::rollout::policy::types as w;
@@ -26,6 +27,7 @@ pub struct PolicyPre<T: 'static> {
     rules: rules_iface::GuestIndices,
     explain: Option<explain_iface::GuestIndices>,
     packed: Option<packed_iface::GuestIndices>,
+    monitoring: Option<monitoring_iface::GuestIndices>,
 }
 
 /// The exports of one instance.
@@ -36,6 +38,8 @@ pub struct Exports {
     pub explain: Option<explain_iface::Guest>,
     /// Single decisions as scalar calls, when the component has them.
     pub packed: Option<packed_iface::Guest>,
+    /// Health from every indicator, when the component speaks contract 0.1.1.
+    pub monitoring: Option<monitoring_iface::Guest>,
 }
 
 impl<T: 'static> Clone for PolicyPre<T> {
@@ -45,18 +49,38 @@ impl<T: 'static> Clone for PolicyPre<T> {
             rules: self.rules.clone(),
             explain: self.explain.clone(),
             packed: self.packed.clone(),
+            monitoring: self.monitoring.clone(),
         }
     }
 }
 
 impl<T: 'static> PolicyPre<T> {
     /// Check `instance_pre` exports `rules` with the right types; note whether it exports
-    /// `explain` and `packed` (an export of the wrong shape counts as absent).
+    /// `explain`, `packed` and `monitoring` (an export of the wrong shape counts as absent).
+    /// The names carry the contract's version (`rollout:policy/rules@0.1.1`); wasmtime finds
+    /// a semver-compatible export (`@0.1.0`) under them, so components built against 0.1.0
+    /// load.
     pub fn new(instance_pre: wasmtime::component::InstancePre<T>) -> wasmtime::Result<PolicyPre<T>> {
         let rules = rules_iface::GuestIndices::new(&instance_pre)?;
         let explain = explain_iface::GuestIndices::new(&instance_pre).ok();
         let packed = packed_iface::GuestIndices::new(&instance_pre).ok();
-        Ok(PolicyPre { instance_pre, rules, explain, packed })
+        let monitoring = monitoring_iface::GuestIndices::new(&instance_pre).ok();
+        Ok(PolicyPre { instance_pre, rules, explain, packed, monitoring })
+    }
+
+    /// Whether the component exports `explain`.
+    pub fn has_explain(&self) -> bool {
+        self.explain.is_some()
+    }
+
+    /// Whether the component exports `packed`.
+    pub fn has_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Whether the component exports `monitoring` (contract 0.1.1).
+    pub fn has_monitoring(&self) -> bool {
+        self.monitoring.is_some()
     }
 
     /// The engine.
@@ -76,7 +100,11 @@ impl<T: 'static> PolicyPre<T> {
             Some(p) => Some(p.load(&mut store, &instance)?),
             None => None,
         };
-        Ok(Exports { rules, explain, packed })
+        let monitoring = match &self.monitoring {
+            Some(m) => Some(m.load(&mut store, &instance)?),
+            None => None,
+        };
+        Ok(Exports { rules, explain, packed, monitoring })
     }
 }
 
@@ -172,6 +200,28 @@ pub fn batch_error_in(e: w::BatchError) -> super::CallError {
 /// Domain stats → WIT stats.
 pub fn stats_out(s: &p::RepositoryStats) -> w::RepositoryStats {
     w::RepositoryStats { star_count: s.star_count, contributor_count: s.contributor_count, pr_count: s.pr_count }
+}
+
+/// Domain signals → WIT signals.
+pub fn signals_out(x: &p::ProcessorSignals) -> w::ProcessorSignals {
+    w::ProcessorSignals {
+        processor: processor_out(x.processor),
+        backlog_depths: x.backlog_depths.clone(),
+        backlog_oldest_age_seconds: x.backlog_oldest_age_seconds,
+        p95_processing_time_ms: x.p95_processing_time_ms,
+        baseline_p95_processing_time_ms: x.baseline_p95_processing_time_ms,
+    }
+}
+
+/// Domain limits → WIT limits.
+pub fn limits_out(x: &p::HealthLimits) -> w::HealthLimits {
+    w::HealthLimits {
+        backlog_warning_age_seconds: x.backlog_warning_age_seconds,
+        backlog_critical_age_seconds: x.backlog_critical_age_seconds,
+        backlog_critical_depth: x.backlog_critical_depth,
+        p95_limit_ms: x.p95_limit_ms,
+        p95_baseline_factor: x.p95_baseline_factor,
+    }
 }
 
 /// Domain window → WIT window.

@@ -204,6 +204,11 @@ impl PolicyInstance {
         self.exports.packed.is_some()
     }
 
+    /// Whether the component exports `monitoring` (contract 0.1.1).
+    pub fn has_monitoring(&self) -> bool {
+        self.exports.monitoring.is_some()
+    }
+
     /// Check `config` with the policy (the guest's `create`), keeping the evaluator.
     pub fn configure(&mut self, config: &ConfigSnapshot) -> Result<(), CallError> {
         self.evaluators(config).map(|_| ())
@@ -363,6 +368,30 @@ impl PolicyInstance {
                 Explanation { decision: Decision::Health(bindings::health_in(d)), checks: checks(cs) }
             }
         })
+    }
+
+    /// Health from every indicator: the component's `monitoring` call when it speaks
+    /// contract 0.1.1, else `rules.evaluate-health` (error rate only; the signals are not
+    /// judged by a component that does not know them).
+    pub fn evaluate_health_signals(
+        &mut self,
+        config: &p::Config,
+        windows: &[p::ProcessorWindow],
+        signals: &[p::ProcessorSignals],
+        limits: &p::HealthLimits,
+    ) -> Result<p::Health, CallError> {
+        if !self.has_monitoring() {
+            return self.evaluate_health(config, windows);
+        }
+        let wc = bindings::config_out(config);
+        let ws: Vec<w::ProcessorWindow> = windows.iter().map(bindings::window_out).collect();
+        let wsig: Vec<w::ProcessorSignals> = signals.iter().map(bindings::signals_out).collect();
+        let wl = bindings::limits_out(limits);
+        let missing = || wasmtime::Error::msg("the monitoring interface vanished");
+        let h = self.call(|b, s| {
+            b.monitoring.as_ref().ok_or_else(missing)?.call_evaluate_health_signals(s, &wc, &ws, &wsig, wl)
+        })?;
+        Ok(bindings::health_in(h))
     }
 
     /// Health over the window.

@@ -137,6 +137,11 @@ pub enum LoadError {
 
 pub use crate::engine::CallError;
 
+/// The WIT contract `rollout:policy@0.1.0`: `rules` (required), `explain` and `packed`.
+pub const CONTRACT_0_1_0: &str = "0.1.0";
+/// `rollout:policy@0.1.1`: 0.1.0 plus `monitoring` (health from backlog and processing time).
+pub const CONTRACT_0_1_1: &str = "0.1.1";
+
 /// `impl Policy for $t` over its `call(items, |instance| …)`: every decision function is one
 /// guest call on a pooled instance (shared by [`Runtime`] and [`Sandbox`]).
 macro_rules! policy_through_instances {
@@ -149,6 +154,10 @@ macro_rules! policy_through_instances {
         impl $crate::engine::Policy for $t {
             fn version(&self) -> Option<$crate::engine::PolicyVersion> {
                 ($version)(self)
+            }
+
+            fn judges_signals(&self) -> bool {
+                <$t>::serving_contract(self) == Some($crate::runtime::CONTRACT_0_1_1)
             }
 
             fn is_eligible_batch_for_read(
@@ -211,6 +220,16 @@ macro_rules! policy_through_instances {
                 windows: &[rollout_policy::ProcessorWindow],
             ) -> $crate::engine::CallResult<rollout_policy::Health> {
                 self.call(1, |i| i.evaluate_health(config, windows))
+            }
+
+            fn evaluate_health_signals(
+                &self,
+                config: &rollout_policy::Config,
+                windows: &[rollout_policy::ProcessorWindow],
+                signals: &[rollout_policy::ProcessorSignals],
+                limits: &rollout_policy::HealthLimits,
+            ) -> $crate::engine::CallResult<rollout_policy::Health> {
+                self.call(1, |i| i.evaluate_health_signals(config, windows, signals, limits))
             }
 
             fn explain(
@@ -358,6 +377,30 @@ impl CompiledPolicy {
     /// Lowercase hex sha256 of the component bytes.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The contract version the component speaks, from the interfaces it exports:
+    /// [`CONTRACT_0_1_1`] with `monitoring`, else [`CONTRACT_0_1_0`].
+    pub fn contract(&self) -> &'static str {
+        if self.pre.has_monitoring() {
+            CONTRACT_0_1_1
+        } else {
+            CONTRACT_0_1_0
+        }
+    }
+
+    /// The optional interfaces the component exports (`explain`, `packed`, `monitoring`),
+    /// beside the required `rules`.
+    pub fn interfaces(&self) -> Vec<&'static str> {
+        let mut out = vec!["rules"];
+        for (name, has) in
+            [("explain", self.pre.has_explain()), ("packed", self.pre.has_packed()), ("monitoring", self.pre.has_monitoring())]
+        {
+            if has {
+                out.push(name);
+            }
+        }
+        out
     }
 
     /// The policy's name, from `info()`.

@@ -36,8 +36,9 @@ use std::sync::Arc;
 /// Version of the contract and its fixed sample; part of the key of a cached verdict.
 /// Version 2 checks every percentage for every strategy, `categorize` and
 /// `evaluate_health`, and adds the fresh sample; version 3 checks that single calls
-/// (packed and typed) decide as the batch does.
-pub(crate) const CONTRACT_VERSION: u32 = 3;
+/// (packed and typed) decide as the batch does; version 4 checks that `monitoring` (WIT
+/// contract 0.1.1) answers every health sample with signals.
+pub(crate) const CONTRACT_VERSION: u32 = 4;
 
 /// Fewest repositories in the fixed sample.
 pub(crate) const MIN_SAMPLE: usize = 1000;
@@ -73,7 +74,8 @@ pub enum SafetyProperty {
     /// A repository that is not eligible routes to Inngest.
     IneligibleRoutesToInngest,
     /// `evaluate-health` answers every configuration and every window, with a finite
-    /// error rate.
+    /// error rate (and so does `monitoring.evaluate-health-signals`, where exported, with
+    /// backlog and processing-time signals beside each window).
     HealthAnswers,
     /// `categorize` answers every repository's statistics.
     CategorizeTotal,
@@ -734,6 +736,36 @@ impl<'a> Checker<'a> {
                 ));
             }
             self.decisions += 1;
+            if self.instance.has_monitoring() {
+                // the same window with backlog and processing-time signals (contract 0.1.1)
+                let signals: Vec<rollout_policy::ProcessorSignals> = windows
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| rollout_policy::ProcessorSignals {
+                        processor: w.processor,
+                        backlog_depths: (0..(i + j) as u64 % 5).map(|d| d * 10 + j as u64).collect(),
+                        backlog_oldest_age_seconds: Some(((i * 97 + j * 13) % 2000) as f64),
+                        p95_processing_time_ms: w.average_processing_time,
+                        baseline_p95_processing_time_ms: (i % 2 == 0).then_some(100.0),
+                    })
+                    .collect();
+                let limits = rollout_policy::HealthLimits {
+                    backlog_warning_age_seconds: Some(900.0),
+                    backlog_critical_depth: (i % 3 == 0).then_some(20),
+                    p95_baseline_factor: Some(2.0),
+                    ..rollout_policy::HealthLimits::default()
+                };
+                let judged = self.instance.evaluate_health_signals(&config, &windows, &signals, &limits).map_err(|e| {
+                    self.violation(SafetyProperty::HealthAnswers, format!("{} with signals {signals:?}: {e}", what()))
+                })?;
+                if !judged.error_rate.is_finite() {
+                    return Err(self.violation(
+                        SafetyProperty::HealthAnswers,
+                        format!("{} with signals: error rate {}", what(), judged.error_rate),
+                    ));
+                }
+                self.decisions += 1;
+            }
         }
         Ok(())
     }

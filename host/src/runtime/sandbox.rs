@@ -46,6 +46,21 @@ impl Sandbox {
     fn call<R>(&self, items: u64, f: impl FnOnce(&mut PolicyInstance) -> Result<R, CallError>) -> CallResult<R> {
         self.serving.call(items, f).0
     }
+
+    /// The contract version of the component.
+    pub fn serving_contract(&self) -> Option<&'static str> {
+        Some(self.serving.version.compiled.contract())
+    }
+
+    /// The contract version the component speaks ([`super::CompiledPolicy::contract`]).
+    pub fn contract(&self) -> &'static str {
+        self.serving.version.compiled.contract()
+    }
+
+    /// The interfaces the component exports ([`super::CompiledPolicy::interfaces`]).
+    pub fn interfaces(&self) -> Vec<&'static str> {
+        self.serving.version.compiled.interfaces()
+    }
 }
 
 super::policy_through_instances!(Sandbox, |s: &Sandbox| Some(s.serving.version.info.clone()));

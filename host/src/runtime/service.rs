@@ -695,6 +695,11 @@ impl Runtime {
         self.inner.active.load().as_ref().map(|s| s.version.info.clone())
     }
 
+    /// The contract version of the serving component (`None` with none serving).
+    pub fn serving_contract(&self) -> Option<&'static str> {
+        self.inner.active.load().as_ref().map(|s| s.version.compiled.contract())
+    }
+
     /// Instances alive in the serving version's pool (for tests and the status page).
     pub fn live_instances(&self) -> usize {
         self.inner.active.load().as_ref().map_or(0, |s| s.live_instances())

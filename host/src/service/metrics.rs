@@ -960,6 +960,11 @@ mod tests {
             processors,
             rolled_back: false,
             rollback: None,
+            backlog: Default::default(),
+            baseline_p95_processing_time_ms: Default::default(),
+            limits: crate::manager::signals::default_limits().into(),
+            signals_judged: true,
+            notes: Vec::new(),
         }
     }
 

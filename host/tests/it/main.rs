@@ -23,6 +23,7 @@ mod e2e_multi_instance;
 mod e2e_serve_cli;
 mod e2e_status_page;
 mod edges_agree;
+mod health_signals;
 mod http_api;
 mod http_robustness;
 mod manager_conformance;

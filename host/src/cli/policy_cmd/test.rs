@@ -1,9 +1,12 @@
-//! `rollout policy test --policy FILE PATH…`: run case files; ends with `N passed, M failed`.
+//! `rollout policy test --policy FILE PATH…`: run case files; starts with the contract
+//! version the component speaks (`rollout:policy@0.1.1`, from the interfaces it exports),
+//! ends with `N passed, M failed`.
 
 use super::load_policy;
 use crate::cases;
 use crate::cli::context::Ctx;
 use crate::cli::{CliResult, Exit};
+use crate::engine::Policy as _;
 use std::path::PathBuf;
 
 /// Options of `rollout policy test`.
@@ -21,6 +24,7 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> CliResult {
     let policy = load_policy(&args.policy)?;
     let report = cases::run(&args.paths, &policy);
+    let (contract, interfaces) = (policy.contract(), policy.interfaces());
     if ctx.json {
         let failures: Vec<serde_json::Value> = report
             .failures
@@ -29,9 +33,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CliResult {
             .collect();
         outln!(
             "{}",
-            serde_json::json!({"passed": report.passed, "failed": report.failures.len(), "failures": failures, "unreadable": report.unreadable})
+            serde_json::json!({"contract": contract, "interfaces": interfaces, "passed": report.passed, "failed": report.failures.len(), "failures": failures, "unreadable": report.unreadable})
         );
     } else {
+        let info = policy.version().map(|v| v.to_string()).unwrap_or_default();
+        outln!("policy {info} speaks contract rollout:policy@{contract} ({})", interfaces.join(", "));
         for f in &report.failures {
             outln!("FAIL {} :: {}", f.file.display(), f.case);
             for p in &f.problems {
