@@ -171,6 +171,21 @@ pub struct ProcessorView {
     pub p99_ms: String,
 }
 
+/// One processor's queue backlog, as the last health check saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacklogView {
+    /// The processor.
+    pub processor: String,
+    /// Items waiting at the last report.
+    pub depth: u64,
+    /// Age of the oldest waiting item at the last report, seconds (one decimal).
+    pub oldest_age_seconds: String,
+    /// `growing` when the depth grew across the window, else `steady`.
+    pub trend: &'static str,
+    /// Reports in the window.
+    pub reports: usize,
+}
+
 /// The cost estimate, formatted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CostView {
@@ -287,6 +302,8 @@ pub struct Dashboard {
     pub config: Vec<ConfigRow>,
     /// The last health check of this process.
     pub health: Option<HealthView>,
+    /// Queue backlog per processor that reported, from the last health check.
+    pub backlog: Vec<BacklogView>,
     /// Alerts in force: today a last health check at `warning` or `critical`; the outbox
     /// of issue 12 adds its undelivered or recent events here.
     pub alerts: Vec<AlertView>,
@@ -378,6 +395,20 @@ fn time(t: DateTime<Utc>) -> String {
 
 fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// The backlog of the last health check, per processor that reported.
+fn backlog_views(h: &HealthReport) -> Vec<BacklogView> {
+    h.backlog
+        .iter()
+        .map(|(p, b)| BacklogView {
+            processor: p.clone(),
+            depth: b.depth,
+            oldest_age_seconds: format!("{:.1}", b.oldest_age_seconds),
+            trend: if b.growing { "growing" } else { "steady" },
+            reports: b.reports,
+        })
+        .collect()
 }
 
 /// The health view and the alert it raises (a level of `warning` or `critical`).
@@ -571,13 +602,15 @@ pub async fn dashboard(service: &Service, feature: &Arc<Feature>) -> Dashboard {
                 .to_owned(),
         );
     }
-    let (health, alerts) = match feature.last_health() {
+    let last_health = feature.last_health();
+    let (health, alerts) = match &last_health {
         Some(h) => {
-            let (view, alert) = health_view(&h);
+            let (view, alert) = health_view(h);
             (Some(view), alert.into_iter().collect())
         }
         None => (None, Vec::new()),
     };
+    let backlog = last_health.as_ref().map(backlog_views).unwrap_or_default();
 
     let stats = service.stats(feature.name()).await.ok();
     let since = now - TimeDelta::hours(i64::from(c.monitoring_window_hours.max(1)));
@@ -637,6 +670,7 @@ pub async fn dashboard(service: &Service, feature: &Arc<Feature>) -> Dashboard {
         overrides: c.env_overrides.iter().map(|o| format!("{}={}", o.variable, o.value)).collect(),
         config: config_rows(&c),
         health,
+        backlog,
         alerts,
         stats: stats.as_ref().map(stats_view),
         ramp: history.as_ref().map(|h| ramp_from_history(h, c.rollout_percentage.database_value, now)),
@@ -698,6 +732,13 @@ mod tests {
                 reason: evil.to_owned(),
                 window_start: evil.to_owned(),
             }),
+            backlog: vec![BacklogView {
+                processor: evil.to_owned(),
+                depth: 7,
+                oldest_age_seconds: "12.0".into(),
+                trend: "growing",
+                reports: 3,
+            }],
             alerts: vec![AlertView {
                 level: "warning".into(),
                 reason: evil.to_owned(),
@@ -730,8 +771,9 @@ mod tests {
             // askama escapes with numeric references
             let escaped = "&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62;&#38;&#34;";
             // the feature, policy, sha, rendered-at, stale, notice, override, config value (twice)
-            // and note, health reason and window, alert reason, since and source, history (4)
-            assert!(html.matches(escaped).count() >= 17, "{html}");
+            // and note, health reason and window, backlog processor, alert reason, since and
+            // source, history (4)
+            assert!(html.matches(escaped).count() >= 18, "{html}");
         }
         let page = render_page(&dash).unwrap();
         assert!(page.contains("name=\"viewport\""), "readable on a phone");

@@ -322,6 +322,12 @@ async fn the_dashboard_shows_what_the_api_says_and_refreshes_live() {
         assert_eq!(s, 200, "{v}");
         *rules.entry(v["rule"].as_str().unwrap().to_owned()).or_default() += 1;
     }
+    // a queue backlog report, judged by a health check (the page shows the last one's)
+    let backlog = json!({"processor": "github_actions", "depth": 17, "oldest_age_seconds": 42.5});
+    let (s, v) = send(&c, Method::PUT, &f("/backlog"), Some(backlog)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = send(&c, Method::POST, &f("/check-health"), Some(json!({}))).await;
+    assert_eq!(s, 200, "{v}");
     // the participation is counted in the background: wait for it
     let stats = e2e_support::poll(Duration::from_secs(300), || async {
         let (_, v) = get(&c, &f("/stats")).await;
@@ -380,6 +386,13 @@ async fn the_dashboard_shows_what_the_api_says_and_refreshes_live() {
         assert_eq!(shown(&dom, &format!("decisions-chart-{rule}")), n.to_string(), "rule {rule}");
     }
     assert_eq!(shown(&dom, "decisions-total"), rules.values().sum::<u64>().to_string());
+    // the backlog of the last health check
+    let reported = &status["health"]["backlog"]["github_actions"];
+    assert_eq!(shown(&dom, "github_actions-backlog-depth"), reported["depth"].to_string(), "{status}");
+    assert_eq!(
+        shown(&dom, "github_actions-backlog-age"),
+        format!("{:.1}", reported["oldest_age_seconds"].as_f64().unwrap())
+    );
     // an alert row exactly when the last health check is warning or critical
     let level = |s: &Value| s["health"]["level"].as_str().map(str::to_owned);
     if level(&status) == level(&status_after) {
