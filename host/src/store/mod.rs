@@ -47,6 +47,7 @@
 
 pub mod backlog;
 mod change;
+pub mod config_versions;
 mod error;
 pub mod latency;
 mod listen;
@@ -340,6 +341,26 @@ impl Store {
         match self {
             Store::Postgres(pool) => pg::get_config(pool, feature).await,
             Store::Sqlite(pool) => sqlite::get_config(pool, feature).await,
+        }
+    }
+
+    /// The configuration `feature` had at `version` (its `config_version`), decoded from the
+    /// immutable snapshot written in the transaction that made it: `None` when no such
+    /// version was kept (never reached, or a change that rolled back). Unknown `feature`:
+    /// [`StoreError::UnknownFeature`].
+    pub async fn config_at_version(&self, feature: &str, version: i64) -> StoreResult<Option<StoredConfig>> {
+        match self {
+            Store::Postgres(pool) => config_versions::pg::at_version(pool, feature, version).await,
+            Store::Sqlite(pool) => config_versions::sqlite::at_version(pool, feature, version).await,
+        }
+    }
+
+    /// The newest `limit` configuration versions kept of `feature` and when each was written,
+    /// newest first. Unknown `feature`: [`StoreError::UnknownFeature`].
+    pub async fn config_versions(&self, feature: &str, limit: u32) -> StoreResult<Vec<(i64, DateTime<Utc>)>> {
+        match self {
+            Store::Postgres(pool) => config_versions::pg::list(pool, feature, limit).await,
+            Store::Sqlite(pool) => config_versions::sqlite::list(pool, feature, limit).await,
         }
     }
 

@@ -247,6 +247,15 @@ impl Dialect for Lite<'_> {
         Ok(())
     }
 
+    async fn insert_config_version(
+        &self,
+        tx: &mut Tx<Self>,
+        after: &StoredConfig,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        super::config_versions::sqlite::insert(tx, after, now).await
+    }
+
     async fn insert_event(&self, tx: &mut Tx<Self>, event: &NewAlertEvent, now: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query(&outbox::sql::lite(outbox::sql::INSERT))
             .bind(event.idempotency_key.to_string())

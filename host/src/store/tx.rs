@@ -40,6 +40,15 @@ pub(super) trait Dialect: Sized {
         after: &StoredConfig,
     ) -> StoreResult<Option<StoredConfig>>;
 
+    /// Keep the snapshot of `after`, the row as just written, as its `config_version`
+    /// ([`super::config_versions`]); a version already kept is left as it is.
+    async fn insert_config_version(
+        &self,
+        tx: &mut Tx<Self>,
+        after: &StoredConfig,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
     /// Append a history row (`feature` names it in errors).
     async fn insert_history(
         &self,
@@ -154,6 +163,7 @@ pub(super) async fn ensure_config<D: Dialect>(d: &D, feature: &str, triggered_by
     let config =
         d.read_config(&mut tx, feature, false).await?.ok_or_else(|| StoreError::UnknownFeature(feature.to_owned()))?;
     if inserted {
+        d.insert_config_version(&mut tx, &config, now).await?;
         let entry = NewHistory {
             action: HistoryAction::Created,
             previous_percentage: None,
@@ -198,6 +208,7 @@ pub(super) async fn apply_change<D: Dialect>(
         column: "config_version",
         message: format!("the configuration of `{feature}` changed while locked"),
     })?;
+    d.insert_config_version(&mut tx, &after, now).await?;
     let entry = NewHistory {
         action,
         previous_percentage: Some(i32::from(before.config.rollout_percentage)),

@@ -54,6 +54,70 @@ impl StoredConfig {
             "metadata": self.metadata,
         })
     }
+
+    /// The inverse of [`StoredConfig::to_json`] for a whole row: the object `to_json` gives
+    /// plus the columns it leaves out — `id`, `config_version`, `rolled_back`,
+    /// `state_changed_at`, `created_at`, `updated_at` (RFC 3339) — as
+    /// [`super::config_versions::snapshot_json`] writes them and `rollout_config_versions.config`
+    /// holds them. A missing or mistyped key is an error naming the key.
+    pub fn from_json(value: &serde_json::Value) -> StoreResult<StoredConfig> {
+        fn field<'v>(value: &'v serde_json::Value, key: &str) -> StoreResult<&'v serde_json::Value> {
+            value.get(key).ok_or_else(|| corrupt_key(key, "is missing"))
+        }
+        fn corrupt_key(key: &str, problem: &str) -> StoreError {
+            StoreError::Corrupt { column: "config", message: format!("snapshot key `{key}` {problem}") }
+        }
+        fn int(value: &serde_json::Value, key: &str) -> StoreResult<i64> {
+            field(value, key)?.as_i64().ok_or_else(|| corrupt_key(key, "is not an integer"))
+        }
+        fn boolean(value: &serde_json::Value, key: &str) -> StoreResult<bool> {
+            field(value, key)?.as_bool().ok_or_else(|| corrupt_key(key, "is not a boolean"))
+        }
+        fn text<'v>(value: &'v serde_json::Value, key: &str) -> StoreResult<&'v str> {
+            field(value, key)?.as_str().ok_or_else(|| corrupt_key(key, "is not a string"))
+        }
+        fn ids(value: &serde_json::Value, key: &str) -> StoreResult<Vec<String>> {
+            serde_json::from_value(field(value, key)?.clone())
+                .map_err(|e| corrupt_key(key, &format!("is not a list of strings: {e}")))
+        }
+        fn time(value: &serde_json::Value, key: &str) -> StoreResult<DateTime<Utc>> {
+            let s = text(value, key)?;
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| corrupt_key(key, &format!("`{s}` is not an RFC 3339 time: {e}")))
+        }
+        let range = |key: &str, v: i64| corrupt_key(key, &format!("`{v}` is out of range"));
+        let percentage = int(value, "rollout_percentage")?;
+        let window = int(value, "monitoring_window_hours")?;
+        let min_jobs = int(value, "min_jobs_for_rollback")?;
+        let id = text(value, "id")?;
+        let config = Config {
+            feature_name: text(value, "feature_name")?.to_owned(),
+            rollout_percentage: u8::try_from(percentage).map_err(|_| range("rollout_percentage", percentage))?,
+            is_active: boolean(value, "is_active")?,
+            target_repositories: ids(value, "target_repositories")?,
+            excluded_repositories: ids(value, "excluded_repositories")?,
+            rollout_strategy: Strategy::parse(text(value, "rollout_strategy")?)
+                .map_err(|e| corrupt_key("rollout_strategy", &e.to_string()))?,
+            max_error_rate: field(value, "max_error_rate")?
+                .as_f64()
+                .ok_or_else(|| corrupt_key("max_error_rate", "is not a number"))?,
+            monitoring_window_hours: u32::try_from(window).map_err(|_| range("monitoring_window_hours", window))?,
+            auto_rollback_enabled: boolean(value, "auto_rollback_enabled")?,
+            emergency_stop: boolean(value, "emergency_stop")?,
+            min_jobs_for_rollback: u32::try_from(min_jobs).map_err(|_| range("min_jobs_for_rollback", min_jobs))?,
+        };
+        Ok(StoredConfig {
+            id: Uuid::parse_str(id).map_err(|e| corrupt_key("id", &format!("`{id}` is not a UUID: {e}")))?,
+            config,
+            metadata: field(value, "metadata")?.clone(),
+            state_changed_at: time(value, "state_changed_at")?,
+            created_at: time(value, "created_at")?,
+            updated_at: time(value, "updated_at")?,
+            version: int(value, "config_version")?,
+            rolled_back: boolean(value, "rolled_back")?,
+        })
+    }
 }
 
 /// The actions of `rollout_history` (SPEC §3).

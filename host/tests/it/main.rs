@@ -16,6 +16,7 @@ mod authoring_cli;
 mod authoring_explain;
 mod backlog;
 mod cli_ops;
+mod config_versions;
 mod defects;
 mod defects_policy;
 mod e2e_failure;
