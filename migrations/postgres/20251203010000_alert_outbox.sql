@@ -36,3 +36,19 @@ CREATE TABLE rollout_health_levels (
     level TEXT NOT NULL CHECK (level IN ('ok', 'warning', 'critical')),
     changed_at TIMESTAMPTZ NOT NULL
 );
+
+-- Everyone reads; only the service role writes (SPEC §3), as on every other table.
+ALTER TABLE rollout_alert_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY rollout_alert_events_read ON rollout_alert_events FOR SELECT USING (true);
+CREATE POLICY rollout_alert_events_service_write ON rollout_alert_events FOR ALL TO rollout_service
+    USING (true) WITH CHECK (true);
+GRANT SELECT ON rollout_alert_events TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON rollout_alert_events TO rollout_service;
+GRANT USAGE ON SEQUENCE rollout_alert_events_seq_seq TO rollout_service;
+
+ALTER TABLE rollout_health_levels ENABLE ROW LEVEL SECURITY;
+CREATE POLICY rollout_health_levels_read ON rollout_health_levels FOR SELECT USING (true);
+CREATE POLICY rollout_health_levels_service_write ON rollout_health_levels FOR ALL TO rollout_service
+    USING (true) WITH CHECK (true);
+GRANT SELECT ON rollout_health_levels TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON rollout_health_levels TO rollout_service;

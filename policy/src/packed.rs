@@ -188,7 +188,7 @@ mod tests {
     proptest! {
         #[test]
         fn every_decision_round_trips(d in decision()) {
-            prop_assert_eq!(decode_route(encode_route(&d)), Ok(d.clone()));
+            prop_assert_eq!(decode_route(encode_route(&d)), Ok(d));
             prop_assert_eq!(decode_eligibility(encode_eligibility(&d.eligibility)), Ok(d.eligibility));
         }
 

@@ -24,7 +24,7 @@ pub const GROWING_MIN_REPORTS: usize = 3;
 /// ending higher than they started.
 pub fn backlog_growing(depths: &[u64]) -> bool {
     depths.len() >= GROWING_MIN_REPORTS
-        && depths.windows(2).all(|w| w[1] >= w[0])
+        && depths.windows(2).all(|w| matches!(w, [a, b] if b >= a))
         && depths.last() > depths.first()
 }
 
@@ -56,8 +56,9 @@ fn judge(s: &ProcessorSignals, limits: &HealthLimits) -> Option<(HealthLevel, St
             ));
         }
     }
-    if backlog_growing(&s.backlog_depths) {
-        let (first, last) = (s.backlog_depths[0], s.backlog_depths[s.backlog_depths.len() - 1]);
+    if let (true, Some(first), Some(last)) =
+        (backlog_growing(&s.backlog_depths), s.backlog_depths.first(), s.backlog_depths.last())
+    {
         return Some((
             HealthLevel::Warning,
             format!("{name} backlog grew across the window ({first} → {last} over {} reports)", s.backlog_depths.len()),
@@ -74,7 +75,10 @@ fn judge(s: &ProcessorSignals, limits: &HealthLimits) -> Option<(HealthLevel, St
     let p95 = s.p95_processing_time_ms.filter(|p| p.is_finite());
     if let (Some(p), Some(max)) = (p95, limits.p95_limit_ms) {
         if p > max {
-            return Some((HealthLevel::Warning, format!("{name} p95 {} ms is above the limit {} ms", whole(p), whole(max))));
+            return Some((
+                HealthLevel::Warning,
+                format!("{name} p95 {} ms is above the limit {} ms", whole(p), whole(max)),
+            ));
         }
     }
     let baseline = s.baseline_p95_processing_time_ms.filter(|b| b.is_finite() && *b > 0.0);

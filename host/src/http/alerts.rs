@@ -31,7 +31,10 @@ fn parse(raw: Option<&str>) -> ApiResult<(Option<AlertState>, u32)> {
                 limit = value.parse::<u32>().ok().filter(|n| (1..=ALERTS_MAX).contains(n)).ok_or_else(|| {
                     ApiError::invalid(
                         "limit",
-                        format!("`{}` is not allowed: expected an integer from 1 to {ALERTS_MAX}", crate::input::clip(value)),
+                        format!(
+                            "`{}` is not allowed: expected an integer from 1 to {ALERTS_MAX}",
+                            crate::input::clip(value)
+                        ),
                     )
                 })?
             }
@@ -63,7 +66,9 @@ mod tests {
     fn bad_parameters_name_themselves() {
         assert_eq!(parse(None).ok(), Some((None, 50)));
         assert_eq!(parse(Some("state=dead&limit=5")).ok(), Some((Some(AlertState::Dead), 5)));
-        for (q, field) in [("state=lost", "state"), ("limit=0", "limit"), ("limit=1001", "limit"), ("color=red", "color")] {
+        for (q, field) in
+            [("state=lost", "state"), ("limit=0", "limit"), ("limit=1001", "limit"), ("color=red", "color")]
+        {
             let e = parse(Some(q)).expect_err(q);
             assert_eq!(e.field(), Some(field), "{q}");
         }

@@ -124,7 +124,9 @@ pub fn processor_signals(
             baseline_p95_processing_time_ms: baseline.get(p).copied(),
         })
         .filter(|s| {
-            !s.backlog_depths.is_empty() || s.p95_processing_time_ms.is_some() || s.baseline_p95_processing_time_ms.is_some()
+            !s.backlog_depths.is_empty()
+                || s.p95_processing_time_ms.is_some()
+                || s.baseline_p95_processing_time_ms.is_some()
         })
         .collect()
 }
@@ -188,8 +190,12 @@ mod tests {
     fn summaries_and_signals_per_processor() {
         let at = |s: i64| DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default();
         let r = |p, depth, s| BacklogReport { processor: p, depth, oldest_age_seconds: s as f64, reported_at: at(s) };
-        let reports =
-            vec![r(Processor::Inngest, 5, 0), r(Processor::GithubActions, 1, 1), r(Processor::Inngest, 9, 2), r(Processor::Inngest, 12, 3)];
+        let reports = vec![
+            r(Processor::Inngest, 5, 0),
+            r(Processor::GithubActions, 1, 1),
+            r(Processor::Inngest, 9, 2),
+            r(Processor::Inngest, 12, 3),
+        ];
         let s = backlog_summaries(&reports);
         assert_eq!(s["inngest"], BacklogSummary { reports: 3, depth: 12, oldest_age_seconds: 3.0, growing: true });
         assert!(!s["github_actions"].growing);

@@ -393,9 +393,11 @@ impl CompiledPolicy {
     /// beside the required `rules`.
     pub fn interfaces(&self) -> Vec<&'static str> {
         let mut out = vec!["rules"];
-        for (name, has) in
-            [("explain", self.pre.has_explain()), ("packed", self.pre.has_packed()), ("monitoring", self.pre.has_monitoring())]
-        {
+        for (name, has) in [
+            ("explain", self.pre.has_explain()),
+            ("packed", self.pre.has_packed()),
+            ("monitoring", self.pre.has_monitoring()),
+        ] {
             if has {
                 out.push(name);
             }

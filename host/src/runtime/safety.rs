@@ -755,9 +755,13 @@ impl<'a> Checker<'a> {
                     p95_baseline_factor: Some(2.0),
                     ..rollout_policy::HealthLimits::default()
                 };
-                let judged = self.instance.evaluate_health_signals(&config, &windows, &signals, &limits).map_err(|e| {
-                    self.violation(SafetyProperty::HealthAnswers, format!("{} with signals {signals:?}: {e}", what()))
-                })?;
+                let judged =
+                    self.instance.evaluate_health_signals(&config, &windows, &signals, &limits).map_err(|e| {
+                        self.violation(
+                            SafetyProperty::HealthAnswers,
+                            format!("{} with signals {signals:?}: {e}", what()),
+                        )
+                    })?;
                 if !judged.error_rate.is_finite() {
                     return Err(self.violation(
                         SafetyProperty::HealthAnswers,

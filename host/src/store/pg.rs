@@ -2,12 +2,12 @@
 //! written once in [`super::tx`]; this file says how Postgres spells their steps
 //! ([`Pg`]) and holds the single-statement reads and writes.
 
+use super::outbox::{self, AlertCounts, AlertEvent, AlertState, DeliveryOutcome, NewAlertEvent};
 use super::tx::{Dialect, Tx};
 use super::types::{
     parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u64, to_u8, CategoryRow, HistoryEntry,
     LatencyRow, MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow, StoredConfig, WindowRow,
 };
-use super::outbox::{self, AlertCounts, AlertEvent, AlertState, DeliveryOutcome, NewAlertEvent};
 use super::{StoreError, StoreResult, CHANGE_CHANNEL};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Config, RepositoryStats};

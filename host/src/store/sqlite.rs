@@ -7,13 +7,13 @@
 //! `BEGIN IMMEDIATE`, taking the write lock before the first read: the previous values it
 //! reads are the ones it replaces, and no transaction fails upgrading a read lock.
 
+use super::outbox::{self, AlertCounts, AlertEvent, AlertState, DeliveryOutcome, NewAlertEvent};
 use super::tx::{Dialect, Tx};
 use super::types::{
     parse_action, parse_category, parse_processor, parse_strategy, to_u32, to_u8, total_to_u64, CategoryRow,
     HistoryEntry, LatencyRow, MetricsBucket, MetricsDelta, NewHistory, NewPolicyVersion, PolicyVersionRow,
     StoredConfig, WindowRow,
 };
-use super::outbox::{self, AlertCounts, AlertEvent, AlertState, DeliveryOutcome, NewAlertEvent};
 use super::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Config, RepositoryStats};

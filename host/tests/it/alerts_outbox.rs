@@ -202,9 +202,9 @@ async fn drive(store: &Store, notifiers: &[Notifier], done: impl Fn(rollout::sto
 }
 
 /// Await every future, concurrently.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
+async fn join_all<F>(futures: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
@@ -227,7 +227,8 @@ async fn a_receiver_that_fails_twice_then_succeeds_accepts_each_event_exactly_on
     let (receiver, url) = start_receiver(Some(2)).await;
     // two instances deliver the same outbox at the same time
     let second = Store::connect(&db.url).await.unwrap();
-    let notifiers = [Notifier::new(store.clone(), options(&url, 10)).unwrap(), Notifier::new(second, options(&url, 10)).unwrap()];
+    let notifiers =
+        [Notifier::new(store.clone(), options(&url, 10)).unwrap(), Notifier::new(second, options(&url, 10)).unwrap()];
     drive(store, &notifiers, |c| c.delivered == 5).await;
 
     let accepted = receiver.accepted.lock().unwrap().clone();

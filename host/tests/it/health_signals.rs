@@ -99,7 +99,8 @@ async fn a_backlog_that_grows_for_the_window_raises_a_warning_and_one_event() {
     check(&router).await;
     assert_eq!(health_events(&router).await.len(), 1);
     // a shrinking report ends the growth: healthy again, one info event
-    let (s, _) = call(&router, "PUT", &path("/backlog"), Some(json!({"processor": "github_actions", "depth": 5}))).await;
+    let (s, _) =
+        call(&router, "PUT", &path("/backlog"), Some(json!({"processor": "github_actions", "depth": 5}))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(check(&router).await["level"], "ok");
     let events = health_events(&router).await;
@@ -172,7 +173,8 @@ async fn a_component_of_contract_0_1_0_still_serves_beside_a_0_1_1_one() {
     let db = TestDatabase::sqlite().await.unwrap();
     let (old_router, _a) = open(&db, &old).await;
     let (new_router, _b) = open(&db, BUNDLED_POLICY).await;
-    let (s, _) = call(&old_router, "PUT", &path("/percentage"), Some(json!({"percentage": 25, "reason": "ramp"}))).await;
+    let (s, _) =
+        call(&old_router, "PUT", &path("/percentage"), Some(json!({"percentage": 25, "reason": "ramp"}))).await;
     assert_eq!(s, StatusCode::OK);
     grow_backlog(&old_router).await;
     let (s, v) = call(&old_router, "POST", &path("/route"), Some(json!({"repository_id": REPO}))).await;
@@ -198,7 +200,10 @@ fn policy_test_says_which_contract_a_component_speaks() {
             json!(["rules", "explain", "packed", "monitoring"]),
         ),
     ] {
-        let out = Command::new(rollout_bin()).args(["--json", "policy", "test", "--policy", &policy, cases]).output().unwrap();
+        let out = Command::new(rollout_bin())
+            .args(["--json", "policy", "test", "--policy", &policy, cases])
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let first: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
         assert_eq!(first["contract"], contract, "{stdout}");

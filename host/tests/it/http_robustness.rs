@@ -31,7 +31,7 @@ const REPO: &str = "6f1c9a3e-0c4b-4f5e-9d41-2b7a8e6f0c11";
 const CASES: u32 = 1000;
 
 /// Every route of `app()`, `{f}` for the feature and `{sha}` for a policy digest.
-const TEMPLATES: [&str; 25] = [
+const TEMPLATES: [&str; 27] = [
     "/",
     "/healthz",
     "/readyz",
@@ -53,6 +53,8 @@ const TEMPLATES: [&str; 25] = [
     "/v1/features/{f}/exclusions/remove",
     "/v1/features/{f}/auto-rollback",
     "/v1/features/{f}/check-health",
+    "/v1/features/{f}/backlog",
+    "/v1/alerts",
     "/v1/policies",
     "/v1/policies/revert",
     "/v1/policies/{sha}/activate",
@@ -60,7 +62,10 @@ const TEMPLATES: [&str; 25] = [
 ];
 
 /// Field names of the API's bodies, so generated objects reach past "unknown field".
-const KEYS: [&str; 24] = [
+const KEYS: [&str; 27] = [
+    "depth",
+    "oldest_age_seconds",
+    "processor",
     "repository_id",
     "repository_ids",
     "category",

@@ -577,16 +577,16 @@ async fn row_level_security_reads_for_everyone_writes_for_the_service_role() {
     let Some(url) = pg_url("row_level_security") else { return };
     let db = TestDatabase::postgres(&url).await.unwrap();
     let Store::Postgres(pool) = &db.store else { panic!("postgres expected") };
-    let tables = [
-        "rollout_configuration",
-        "repository_categories",
-        "rollout_metrics",
-        "rollout_history",
-        "policy_versions",
-        "repositories",
-        "rollout_applied_batches",
-    ];
-    for t in tables {
+    // every table of the schema, so a table added later without the policies fails here
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname <> '_sqlx_migrations' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(tables.len() >= 7 && tables.iter().any(|t| t == "rollout_alert_events"), "{tables:?}");
+    for t in &tables {
         let on: bool = sqlx::query_scalar("SELECT relrowsecurity FROM pg_class WHERE relname = $1 AND relkind = 'r'")
             .bind(t)
             .fetch_one(pool)
@@ -596,7 +596,7 @@ async fn row_level_security_reads_for_everyone_writes_for_the_service_role() {
     }
 
     // rollout_reader: reads, cannot insert or update
-    for t in tables {
+    for t in &tables {
         let mut tx = pool.begin().await.unwrap();
         sqlx::query("SET LOCAL ROLE rollout_reader").execute(&mut *tx).await.unwrap();
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut *tx).await.unwrap();

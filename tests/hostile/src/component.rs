@@ -91,7 +91,7 @@ impl EvaluatorResource {
                 d.processor = p::Processor::GithubActions;
                 d.rule = p::RouteRule::ScheduledBulk;
             }
-        } else if cfg!(feature = "moody") && ROUTES.fetch_add(1, Ordering::Relaxed) % 3 == 0 {
+        } else if cfg!(feature = "moody") && ROUTES.fetch_add(1, Ordering::Relaxed).is_multiple_of(3) {
             d.processor = match d.processor {
                 p::Processor::Inngest => p::Processor::GithubActions,
                 p::Processor::GithubActions => p::Processor::Inngest,

@@ -75,7 +75,8 @@ async fn list(ctx: &Ctx, state: Option<AlertState>, limit: u32) -> CliResult {
         .list_alert_events(state, limit)
         .await
         .map_err(|e| CliError::service("cannot read the alert events")(e.into()))?;
-    let counts = store.alert_counts().await.map_err(|e| CliError::service("cannot count the alert events")(e.into()))?;
+    let counts =
+        store.alert_counts().await.map_err(|e| CliError::service("cannot count the alert events")(e.into()))?;
     if ctx.json {
         print_json(&serde_json::json!({ "counts": counts, "events": events }))?;
     } else {
@@ -154,7 +155,9 @@ async fn retry(ctx: &Ctx, key: Uuid) -> CliResult {
         .await
         .map_err(|e| CliError::service(format!("cannot requeue alert event `{key}`"))(e.into()))?;
     if !requeued {
-        return Err(CliError::usage(anyhow!("alert event `{key}` is not dead-lettered (see `rollout alerts list --state dead`)")));
+        return Err(CliError::usage(anyhow!(
+            "alert event `{key}` is not dead-lettered (see `rollout alerts list --state dead`)"
+        )));
     }
     if ctx.json {
         print_json(&serde_json::json!({ "idempotency_key": key, "state": "pending" }))?;
