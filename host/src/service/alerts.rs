@@ -250,8 +250,7 @@ impl Notifier {
 
     /// The wait after the `attempts`-th failed attempt.
     fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempts.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
-        self.options.base_backoff.saturating_mul(factor).min(self.options.max_backoff)
+        backoff(self.options.base_backoff, self.options.max_backoff, attempts)
     }
 
     /// Deliver until `stop` turns true: a round every poll interval (at once again after a
@@ -282,6 +281,12 @@ impl Notifier {
             }
         }
     }
+}
+
+/// `base × 2^(attempts − 1)`, at most `max`.
+fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempts.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(max)
 }
 
 /// The JSON posted for `event`: the generic fields, and `text` for Slack-compatible
@@ -320,19 +325,18 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_limit() {
-        let store = Store::Sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").expect("lazy pool"));
-        let options = NotifierOptions {
-            base_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            ..NotifierOptions::default()
-        };
-        let n = Notifier::new(store.clone(), options).expect("notifier");
-        let waits: Vec<u64> = (1..=8).map(|a| n.backoff(a).as_secs()).collect();
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let waits: Vec<u64> = (1..=8).map(|a| backoff(base, max, a).as_secs()).collect();
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(n.backoff(u32::MAX).as_secs(), 60);
+        assert_eq!(backoff(base, max, u32::MAX).as_secs(), 60);
+        assert_eq!(backoff(base, max, 0).as_secs(), 1);
+    }
+
+    #[test]
+    fn a_webhook_must_be_http_with_a_host() {
+        assert!(check_webhooks(&["https://hooks.example.com/x".into(), "http://127.0.0.1:9/y".into()]).is_ok());
         for bad in ["ftp://x/y", "not a url", "file:///etc/passwd"] {
-            let options = NotifierOptions { webhooks: vec![bad.into()], ..NotifierOptions::default() };
-            let err = Notifier::new(store.clone(), options).expect_err(bad).to_string();
+            let err = check_webhooks(&[bad.to_owned()]).expect_err(bad).to_string();
             assert!(err.contains("allowed: an http:// or https:// URL"), "{err}");
         }
     }
