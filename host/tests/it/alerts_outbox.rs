@@ -17,30 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
-use crate::support::pg_url;
-
 const FEATURE: &str = "alerts_feature";
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let db = rollout::store::testing::TestDatabase::sqlite().await.unwrap();
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let Some(url) = super::pg_url(stringify!($name)) else { return };
-                let db = rollout::store::testing::TestDatabase::postgres(&url).await.unwrap();
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-        }
-    )*};
-}
 
 both_backends!(
     every_committed_change_writes_one_event_keyed_by_its_history_row,

@@ -17,32 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use tower::ServiceExt;
 
-use crate::support::pg_url;
-
 const FEATURE: &str = "backlog_feature";
 const SEED: &str = "hybrid_progressive_capture";
 const TOKEN: &str = "backlog-token";
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let db = rollout::store::testing::TestDatabase::sqlite().await.unwrap();
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let Some(url) = super::pg_url(stringify!($name)) else { return };
-                let db = rollout::store::testing::TestDatabase::postgres(&url).await.unwrap();
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-        }
-    )*};
-}
 
 both_backends!(
     reports_round_trip_in_order_and_the_window_starts_at_since,

@@ -9,33 +9,10 @@ use rollout::store::{Change, ChangeRequest, ConfigPatch, ErrorKind, Store, Store
 use rollout_policy::Strategy;
 use uuid::Uuid;
 
-use crate::support::pg_url;
-
 const FEATURE: &str = "versions_feature";
 
 /// The feature the migrations seed.
 const SEED_FEATURE: &str = "hybrid_progressive_capture";
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let db = rollout::store::testing::TestDatabase::sqlite().await.unwrap();
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let Some(url) = super::pg_url(stringify!($name)) else { return };
-                let db = rollout::store::testing::TestDatabase::postgres(&url).await.unwrap();
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-        }
-    )*};
-}
 
 both_backends!(
     every_version_is_addressable_and_equals_the_configuration_it_was,

@@ -486,6 +486,15 @@ async fn an_ambiguous_commit_is_counted_exactly_once() {
     let outcome = json!({"repository_id": e2e_support::REPO, "processor_type": "inngest", "success": true});
     let (s, v) = send(&c, Method::POST, &f("/outcomes"), Some(outcome.clone())).await;
     assert_eq!((s, v["durable"].as_bool()), (200, Some(true)), "{v}");
+    // the server's first health check records the feature's level in a transaction of its
+    // own; wait for it, so the one commit the cutter cuts is the outcome batch's
+    let rollout::store::Store::Postgres(pool) = &db.store else { panic!("postgres expected") };
+    let recorded = poll(Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rollout_health_levels").fetch_one(pool).await.ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
+    assert!(recorded.is_some(), "the first health check never recorded a level");
 
     cutter.arm();
     let batch: Vec<_> = (0..50).map(|_| outcome.clone()).collect();

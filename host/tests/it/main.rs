@@ -7,6 +7,31 @@
 //! `CI=true` they fail ([`support::pg_url`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+/// Tests written once over a [`rollout::store::testing::TestDatabase`], each run on SQLite
+/// (a temporary file) and on Postgres (a fresh database of `DATABASE_URL`; SKIPPED without
+/// it, a failure under `CI=true`): `both_backends!(test_fn, …)` makes a module per function
+/// with a `sqlite` and a `postgres` test. Defined before the modules, so all of them see it.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = rollout::store::testing::TestDatabase::sqlite().await.unwrap();
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(url) = crate::support::pg_url(stringify!($name)) else { return };
+                let db = rollout::store::testing::TestDatabase::postgres(&url).await.unwrap();
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+        }
+    )*};
+}
+
 mod e2e_support;
 mod runtime_support;
 mod support;

@@ -22,30 +22,7 @@ use uuid::Uuid;
 
 const FEATURE: &str = "hybrid_progressive_capture";
 
-use crate::support::pg_url;
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let db = rollout::store::testing::TestDatabase::sqlite().await.unwrap();
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let Some(url) = super::pg_url(stringify!($name)) else { return };
-                let db = rollout::store::testing::TestDatabase::postgres(&url).await.unwrap();
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-        }
-    )*};
-}
-
-conformance!(
+both_backends!(
     decisions_read_memory_only_and_never_write,
     two_managers_roll_back_exactly_once,
     fresh_ramp_is_not_judged_on_old_errors,
