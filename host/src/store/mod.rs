@@ -48,6 +48,7 @@
 pub mod backlog;
 mod change;
 pub mod config_versions;
+pub mod decision_log;
 mod error;
 pub mod latency;
 mod listen;
@@ -61,6 +62,7 @@ mod types;
 
 pub use backlog::BacklogReport;
 pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planned, Skipped};
+pub use decision_log::{DecisionFilter, DecisionKind, DecisionOutcome, DecisionRecord, DecisionVersionOutcomes};
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use listen::ChangeListener;
 pub use outbox::{AlertCounts, AlertEvent, AlertLevel, AlertState, DeliveryOutcome, NewAlertEvent};
