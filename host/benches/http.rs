@@ -15,6 +15,13 @@
 //!   each latency counted from the time it was *due*, not sent, so a stall is charged to
 //!   every request it delayed (no coordinated omission): `http_route_open_p99_ms`.
 //!
+//! - **logged**, in each round the same route load with the feature's decision-log sample
+//!   rate at 1.0 (every decision logged to the server's database by its background
+//!   writer): `http_route_rps_logged`, and `http_route_logged_ratio` the median of the
+//!   rounds' logged ÷ unlogged (goal ≥ 0.85: logging costs at most 15 %), with the entries
+//!   dropped because the queue was full (`decision_log_dropped`; a ratio bought by dropping
+//!   is not a ratio).
+//!
 //! Targets: p99 ≤ 3 ms, idle RSS ≤ 64 MiB.
 //!
 //! Under `cargo test` (no `--bench` argument) it makes a short smoke run instead.
@@ -234,6 +241,24 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i.min(sorted.len() - 1)]) / 1000.0
 }
 
+/// Set the feature's decision-log sample rate (`PUT …/decision-log`).
+async fn set_sample_rate(addr: SocketAddr, rate: f64) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let body = format!("{{\"sample_rate\":{rate}}}");
+    let req = request("PUT", &format!("/v1/features/{FEATURE}/decision-log"), &body, true);
+    assert_eq!(exchange(&mut stream, &req, &mut buf).await, 200, "{}", String::from_utf8_lossy(&buf));
+}
+
+/// A sample of the server's `/metrics` (0 when absent).
+async fn metric(addr: SocketAddr, sample: &str) -> f64 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    exchange(&mut stream, b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n", &mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let secs: u64 = std::env::var("HTTP_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).clamp(1, 30);
@@ -268,12 +293,22 @@ fn main() {
     rt.block_on(load(server.addr, connections, Duration::from_millis(if bench { 1000 } else { 100 }), &routes));
     let rounds = if bench { 3 } else { 1 };
     let (mut route_rps, mut healthz_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut logged_rps, mut logged_ratios) = (Vec::new(), Vec::new());
     let mut route_latencies = Vec::new();
     let mut decisions = 0;
     for _ in 0..rounds {
         let r = rt.block_on(load(server.addr, connections, duration, &routes));
         let h = rt.block_on(load(server.addr, connections, duration, &healthz));
         let (rr, hr) = (r.decisions as f64 / r.elapsed.as_secs_f64(), h.decisions as f64 / h.elapsed.as_secs_f64());
+        // the same load with every decision logged (sample rate 1.0), then back to 0; the
+        // writer drains what is left before the next round
+        rt.block_on(set_sample_rate(server.addr, 1.0));
+        let l = rt.block_on(load(server.addr, connections, duration, &routes));
+        rt.block_on(set_sample_rate(server.addr, 0.0));
+        std::thread::sleep(Duration::from_millis(if bench { 1500 } else { 300 }));
+        let lr = l.decisions as f64 / l.elapsed.as_secs_f64();
+        logged_rps.push(lr);
+        logged_ratios.push(lr / rr);
         route_rps.push(rr);
         healthz_rps.push(hr);
         ratios.push(rr / hr);
@@ -281,6 +316,9 @@ fn main() {
         route_latencies.extend(r.latencies_us);
     }
     let loaded_rss_kib = vm_rss_kib(pid);
+    let written = rt.block_on(metric(server.addr, "rollout_decision_log_written_total "));
+    let dropped = rt.block_on(metric(server.addr, "rollout_decision_log_dropped_total{reason=\"queue_full\"} "));
+    let (logged, logged_ratio) = (median(logged_rps.clone()), median(logged_ratios.clone()));
     let (rps, health_rps, ratio) = (median(route_rps.clone()), median(healthz_rps.clone()), median(ratios.clone()));
 
     // open loop at half the closed-loop route rate
@@ -312,9 +350,19 @@ fn main() {
          {open_p99:.3} ms",
         open_sorted.len()
     );
+    println!(
+        "http route with every decision logged (sample rate 1.0, alternating rounds): {} /s (median {logged:.0}); \
+         logged ÷ unlogged per round {} (median {logged_ratio:.2}); {written:.0} entries written, {dropped:.0} dropped \
+         (queue full)",
+        rounded(&logged_rps),
+        logged_ratios.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / "),
+    );
     println!("rollout serve RSS: idle {idle_mib:.1} MiB, after load {:.1} MiB", loaded_rss_kib as f64 / 1024.0);
     if bench {
         println!("SUMMARY http_route_rps: {rps:.0}");
+        println!("SUMMARY http_route_rps_logged: {logged:.0}");
+        println!("SUMMARY http_route_logged_ratio: {logged_ratio:.2}");
+        println!("SUMMARY decision_log_dropped: {dropped:.0}");
         println!("SUMMARY http_route_p99_ms: {p99:.3}");
         println!("SUMMARY http_healthz_rps: {health_rps:.0}");
         println!("SUMMARY http_route_ratio: {ratio:.2}");
@@ -323,6 +371,7 @@ fn main() {
         println!("SUMMARY idle_rss_mib: {idle_mib:.1}");
     } else {
         assert!(decisions > 0, "no decisions in the smoke run");
+        assert!(written > 0.0, "no decision was logged in the smoke run");
         assert!(!open_sorted.is_empty(), "no requests in the open-loop smoke run");
         assert!(idle_rss_kib > 0, "cannot read the server's RSS");
     }

@@ -84,6 +84,7 @@ fn error_outcome() -> OutcomeInput {
         success: false,
         processing_time_ms: Some(ProcessingTimeMs::new(5).expect("ms")),
         error_message: None,
+        decision_id: None,
     }
 }
 
@@ -193,6 +194,73 @@ async fn outbox(url: &str) -> f64 {
     median(rates)
 }
 
+/// `replay_decisions_per_s`: decisions a determinism replay (`rollout replay`, through
+/// `rollout::authoring::replay`) re-evaluates per second, read from Postgres included: 200,000
+/// route decisions of one feature, one configuration version and the bundled policy's digest,
+/// made here by the native reference rules and inserted first. The component is compiled
+/// once before the clock starts (a replay compiles each digest once); median of 3 runs.
+async fn replay_decisions_per_s(url: &str) -> f64 {
+    use rollout::authoring::replay::{builtin_policy, replay_store, Replay};
+    use rollout::store::{DecisionFilter, DecisionKind, DecisionRecord};
+    const DECISIONS: usize = 200_000;
+    let db = TestDatabase::postgres(url).await.expect("a database");
+    let change = rollout::store::ChangeRequest::new(rollout::store::Change::SetPercentage(50), None, "bench");
+    let stored = db.store.apply_change(FEATURE, &change).await.expect("set 50 %").after;
+    let evaluator = rollout_policy::Evaluator::new(stored.config.clone()).expect("the configuration");
+    let sha = rollout::runtime::sha256_hex(BUNDLED_POLICY);
+    let categories = ["test", "small", "medium", "large", "enterprise"];
+    let triggers = ["manual", "scheduled", "automatic"];
+    let mut batch = Vec::with_capacity(2000);
+    for i in 0..DECISIONS {
+        let id = uuid::Uuid::from_u128(0x9e37_79b9_7f4a_7c15_u128.wrapping_mul(i as u128 + 1)).to_string();
+        let category = categories[i % categories.len()];
+        let (days, trigger) = ([1, 7, 30][i % 3], triggers[i % 4 % 3]);
+        let job = serde_json::json!({"time_range_days": days, "trigger_source": trigger});
+        let repository = rollout_policy::Repository::parse(&id, rollout_policy::Category::parse(category).ok());
+        let rules_job = rollout::cases::job_from_json(Some(&job)).expect("a job");
+        let d = evaluator.route(&repository, &rules_job);
+        batch.push(DecisionRecord {
+            id: uuid::Uuid::now_v7(),
+            time: chrono::Utc::now(),
+            feature: FEATURE.to_owned(),
+            kind: DecisionKind::Route,
+            config_version: stored.version,
+            overrides: None,
+            policy_sha256: sha.clone(),
+            repository_id: id,
+            masked: false,
+            category: Some(category.to_owned()),
+            job: Some(job),
+            processor: Some(d.processor.as_str().to_owned()),
+            rule: Some(d.rule.as_str().to_owned()),
+            eligible: d.eligibility.eligible,
+            reason: d.eligibility.reason.as_str().to_owned(),
+            bucket: d.eligibility.bucket,
+            fallback: None,
+            duration_us: 3,
+        });
+        if batch.len() == 2000 || i + 1 == DECISIONS {
+            db.store.insert_decisions(&batch).await.expect("log decisions");
+            batch.clear();
+        }
+    }
+    let filter = DecisionFilter { feature: Some(FEATURE.to_owned()), ..DecisionFilter::default() };
+    let policy = builtin_policy(&sha).expect("the bundled digest").expect("the bundled policy compiles");
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let mut replay = Replay::determinism();
+        replay.add_policy(&sha, Ok(policy.clone()));
+        let t = Instant::now();
+        replay_store(&db.store, &filter, None, &mut replay, |_| {}).await.expect("replay");
+        let seconds = t.elapsed().as_secs_f64();
+        let report = replay.report();
+        assert_eq!((report.read, report.identical), (DECISIONS as u64, DECISIONS as u64), "{report:?}");
+        rates.push(DECISIONS as f64 / seconds);
+    }
+    db.cleanup().await;
+    median(rates)
+}
+
 #[tokio::main]
 async fn main() {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
@@ -225,4 +293,5 @@ async fn main() {
     println!("SUMMARY stats_1m_repos_ms: {count:.0}");
     println!("SUMMARY stats_1m_read_ms: {read:.2}");
     println!("SUMMARY outbox_events_per_s: {outbox:.0}");
+    println!("SUMMARY replay_decisions_per_s: {:.0}", replay_decisions_per_s(&url).await);
 }

@@ -209,6 +209,7 @@ async fn first_seed(
                 success,
                 processing_time_ms: ProcessingTimeMs::new(time_ms).ok(),
                 error_message: error_message.as_deref().and_then(|m| ErrorMessage::new(m).ok()),
+                decision_id: None,
             });
         } else {
             let at: DateTime<Utc> = now - TimeDelta::hours(hours_ago) - TimeDelta::seconds(i64::from(r.range(0, 3000)));

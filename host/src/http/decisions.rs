@@ -4,10 +4,13 @@ use super::error::ApiResult;
 use super::requests::{check_count, decode, read_body, EligibilityBody, RouteBatchBody, RouteBody};
 use super::{AppState, FeaturePath};
 use crate::engine::PolicyVersion;
+use crate::service::Logged;
 use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue};
 use axum::Json;
 use rollout_policy::{Eligibility, RouteDecision};
 use serde::Serialize;
+use uuid::Uuid;
 
 /// The answer to an eligibility request.
 #[derive(Debug, Serialize)]
@@ -20,11 +23,21 @@ pub struct EligibilityView {
     pub bucket: u8,
     /// The policy that decided (`null` when none is loaded).
     pub policy_version: Option<PolicyVersion>,
+    /// The decision's id (UUIDv7): pass it with the job's outcome; `GET /v1/decisions/{id}`
+    /// finds it when it was logged.
+    pub decision_id: Uuid,
 }
 
 impl EligibilityView {
-    fn new(e: &Eligibility, policy_version: Option<PolicyVersion>) -> EligibilityView {
-        EligibilityView { eligible: e.eligible, reason: e.reason.as_str(), bucket: e.bucket, policy_version }
+    fn new(e: &Logged<Eligibility>, policy_version: Option<PolicyVersion>) -> EligibilityView {
+        let d = &e.decision;
+        EligibilityView {
+            eligible: d.eligible,
+            reason: d.reason.as_str(),
+            bucket: d.bucket,
+            policy_version,
+            decision_id: e.id,
+        }
     }
 }
 
@@ -43,10 +56,14 @@ pub struct RouteView {
     pub bucket: u8,
     /// The policy that decided (`null` when none is loaded).
     pub policy_version: Option<PolicyVersion>,
+    /// The decision's id (UUIDv7): pass it with the job's outcome; `GET /v1/decisions/{id}`
+    /// finds it when it was logged.
+    pub decision_id: Uuid,
 }
 
 impl RouteView {
-    fn new(d: &RouteDecision, policy_version: Option<PolicyVersion>) -> RouteView {
+    fn new(logged: &Logged<RouteDecision>, policy_version: Option<PolicyVersion>) -> RouteView {
+        let d = &logged.decision;
         RouteView {
             processor: d.processor.as_str(),
             rule: d.rule.as_str(),
@@ -54,6 +71,7 @@ impl RouteView {
             reason: d.eligibility.reason.as_str(),
             bucket: d.eligibility.bucket,
             policy_version,
+            decision_id: logged.id,
         }
     }
 }
@@ -65,17 +83,26 @@ pub struct BatchView {
     pub decisions: Vec<RouteView>,
 }
 
+/// The decision id header of a single decision's response.
+pub const DECISION_ID_HEADER: &str = "x-decision-id";
+
+/// The response's `x-decision-id` header.
+fn id_header(id: Uuid) -> [(HeaderName, HeaderValue); 1] {
+    let value = HeaderValue::from_str(&id.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""));
+    [(HeaderName::from_static(DECISION_ID_HEADER), value)]
+}
+
 /// `POST /v1/features/{feature}/eligibility` `{repository_id}`.
 pub async fn eligibility(
     State(state): State<AppState>,
     FeaturePath(name): FeaturePath,
     RawBody(bytes): RawBody,
-) -> ApiResult<Json<EligibilityView>> {
+) -> ApiResult<([(HeaderName, HeaderValue); 1], Json<EligibilityView>)> {
     let service = state.service();
     let feature = service.feature(&name).await?;
     let body: EligibilityBody = decode(&bytes)?;
-    let decision = service.is_eligible(&feature, body.repository_id);
-    Ok(Json(EligibilityView::new(&decision, service.runtime().policy_version())))
+    let decision = service.is_eligible_logged(&feature, body.repository_id);
+    Ok((id_header(decision.id), Json(EligibilityView::new(&decision, service.runtime().policy_version()))))
 }
 
 /// `POST /v1/features/{feature}/route` `{repository_id, job}`.
@@ -83,12 +110,12 @@ pub async fn route(
     State(state): State<AppState>,
     FeaturePath(name): FeaturePath,
     RawBody(bytes): RawBody,
-) -> ApiResult<Json<RouteView>> {
+) -> ApiResult<([(HeaderName, HeaderValue); 1], Json<RouteView>)> {
     let service = state.service();
     let feature = service.feature(&name).await?;
     let (id, job) = decode::<RouteBody>(&bytes)?.into_parts();
-    let decision = service.route(&feature, id, &job);
-    Ok(Json(RouteView::new(&decision, service.runtime().policy_version())))
+    let decision = service.route_logged(&feature, id, &job);
+    Ok((id_header(decision.id), Json(RouteView::new(&decision, service.runtime().policy_version()))))
 }
 
 /// `POST /v1/features/{feature}/route/batch` `{requests: [{repository_id, job}]}`.
@@ -102,7 +129,7 @@ pub async fn route_batch(
     let body: RouteBatchBody = decode(&bytes)?;
     check_count("requests", body.requests.0.len(), service.options().max_batch)?;
     let requests = body.requests.0.into_iter().map(RouteBody::into_parts).collect();
-    let decisions = service.route_batch(&feature, requests);
+    let decisions = service.route_batch_logged(&feature, requests);
     let version = service.runtime().policy_version();
     Ok(Json(BatchView { decisions: decisions.iter().map(|d| RouteView::new(d, version.clone())).collect() }))
 }

@@ -35,6 +35,7 @@
 
 mod alerts;
 mod backlog;
+mod decision_log;
 mod decisions;
 pub mod error;
 pub mod limits;
@@ -292,6 +293,7 @@ pub fn app(state: AppState) -> Router {
         .route("/outcomes", post(operations::outcomes))
         .route("/percentage", put(operations::percentage))
         .route("/backlog", put(backlog::report))
+        .route("/decision-log", put(decision_log::settings))
         .route("/emergency-stop", post(operations::emergency_stop))
         .route("/resume", post(operations::resume))
         .route("/whitelist/add", post(operations::whitelist_add))
@@ -310,6 +312,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(reads::readyz))
         .route("/metrics", get(reads::metrics))
         .route("/v1/alerts", get(alerts::list))
+        .route("/v1/decisions", get(decision_log::list))
+        .route("/v1/decisions/{id}", get(decision_log::get))
         .route("/v1/features", get(reads::list_features).post(operations::create_feature))
         .nest("/v1/features/{feature}", features)
         .nest("/v1/policies", policies)

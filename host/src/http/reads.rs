@@ -65,6 +65,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         config_age_seconds: age,
         ready: service.is_ready(),
         health,
+        decision_log: service.decision_log().figures(),
     };
     let text = service.metrics().render(&inputs);
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()

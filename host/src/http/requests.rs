@@ -204,6 +204,9 @@ pub struct OutcomeBody {
     /// The error of a failure.
     #[serde(default)]
     pub error_message: Option<ErrorMessage>,
+    /// The `decision_id` of the decision the job followed.
+    #[serde(default)]
+    pub decision_id: Option<uuid::Uuid>,
 }
 
 impl From<OutcomeBody> for OutcomeInput {
@@ -214,6 +217,7 @@ impl From<OutcomeBody> for OutcomeInput {
             success: o.success,
             processing_time_ms: o.processing_time_ms,
             error_message: o.error_message,
+            decision_id: o.decision_id,
         }
     }
 }
@@ -235,6 +239,8 @@ pub struct OutcomesBody {
     processing_time_ms: Option<ProcessingTimeMs>,
     #[serde(default)]
     error_message: Option<ErrorMessage>,
+    #[serde(default)]
+    decision_id: Option<uuid::Uuid>,
 }
 
 impl OutcomesBody {
@@ -247,6 +253,7 @@ impl OutcomesBody {
                 ("success", self.success.is_some()),
                 ("processing_time_ms", self.processing_time_ms.is_some()),
                 ("error_message", self.error_message.is_some()),
+                ("decision_id", self.decision_id.is_some()),
             ];
             if let Some((name, _)) = single.iter().find(|(_, present)| *present) {
                 return Err(ApiError::invalid(
@@ -271,6 +278,7 @@ impl OutcomesBody {
             success,
             processing_time_ms: self.processing_time_ms,
             error_message: self.error_message,
+            decision_id: self.decision_id,
         }])
     }
 }

@@ -74,10 +74,51 @@ fn pr_numbers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PrNumber>>, 
     Ok(v)
 }
 
+/// The job as JSON, in [`JobInput`]'s field names, absent fields left out (an empty
+/// `pr_numbers` is absent): what the decision log keeps, and what [`JobInput`] reads back
+/// into the same [`Job`].
+pub fn job_to_json(job: &Job) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    if let Some(t) = &job.job_type {
+        o.insert("job_type".into(), t.clone().into());
+    }
+    if let Some(d) = job.time_range_days {
+        o.insert("time_range_days".into(), d.into());
+    }
+    if !job.pr_numbers.is_empty() {
+        o.insert("pr_numbers".into(), job.pr_numbers.clone().into());
+    }
+    if let Some(t) = job.trigger_source {
+        o.insert("trigger_source".into(), t.as_str().into());
+    }
+    if let Some(m) = job.max_items {
+        o.insert("max_items".into(), m.into());
+    }
+    serde_json::Value::Object(o)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::from_json;
     use super::*;
+
+    #[test]
+    fn a_job_survives_json() {
+        let jobs = [
+            Job::default(),
+            Job {
+                job_type: Some("backfill".into()),
+                time_range_days: Some(0),
+                pr_numbers: vec![1, 2, 3],
+                trigger_source: Some(TriggerSource::Scheduled),
+                max_items: Some(500),
+            },
+        ];
+        for job in jobs {
+            let back: JobInput = serde_json::from_value(job_to_json(&job)).expect("reads back");
+            assert_eq!(back.into_job(), job);
+        }
+    }
 
     #[test]
     fn jobs_decode_and_name_bad_fields() {

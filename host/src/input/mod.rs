@@ -25,7 +25,7 @@ pub mod config;
 mod job;
 pub mod values;
 
-pub use job::JobInput;
+pub use job::{job_to_json, JobInput};
 
 use serde::de::DeserializeOwned;
 

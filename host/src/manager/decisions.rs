@@ -12,6 +12,17 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
+/// A decision with what made it, for the decision log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traced<T> {
+    /// The decision (the fallback when the policy gave no answer).
+    pub decision: T,
+    /// The stored `config_version` of the configuration snapshot the policy was given.
+    pub config_version: i64,
+    /// Why the policy gave no answer (`None` when it answered).
+    pub fallback: Option<String>,
+}
+
 /// What categorize-all did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CategorizeSummary {
@@ -77,6 +88,38 @@ impl Manager {
         let requests: Vec<(Repository, Job)> =
             requests.iter().map(|(id, job)| (self.repository(id), job.clone())).collect();
         self.decide_routes(&requests)
+    }
+
+    /// Where a job runs, with what made the decision ([`Traced`]): the stored configuration
+    /// version of the snapshot used and the fallback's cause. The version and the snapshot
+    /// come from one load of the state, so they always agree.
+    pub fn decide_route_traced(&self, repository: &Repository, job: &Job) -> Traced<RouteDecision> {
+        let state = self.state();
+        let (decision, fallback) = match self.policy.route(&state.snapshot, repository, job) {
+            Ok(d) => (d, None),
+            Err(e) => (fallback_route(), Some(e.to_string())),
+        };
+        Traced { decision, config_version: state.stored.version, fallback }
+    }
+
+    /// Eligibility, with what made the decision ([`Traced`]).
+    pub fn decide_eligibility_traced(&self, repository: &Repository) -> Traced<Eligibility> {
+        let state = self.state();
+        let (decision, fallback) = match self.policy.is_eligible(&state.snapshot, repository) {
+            Ok(d) => (d, None),
+            Err(e) => (fallback_eligibility(), Some(e.to_string())),
+        };
+        Traced { decision, config_version: state.stored.version, fallback }
+    }
+
+    /// Where many jobs run, in order, with one snapshot, with what made the decisions.
+    pub fn decide_routes_traced(&self, requests: &[(Repository, Job)]) -> Traced<Vec<RouteDecision>> {
+        let state = self.state();
+        let (decision, fallback) = match self.policy.route_batch(&state.snapshot, requests) {
+            Ok(d) => (d, None),
+            Err(e) => (requests.iter().map(|_| fallback_route()).collect(), Some(e.to_string())),
+        };
+        Traced { decision, config_version: state.stored.version, fallback }
     }
 
     /// Categorise one repository (a UUID or `owner/name`) with the policy and store it; the

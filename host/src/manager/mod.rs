@@ -43,7 +43,7 @@ pub mod signals;
 pub mod stats;
 
 pub use config::{EffectiveConfig, Sourced, ValueSource};
-pub use decisions::CategorizeSummary;
+pub use decisions::{CategorizeSummary, Traced};
 pub use health::{HealthReport, ProcessorStats};
 pub use latency::LatencyHistogram;
 pub use outcomes::{OutcomeInput, Submission};

@@ -20,6 +20,9 @@ pub struct OutcomeInput {
     pub processing_time_ms: Option<ProcessingTimeMs>,
     /// The error message of a failure (ignored for a success).
     pub error_message: Option<ErrorMessage>,
+    /// The decision this outcome followed (the `decision_id` a decision returned), so
+    /// statistics can attribute it to the policy and configuration that decided.
+    pub decision_id: Option<Uuid>,
 }
 
 impl OutcomeInput {
@@ -108,6 +111,23 @@ impl Manager {
     /// Record a submission at the time it was accepted; returns once it is durable.
     pub async fn record(&self, submission: &Submission) -> ManagerResult<()> {
         let config_id = self.state().stored.id;
+        // The links first: a submission retried after a failure links again harmlessly
+        // (same key), so every outcome that becomes durable has its link.
+        let links: Vec<crate::store::DecisionOutcome> = submission
+            .outcomes
+            .iter()
+            .filter_map(|o| {
+                o.decision_id.map(|decision_id| crate::store::DecisionOutcome {
+                    decision_id,
+                    feature: self.feature.clone(),
+                    success: o.success,
+                    recorded_at: submission.accepted_at,
+                })
+            })
+            .collect();
+        if !links.is_empty() {
+            self.store.link_outcomes(&links).await?;
+        }
         let mut outcomes = Vec::with_capacity(submission.outcomes.len());
         for input in &submission.outcomes {
             outcomes.push(self.to_outcome(input.clone(), config_id, submission.accepted_at).await?);

@@ -345,6 +345,10 @@ pub struct RolloutStats {
     /// Cost estimate; absent when `metadata.cost_per_job` is not configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostEstimate>,
+    /// Outcomes in the window that named their decision (`decision_id`) and whose decision
+    /// is in the decision log, per (policy sha256, configuration version) that decided,
+    /// newest configuration first: how each policy version and configuration performed.
+    pub outcomes_by_decision: Vec<crate::store::DecisionVersionOutcomes>,
 }
 
 impl Manager {
@@ -385,6 +389,7 @@ impl Manager {
             .collect();
         let direction = trend_direction(&points);
         let messages = self.store.error_messages(state.stored.id, since, DateTime::<Utc>::UNIX_EPOCH).await?;
+        let outcomes_by_decision = self.store.outcomes_by_decision_version(&self.feature, since).await?;
 
         Ok(RolloutStats {
             feature_name: self.feature.clone(),
@@ -418,6 +423,7 @@ impl Manager {
             processor_distribution: distribution,
             processors,
             errors_by_kind: errors_by_kind(&messages),
+            outcomes_by_decision,
             error_trend: ErrorTrend { points, direction },
         })
     }

@@ -90,6 +90,7 @@ impl Background {
             tokio::spawn(categorize_loop(service.clone(), rx.clone())),
             tokio::spawn(audit_loop(service.clone(), rx.clone())),
             tokio::spawn(alerts_loop(service.clone(), rx.clone())),
+            tokio::spawn(decision_log_loop(service.clone(), rx.clone())),
         ];
         if matches!(service.store(), Store::Postgres(_)) {
             tasks.push(tokio::spawn(listen_loop(service.clone(), rx)));
@@ -104,6 +105,12 @@ impl Background {
             let _ = t.await;
         }
     }
+}
+
+/// The decision log's writer ([`super::decision_log::DecisionLog::run`]).
+async fn decision_log_loop(service: Service, stop: watch::Receiver<bool>) {
+    let store = service.store().clone();
+    service.decision_log().run(store, stop).await;
 }
 
 async fn stopped(rx: &mut watch::Receiver<bool>) {

@@ -1,15 +1,18 @@
 //! One feature being served, and the decisions made on it.
 
 use super::db::{from_ms, now_ms};
+use super::decision_log::{new_decision_id, sampled, DropReason, LogSettings};
 use super::metrics::DecisionCounters;
 use super::outcomes::OutcomeBuffer;
 use super::Service;
 use crate::input::values::RepositoryUuid;
 use crate::manager::{HealthReport, Manager, Participation};
+use crate::store::{DecisionKind, DecisionRecord};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Eligibility, Job, Repository, RouteDecision};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// One feature being served: its manager and what the service keeps beside it.
 pub struct Feature {
@@ -147,6 +150,160 @@ impl Service {
             feature.counters.route(d);
         }
         decisions
+    }
+}
+
+/// A decision served over HTTP: its id (returned to the caller) and whether it was logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged<T> {
+    /// The decision.
+    pub decision: T,
+    /// The decision id (UUIDv7), logged or not.
+    pub id: uuid::Uuid,
+    /// Whether the entry was queued for the decision log.
+    pub logged: bool,
+}
+
+/// What a logged decision answered, for [`Service::log_decision`].
+enum Answer<'a> {
+    Eligibility(&'a Eligibility),
+    Route(&'a Job, &'a RouteDecision),
+}
+
+impl Service {
+    /// Eligibility of one repository (memory only), counted, with a decision id; logged when
+    /// the id is sampled at the feature's rate (`metadata.decision_log.sample_rate`).
+    pub fn is_eligible_logged(&self, feature: &Arc<Feature>, id: RepositoryUuid) -> Logged<Eligibility> {
+        let decision_id = new_decision_id();
+        let settings = LogSettings::from_metadata(&feature.manager.state().stored.metadata);
+        if !sampled(decision_id, settings.sample_rate) {
+            return Logged { decision: self.is_eligible(feature, id), id: decision_id, logged: false };
+        }
+        let repo = self.repository(feature, id);
+        let policy = self.inner.policy.version();
+        let start = Instant::now();
+        let traced = feature.manager.decide_eligibility_traced(&repo);
+        let took = start.elapsed();
+        feature.counters.eligibility(&traced.decision);
+        let answer = Answer::Eligibility(&traced.decision);
+        let logged = self.log_decision(feature, &settings, decision_id, policy, &repo, &traced, answer, took);
+        Logged { decision: traced.decision, id: decision_id, logged }
+    }
+
+    /// Where a job runs (memory only), counted, with a decision id; logged when sampled.
+    pub fn route_logged(&self, feature: &Arc<Feature>, id: RepositoryUuid, job: &Job) -> Logged<RouteDecision> {
+        let decision_id = new_decision_id();
+        let settings = LogSettings::from_metadata(&feature.manager.state().stored.metadata);
+        if !sampled(decision_id, settings.sample_rate) {
+            return Logged { decision: self.route(feature, id, job), id: decision_id, logged: false };
+        }
+        let repo = self.repository(feature, id);
+        let policy = self.inner.policy.version();
+        let start = Instant::now();
+        let traced = feature.manager.decide_route_traced(&repo, job);
+        let took = start.elapsed();
+        feature.counters.route(&traced.decision);
+        let answer = Answer::Route(job, &traced.decision);
+        let logged = self.log_decision(feature, &settings, decision_id, policy, &repo, &traced, answer, took);
+        Logged { decision: traced.decision, id: decision_id, logged }
+    }
+
+    /// Where many jobs run, in order, with one configuration snapshot; each counted, each
+    /// with its own decision id, each logged when its id is sampled.
+    pub fn route_batch_logged(
+        &self,
+        feature: &Arc<Feature>,
+        requests: Vec<(RepositoryUuid, Job)>,
+    ) -> Vec<Logged<RouteDecision>> {
+        let ids: Vec<uuid::Uuid> = requests.iter().map(|_| new_decision_id()).collect();
+        let settings = LogSettings::from_metadata(&feature.manager.state().stored.metadata);
+        if !ids.iter().any(|id| sampled(*id, settings.sample_rate)) {
+            let decisions = self.route_batch(feature, requests);
+            return decisions
+                .into_iter()
+                .zip(ids)
+                .map(|(decision, id)| Logged { decision, id, logged: false })
+                .collect();
+        }
+        let requests: Vec<(Repository, Job)> =
+            requests.into_iter().map(|(id, job)| (self.repository(feature, id), job)).collect();
+        let policy = self.inner.policy.version();
+        let start = Instant::now();
+        let traced = feature.manager.decide_routes_traced(&requests);
+        let took = start.elapsed() / u32::try_from(requests.len().max(1)).unwrap_or(u32::MAX);
+        let mut out = Vec::with_capacity(requests.len());
+        for ((decision, id), (repo, job)) in traced.decision.iter().zip(ids).zip(&requests) {
+            feature.counters.route(decision);
+            let logged = sampled(id, settings.sample_rate)
+                && self.log_decision(
+                    feature,
+                    &settings,
+                    id,
+                    policy.clone(),
+                    repo,
+                    &traced,
+                    Answer::Route(job, decision),
+                    took,
+                );
+            out.push(Logged { decision: *decision, id, logged });
+        }
+        out
+    }
+
+    /// Queue the log entry of a sampled decision; whether it was queued. Not logged (and
+    /// counted) when a policy swap happened while it was made (which version decided is not
+    /// known), when masking is asked without a key, or when the queue is full.
+    #[allow(clippy::too_many_arguments, reason = "one private call site per decision kind")]
+    fn log_decision<T>(
+        &self,
+        feature: &Arc<Feature>,
+        settings: &LogSettings,
+        id: uuid::Uuid,
+        policy: Option<crate::engine::PolicyVersion>,
+        repo: &Repository,
+        traced: &crate::manager::Traced<T>,
+        answer: Answer<'_>,
+        took: std::time::Duration,
+    ) -> bool {
+        let log = &self.inner.decision_log;
+        if self.inner.policy.version() != policy {
+            log.drop_entry(DropReason::PolicySwapped, 1);
+            return false;
+        }
+        let Some((repository_id, masked)) = log.logged_repository_id(settings, repo.id.to_string()) else {
+            return false;
+        };
+        let overrides = feature.manager.overrides();
+        let (kind, eligibility, job, processor, rule) = match answer {
+            Answer::Eligibility(e) => (DecisionKind::Eligibility, *e, None, None, None),
+            Answer::Route(job, d) => (
+                DecisionKind::Route,
+                d.eligibility,
+                Some(crate::input::job_to_json(job)),
+                Some(d.processor.as_str().to_owned()),
+                Some(d.rule.as_str().to_owned()),
+            ),
+        };
+        log.offer(DecisionRecord {
+            id,
+            time: Utc::now(),
+            feature: feature.name().to_owned(),
+            kind,
+            config_version: traced.config_version,
+            overrides: (!overrides.is_empty()).then(|| serde_json::to_value(overrides).unwrap_or_default()),
+            policy_sha256: policy.map_or_else(|| "none".to_owned(), |p| p.sha256),
+            repository_id,
+            masked,
+            category: repo.category.map(|c| c.as_str().to_owned()),
+            job,
+            processor,
+            rule,
+            eligible: eligibility.eligible,
+            reason: eligibility.reason.as_str().to_owned(),
+            bucket: eligibility.bucket,
+            fallback: traced.fallback.clone(),
+            duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+        })
     }
 }
 

@@ -310,6 +310,8 @@ pub struct RenderInputs {
     /// Per feature served, what its last health check found (a feature absent here but
     /// with counters renders health level -1).
     pub health: BTreeMap<String, FeatureHealth>,
+    /// The decision log's figures.
+    pub decision_log: super::decision_log::DecisionLogFigures,
 }
 
 impl Metrics {
@@ -621,6 +623,31 @@ impl Collector for Scrape {
             "rollout_alerts_dead_letter",
             "Alert events that exhausted their delivery retries.",
             [(Labels::new(), self.scalars.alerts_dead)],
+        )?;
+        let log = &inputs.decision_log;
+        counters(
+            e,
+            "rollout_decision_log_written",
+            "Decision log entries written to the database.",
+            [(Labels::new(), log.written)],
+        )?;
+        counters(
+            e,
+            "rollout_decision_log_dropped",
+            "Decision log entries dropped (never a decision), by reason: queue_full, write_failed, no_mask_key, policy_swapped.",
+            super::decision_log::DropReason::ALL.iter().map(|r| (vec![("reason", r.as_str().to_owned())], log.dropped(*r))),
+        )?;
+        gauges(
+            e,
+            "rollout_decision_log_queue_entries",
+            "Decision log entries waiting for the writer.",
+            [(Labels::new(), log.queued)],
+        )?;
+        gauges(
+            e,
+            "rollout_decision_log_queue_bytes",
+            "Bytes (estimated) of decision log entries waiting for the writer.",
+            [(Labels::new(), log.queued_bytes)],
         )?;
 
         counters(

@@ -43,6 +43,7 @@ pub mod alerts;
 pub mod background;
 mod backlog;
 mod db;
+pub mod decision_log;
 mod feature;
 pub mod metrics;
 pub mod operations;
@@ -50,7 +51,7 @@ pub mod outcomes;
 pub mod policies;
 
 pub use db::{is_unreachable, DbHealth, DbStatus, DATABASE_UNREACHABLE};
-pub use feature::Feature;
+pub use feature::{Feature, Logged};
 pub use policies::StartupPolicy;
 
 use crate::engine::Policy;
@@ -97,6 +98,8 @@ pub struct ServiceOptions {
     /// Alert delivery: the webhooks (none: events are kept in the outbox for the CLI and
     /// for an instance that has webhooks) and the retry schedule.
     pub alerts: alerts::NotifierOptions,
+    /// The decision log's queue, batches, retention and masking key.
+    pub decision_log: decision_log::DecisionLogOptions,
 }
 
 impl Default for ServiceOptions {
@@ -113,6 +116,7 @@ impl Default for ServiceOptions {
             reload_interval: Duration::from_secs(5),
             startup_policy: None,
             alerts: alerts::NotifierOptions::default(),
+            decision_log: decision_log::DecisionLogOptions::default(),
         }
     }
 }
@@ -331,6 +335,7 @@ pub(crate) struct Inner {
     pub(crate) health_kick: Notify,
     pub(crate) categorize: background::CategorizeQueue,
     pub(crate) policies: policies::PolicyState,
+    pub(crate) decision_log: decision_log::DecisionLog,
 }
 
 /// A rollout process's services. Cheap to clone (a handle).
@@ -366,6 +371,7 @@ impl Service {
                 health_kick: Notify::new(),
                 categorize: background::CategorizeQueue::new(),
                 policies: policies::PolicyState::default(),
+                decision_log: decision_log::DecisionLog::new(options.decision_log.clone()),
                 options,
             }),
         };
@@ -469,6 +475,11 @@ impl Service {
     /// The options.
     pub fn options(&self) -> &ServiceOptions {
         &self.inner.options
+    }
+
+    /// The decision log's queue and counters.
+    pub fn decision_log(&self) -> &decision_log::DecisionLog {
+        &self.inner.decision_log
     }
 
     /// The metrics registry.

@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// A change an operator makes to a rollout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
     /// Set the percentage (history `updated`).
     SetPercentage(Percentage),
@@ -38,6 +38,14 @@ pub enum Operation {
     ExcludeAdd(Vec<RepositoryRef>),
     /// Lift exclusions (history `exclude_remove`).
     ExcludeRemove(Vec<RepositoryRef>),
+    /// Set the decision log's settings (`metadata.decision_log`; history `updated`): the
+    /// sample rate (0 to 1) and whether repository ids are masked; `None` keeps a setting.
+    SetDecisionLog {
+        /// The share of decisions logged.
+        sample_rate: Option<f64>,
+        /// Whether repository ids are masked.
+        mask_repository_id: Option<bool>,
+    },
 }
 
 impl Operation {
@@ -129,6 +137,24 @@ impl Service {
                 Operation::EmergencyStop => Change::EmergencyStop,
                 Operation::Resume => Change::Resume,
                 Operation::SetAutoRollback(on) => Change::SetAutoRollback(on),
+                Operation::SetDecisionLog { sample_rate, mask_repository_id } => {
+                    let mut fields = serde_json::Map::new();
+                    if let Some(rate) = sample_rate {
+                        let rate = super::decision_log::check_sample_rate(rate)
+                            .map_err(|m| ServiceError::invalid("sample_rate", m))?;
+                        fields.insert("sample_rate".into(), rate.into());
+                    }
+                    if let Some(mask) = mask_repository_id {
+                        fields.insert("mask_repository_id".into(), mask.into());
+                    }
+                    if fields.is_empty() {
+                        return Err(ServiceError::invalid(
+                            "sample_rate",
+                            "nothing to set: give sample_rate (0 to 1) or mask_repository_id (true or false)",
+                        ));
+                    }
+                    Change::MergeMetadata { key: super::decision_log::METADATA_KEY.to_owned(), fields }
+                }
                 _ => return Err(ServiceError::Internal("a list edit without ids".into())),
             },
         };

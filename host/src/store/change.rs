@@ -102,6 +102,16 @@ pub enum Change {
     SetAutoRollback(bool),
     /// Change other fields; history `updated`.
     Update(ConfigPatch),
+    /// Set `fields` in the object `metadata[key]` (created when absent; a non-object value
+    /// there is replaced), other keys of `metadata` and of the object kept — a merge made
+    /// under the row lock, so concurrent changes of other keys are never lost; history
+    /// `updated`.
+    MergeMetadata {
+        /// The metadata key (e.g. `decision_log`).
+        key: String,
+        /// The fields to set in it.
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
     /// Add ids (canonical UUIDs) to `target_repositories`; history `whitelist_add`.
     WhitelistAdd(Vec<Uuid>),
     /// Remove ids from `target_repositories`; history `whitelist_remove`.
@@ -129,7 +139,10 @@ impl Change {
     /// The history action written for this change.
     pub fn action(&self) -> HistoryAction {
         match self {
-            Change::SetPercentage(_) | Change::SetAutoRollback(_) | Change::Update(_) => HistoryAction::Updated,
+            Change::SetPercentage(_)
+            | Change::SetAutoRollback(_)
+            | Change::Update(_)
+            | Change::MergeMetadata { .. } => HistoryAction::Updated,
             Change::EmergencyStop => HistoryAction::EmergencyStop,
             Change::Resume => HistoryAction::Resume,
             Change::WhitelistAdd(_) => HistoryAction::WhitelistAdd,
@@ -258,6 +271,7 @@ pub fn plan(change: &Change, before: &StoredConfig, now: DateTime<Utc>) -> Plann
         Change::Resume => after.config.emergency_stop = false,
         Change::SetAutoRollback(on) => after.config.auto_rollback_enabled = *on,
         Change::Update(patch) => patch.apply(&mut after),
+        Change::MergeMetadata { key, fields } => merge_metadata(&mut after.metadata, key, fields),
         Change::WhitelistAdd(ids) => add_ids(&mut after.config.target_repositories, ids),
         Change::WhitelistRemove(ids) => remove_ids(&mut after.config.target_repositories, ids),
         Change::ExcludeAdd(ids) => add_ids(&mut after.config.excluded_repositories, ids),
@@ -290,6 +304,23 @@ pub fn plan(change: &Change, before: &StoredConfig, now: DateTime<Utc>) -> Plann
     after.updated_at = now;
     after.version = before.version.saturating_add(1);
     Planned { after: Some(after), skipped: None }
+}
+
+fn merge_metadata(metadata: &mut serde_json::Value, key: &str, fields: &serde_json::Map<String, serde_json::Value>) {
+    if !metadata.is_object() {
+        *metadata = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(root) = metadata.as_object_mut() {
+        let entry = root.entry(key.to_owned()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if !entry.is_object() {
+            *entry = serde_json::Value::Object(serde_json::Map::new());
+        }
+        if let Some(object) = entry.as_object_mut() {
+            for (k, v) in fields {
+                object.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }
 
 /// The set key of a listed id: the canonical UUID text, or the lowercase text of another id.
@@ -422,6 +453,19 @@ mod tests {
         assert_eq!(skipped(Change::Resume, &before), Skipped::Unchanged);
         assert_eq!(skipped(Change::SetAutoRollback(true), &before), Skipped::Unchanged);
         assert_eq!(skipped(Change::Update(ConfigPatch::default()), &before), Skipped::Unchanged);
+        let merge = |v: serde_json::Value| Change::MergeMetadata {
+            key: "decision_log".into(),
+            fields: v.as_object().cloned().unwrap_or_default(),
+        };
+        let mut logged = before.clone();
+        logged.metadata = serde_json::json!({"owner": "team-a", "decision_log": {"sample_rate": 0.1}});
+        assert_eq!(skipped(merge(serde_json::json!({"sample_rate": 0.1})), &logged), Skipped::Unchanged);
+        let after = applied(merge(serde_json::json!({"mask_repository_id": true})), &logged);
+        assert_eq!(
+            after.metadata,
+            serde_json::json!({"owner": "team-a", "decision_log": {"sample_rate": 0.1, "mask_repository_id": true}}),
+            "a merge keeps the other keys"
+        );
         assert_eq!(skipped(Change::WhitelistRemove(vec![Uuid::from_u128(1)]), &before), Skipped::Unchanged);
         let stopped = applied(Change::EmergencyStop, &before);
         assert_eq!(skipped(Change::EmergencyStop, &stopped), Skipped::Unchanged, "a repeated stop writes nothing");

@@ -74,6 +74,7 @@ fn outcome(repo: &str, processor: Processor, success: bool, ms: Option<u64>, err
         success,
         processing_time_ms: ms.map(|v| rollout::input::values::ProcessingTimeMs::new(v).unwrap()),
         error_message: error.map(|e| rollout::input::values::ErrorMessage::new(e).unwrap()),
+        decision_id: None,
     }
 }
 

@@ -49,6 +49,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> CliResult {
         success,
         processing_time_ms: args.time_ms,
         error_message: args.error.clone(),
+        decision_id: None,
     };
     let recorded = service
         .record_outcomes(&feature, vec![input])

@@ -85,6 +85,32 @@ pub struct Args {
     #[arg(long, default_value_t = crate::store::outbox::DEFAULT_MAX_ATTEMPTS, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub alert_max_attempts: u32,
+    /// Decision log entries waiting for the database at most (beyond it an entry is
+    /// dropped and counted in `rollout_decision_log_dropped_total`, never waited for).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub decision_log_queue: usize,
+    /// Hours a logged decision is kept.
+    #[arg(long, default_value_t = 168, value_name = "HOURS",
+          value_parser = clap::value_parser!(u64).range(1..=87_600))]
+    pub decision_log_retention_hours: u64,
+    /// Logged decisions kept at most (the oldest deleted first).
+    #[arg(long, default_value_t = 10_000_000, value_name = "N")]
+    pub decision_log_max_rows: u64,
+}
+
+/// The decision log's options from `args` and `ROLLOUT_DECISION_LOG_KEY` (the masking key,
+/// at least 16 bytes; a bad key stops the start).
+fn decision_log_options(args: &Args) -> Result<crate::service::decision_log::DecisionLogOptions, CliError> {
+    use crate::service::decision_log::{mask_key, DecisionLogOptions, MASK_KEY_VARIABLE};
+    let mask_key =
+        mask_key(std::env::var(MASK_KEY_VARIABLE).ok().as_deref()).map_err(|m| CliError::usage(anyhow!("{m}")))?;
+    Ok(DecisionLogOptions {
+        queue_entries: args.decision_log_queue.max(1),
+        retention: Duration::from_secs(args.decision_log_retention_hours.saturating_mul(3600)),
+        max_rows: args.decision_log_max_rows,
+        mask_key,
+        ..DecisionLogOptions::default()
+    })
 }
 
 /// The environment variable listing alert webhooks (comma-separated).
@@ -96,7 +122,8 @@ fn alert_options(args: &Args) -> Result<crate::service::alerts::NotifierOptions,
     use crate::service::alerts::{check_webhooks, webhooks_from_env, NotifierOptions};
     let mut webhooks = webhooks_from_env(&std::env::var(WEBHOOKS_VARIABLE).unwrap_or_default());
     webhooks.extend(args.alert_webhooks.iter().cloned());
-    webhooks.dedup();
+    let mut seen = std::collections::HashSet::new();
+    webhooks.retain(|w| seen.insert(w.clone()));
     let options = NotifierOptions {
         webhooks,
         base_backoff: Duration::from_millis(args.alert_retry_base_ms.max(1)),
@@ -163,6 +190,7 @@ async fn serve(args: Args, url: String, feature: String) -> CliResult {
     let token = http::service_token(std::env::var(TOKEN_VARIABLE).ok().as_deref())
         .map_err(|m| CliError::usage(anyhow!("{m}")))?;
     let alerts = alert_options(&args)?;
+    let decision_log = decision_log_options(&args)?;
     let store = connect(&url).await?;
     store.migrate().await.context("cannot apply the migrations").map_err(CliError::unavailable)?;
 
@@ -182,6 +210,7 @@ async fn serve(args: Args, url: String, feature: String) -> CliResult {
         reload_interval: Duration::from_secs(args.reload_interval.max(1)),
         startup_policy: Some(started.fallback.clone()),
         alerts,
+        decision_log,
         ..ServiceOptions::default()
     };
     let service = Service::open(store.clone(), runtime.clone(), options)
