@@ -132,6 +132,58 @@ impl EnvOverrides {
         Ok(out)
     }
 
+    /// The inverse of the `Serialize` of [`EnvOverrides`] (the form the decision log keeps in
+    /// [`crate::store::DecisionRecord::overrides`]): an object of the five fields, each
+    /// absent or `null` for no override, `rollout_strategy` as its text. A mistyped or
+    /// out-of-range value, a key that is not one of the five, or a value that is not an object
+    /// is an error naming the key and what it may be.
+    pub fn from_json(value: &serde_json::Value) -> Result<EnvOverrides, EnvError> {
+        const FIELDS: &str = "an object of emergency_stop, rollout_percentage, rollout_strategy, \
+            auto_rollback_enabled, max_error_rate";
+        let clip = |v: &serde_json::Value| v.to_string().chars().take(80).collect::<String>();
+        let object =
+            value.as_object().ok_or_else(|| EnvError { variable: "overrides", value: clip(value), allowed: FIELDS })?;
+        let mut out = EnvOverrides::default();
+        for (key, v) in object {
+            if v.is_null() {
+                continue;
+            }
+            let bad = |variable: &'static str, allowed: &'static str| EnvError { variable, value: clip(v), allowed };
+            match key.as_str() {
+                "emergency_stop" => {
+                    out.emergency_stop = Some(v.as_bool().ok_or_else(|| bad("emergency_stop", "true, false"))?)
+                }
+                "rollout_percentage" => {
+                    let p = v.as_u64().and_then(|p| u8::try_from(p).ok()).filter(|p| *p <= 100);
+                    out.rollout_percentage =
+                        Some(p.ok_or_else(|| bad("rollout_percentage", "an integer from 0 to 100"))?);
+                }
+                "rollout_strategy" => {
+                    let s = v.as_str().and_then(|s| Strategy::parse(s).ok());
+                    out.rollout_strategy =
+                        Some(s.ok_or_else(|| bad("rollout_strategy", "percentage, whitelist, repository_size"))?);
+                }
+                "auto_rollback_enabled" => {
+                    out.auto_rollback_enabled =
+                        Some(v.as_bool().ok_or_else(|| bad("auto_rollback_enabled", "true, false"))?)
+                }
+                "max_error_rate" => {
+                    let r = v.as_f64().filter(|r| r.is_finite() && (0.0..=100.0).contains(r));
+                    out.max_error_rate = Some(r.ok_or_else(|| bad("max_error_rate", "a number from 0 to 100"))?);
+                }
+                _ => {
+                    return Err(EnvError {
+                        variable: "overrides",
+                        value: key.chars().take(80).collect(),
+                        allowed: "keys emergency_stop, rollout_percentage, rollout_strategy, auto_rollback_enabled, \
+                            max_error_rate",
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether no override is in force.
     pub fn is_empty(&self) -> bool {
         self.active().is_empty()
@@ -228,6 +280,53 @@ mod tests {
         assert_eq!(c.rollout_strategy, Strategy::RepositorySize);
         assert!(!c.auto_rollback_enabled);
         assert_eq!(c.max_error_rate, 7.5);
+    }
+
+    #[test]
+    fn from_json_is_the_inverse_of_serialize_for_every_field() {
+        let full = EnvOverrides {
+            emergency_stop: Some(true),
+            rollout_percentage: Some(37),
+            rollout_strategy: Some(Strategy::RepositorySize),
+            auto_rollback_enabled: Some(false),
+            max_error_rate: Some(7.25),
+        };
+        let json = serde_json::to_value(&full).unwrap();
+        assert_eq!(json["rollout_strategy"], "repository_size");
+        assert_eq!(EnvOverrides::from_json(&json).unwrap(), full);
+        // each field alone, the others none
+        let one_each = [
+            EnvOverrides { emergency_stop: Some(false), ..EnvOverrides::default() },
+            EnvOverrides { rollout_percentage: Some(0), ..EnvOverrides::default() },
+            EnvOverrides { rollout_percentage: Some(100), ..EnvOverrides::default() },
+            EnvOverrides { rollout_strategy: Some(Strategy::Whitelist), ..EnvOverrides::default() },
+            EnvOverrides { rollout_strategy: Some(Strategy::Percentage), ..EnvOverrides::default() },
+            EnvOverrides { auto_rollback_enabled: Some(true), ..EnvOverrides::default() },
+            EnvOverrides { max_error_rate: Some(0.0), ..EnvOverrides::default() },
+            EnvOverrides::default(),
+        ];
+        for o in one_each {
+            let json = serde_json::to_value(&o).unwrap();
+            assert_eq!(EnvOverrides::from_json(&json).unwrap(), o, "{json}");
+        }
+        assert_eq!(EnvOverrides::from_json(&serde_json::json!({})).unwrap(), EnvOverrides::default());
+    }
+
+    #[test]
+    fn from_json_names_the_bad_key() {
+        for (json, key) in [
+            (serde_json::json!({"rollout_percentage": 101}), "rollout_percentage"),
+            (serde_json::json!({"rollout_percentage": "5"}), "rollout_percentage"),
+            (serde_json::json!({"rollout_strategy": "random"}), "rollout_strategy"),
+            (serde_json::json!({"emergency_stop": 1}), "emergency_stop"),
+            (serde_json::json!({"auto_rollback_enabled": "yes"}), "auto_rollback_enabled"),
+            (serde_json::json!({"max_error_rate": 150.0}), "max_error_rate"),
+            (serde_json::json!({"surprise": true}), "surprise"),
+            (serde_json::json!([1]), "overrides"),
+        ] {
+            let msg = EnvOverrides::from_json(&json).unwrap_err().to_string();
+            assert!(msg.contains(key), "{json}: {msg}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - [`diff`]: evaluate two policy versions on the same case files or recorded requests and
 //!   group the decisions that change;
 //! - [`mod@bench`]: decisions per second of a component, one call per decision and batched;
-//! - [`explain`]: the chain of checks of SPEC §2 in words, with the line that decided.
+//! - [`explain`]: the chain of checks of SPEC §2 in words, with the line that decided;
+//! - [`replay`]: re-evaluate logged decisions under their own policy and configuration
+//!   (a determinism check) or under another policy (a what-if), and export them.
 //!
 //! The CLI (`rollout policy simulate|diff|bench`, `rollout explain`) is a thin shell over
 //! these modules. Every tool asks its policy through the one policy trait,
@@ -16,4 +18,5 @@
 pub mod bench;
 pub mod diff;
 pub mod explain;
+pub mod replay;
 pub mod simulate;

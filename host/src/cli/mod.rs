@@ -151,6 +151,12 @@ pub enum Command {
     /// reports of the last hours.
     #[command(subcommand)]
     Backlog(commands::backlog::BacklogCommand),
+    /// The decision log: list logged decisions, show one, export them as JSON Lines.
+    #[command(subcommand)]
+    Decisions(commands::decisions::DecisionsCommand),
+    /// Re-evaluate logged decisions: under their own policy and configuration (a
+    /// determinism check, exit 1 on a difference), or under --policy/--sha (a what-if).
+    Replay(commands::replay::Args),
     /// Demo data for trying the tools (`make run` seeds it).
     #[command(subcommand)]
     Demo(commands::demo::DemoCommand),
@@ -194,6 +200,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Route(args) => context::block_on(c::route::run(&ctx, args)),
         Command::Record(args) => context::block_on(c::record::run(&ctx, args)),
         Command::Demo(cmd) => context::block_on(c::demo::run(&ctx, cmd)),
+        Command::Decisions(cmd) => context::block_on(c::decisions::run(&ctx, cmd)),
+        Command::Replay(args) => context::block_on(c::replay::run(&ctx, args)),
         Command::Alerts(cmd) => context::block_on(c::alerts::run(&ctx, cmd)),
         Command::Backlog(cmd) => context::block_on(c::backlog::run(&ctx, cmd)),
     }

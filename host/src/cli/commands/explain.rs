@@ -2,6 +2,12 @@
 //! decided ([`crate::authoring::explain`]); they come from the policy's own code, so the
 //! explanation is right for any policy. A component built before the contract had the
 //! `explain` interface cannot explain (exit 3, saying so).
+//!
+//! `--decision ID` explains a logged decision (the decision log, issue 14): its input and
+//! configuration rebuilt as it was decided ([`crate::authoring::replay::query_of`]: the
+//! configuration version it names, with the environment overrides it logged), explained by
+//! the policy it was made under (or `--policy`), and says whether the replayed decision
+//! equals the logged one (exit 1 when it does not, under the decision's own policy).
 
 use crate::authoring::explain;
 use crate::cases::{self, Inputs};
@@ -12,7 +18,7 @@ use crate::engine::{NativePolicy, Policy};
 use anyhow::anyhow;
 use std::path::PathBuf;
 
-/// `rollout explain (--case FILE | --repo ID [--category C] [--job JSON] [--config JSON]) [--policy FILE]`.
+/// `rollout explain (--case FILE | --repo ID [--category C] [--job JSON] [--config JSON] | --decision ID) [--policy FILE]`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The policy component (`.wasm`); without it, the reference rules linked natively.
@@ -25,7 +31,7 @@ pub struct Args {
     #[arg(long, requires = "case")]
     pub name: Option<String>,
     /// The repository id (instead of `--case`).
-    #[arg(long, required_unless_present = "case")]
+    #[arg(long, required_unless_present_any = ["case", "decision"])]
     pub repo: Option<String>,
     /// The repository's category.
     #[arg(long)]
@@ -37,10 +43,17 @@ pub struct Args {
     /// defaults, `is_active` true).
     #[arg(long)]
     pub config: Option<String>,
+    /// A logged decision id: explained with the input, configuration and policy it was
+    /// decided with (from the database).
+    #[arg(long, value_parser = super::decisions::parse_id, conflicts_with_all = ["case", "name", "repo", "category", "job", "config"])]
+    pub decision: Option<uuid::Uuid>,
 }
 
 /// Run `rollout explain`; `feature` is the global `--feature`.
 pub fn run(args: Args, ctx: &Ctx) -> CliResult {
+    if let Some(id) = args.decision {
+        return crate::cli::context::block_on(explain_decision(id, args.policy.as_deref(), ctx));
+    }
     let (feature, json) = (ctx.feature.as_str(), ctx.json);
     let (policy, describe): (Box<dyn Policy>, String) = match &args.policy {
         Some(path) => {
@@ -108,4 +121,123 @@ pub fn run(args: Args, ctx: &Ctx) -> CliResult {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// `rollout explain --decision ID [--policy FILE]`.
+async fn explain_decision(id: uuid::Uuid, policy_file: Option<&std::path::Path>, ctx: &Ctx) -> CliResult {
+    use crate::authoring::replay::{self, Answer, Unreplayable};
+    use crate::store::DecisionKind;
+    let store = crate::cli::context::connect(ctx, false).await?;
+    let record = store
+        .decision(id)
+        .await
+        .map_err(|e| CliError::unavailable(anyhow::Error::new(e).context(format!("cannot read decision `{id}`"))))?
+        .ok_or_else(|| CliError::usage(anyhow!("no logged decision has id `{id}`")))?;
+    let stored = store
+        .config_at_version(&record.feature, record.config_version)
+        .await
+        .or_else(|e| match e {
+            crate::store::StoreError::UnknownFeature(_) => Ok(None),
+            e => Err(e),
+        })
+        .map_err(|e| {
+            CliError::unavailable(
+                anyhow::Error::new(e).context(format!("cannot read the configuration of `{}`", record.feature)),
+            )
+        })?
+        .ok_or_else(|| {
+            CliError::usage(anyhow!(
+                "decision `{id}`: configuration version {} of `{}` is not kept",
+                record.config_version,
+                record.feature
+            ))
+        })?;
+    let query = replay::query_of(&record, &stored).map_err(|e| match e {
+        Unreplayable::Masked => CliError::usage(anyhow!(
+            "decision `{id}` cannot be explained: its repository id is masked (a keyed hash), and its bucket depends on the id"
+        )),
+        Unreplayable::Skip(why) => CliError::usage(anyhow!("decision `{id}` cannot be explained: {why}")),
+    })?;
+    let own = policy_file.is_none();
+    let policy: std::sync::Arc<dyn Policy> = match policy_file {
+        Some(path) => std::sync::Arc::new(load_policy(path)?),
+        None => {
+            let sha = record.policy_sha256.as_str();
+            if sha == "none" {
+                return Err(CliError::usage(anyhow!(
+                    "decision `{id}` was made with no policy loaded (the fallback decided): give `--policy FILE` to explain it with one"
+                )));
+            }
+            match replay::builtin_policy(sha) {
+                Some(p) => p,
+                None => match store.policy_bytes(sha).await.map_err(|e| {
+                    CliError::unavailable(anyhow::Error::new(e).context(format!("cannot read policy `{sha}`")))
+                })? {
+                    Some(bytes) => {
+                        replay::compile_policy(&bytes, &format!("policy {}", crate::cli::output::short(sha)))
+                    }
+                    None => Err(format!("policy sha256 `{sha}` is not in the database")),
+                },
+            }
+            .map_err(|e| CliError::unavailable(anyhow!("decision `{id}`: {e}")))?
+        }
+    };
+    let describe = policy.version().map_or_else(
+        || record.policy_sha256.clone(),
+        |v| format!("{v}, sha256 {}", crate::cli::output::short(&v.sha256)),
+    );
+    let e = policy.explain(&query).map_err(|e| match e {
+        crate::engine::CallError::Config(_) => CliError::usage(anyhow!("decision `{id}`: {e}")),
+        other => CliError::unavailable(anyhow!("decision `{id}`: {other}")),
+    })?;
+    let answer = match &e.decision {
+        crate::engine::Decision::Route(r) => Answer::route(r),
+        crate::engine::Decision::Eligibility(el) => Answer::eligibility(el),
+        _ => {
+            return Err(CliError::unavailable(anyhow!("decision `{id}`: the policy answered another kind of decision")))
+        }
+    };
+    let differences = replay::compare(&record, &answer);
+    let op = match record.kind {
+        DecisionKind::Route => "route",
+        DecisionKind::Eligibility => "is_eligible",
+    };
+    let explanation =
+        explain::Explanation { op, lines: explain::lines(&e.checks), decision: explain::decision_json(&e.decision) };
+    let verdict = if record.fallback.is_some() {
+        format!(
+            "the logged decision was the fallback ({}); replayed, the policy decides the above",
+            record.fallback.as_deref().unwrap_or_default()
+        )
+    } else if differences.is_empty() {
+        "the replayed decision equals the logged one".to_owned()
+    } else {
+        let fields: Vec<String> =
+            differences.iter().map(|d| format!("{}: logged {}, replayed {}", d.field, d.logged, d.replayed)).collect();
+        format!("the replayed decision differs from the logged one ({})", fields.join("; "))
+    };
+    if ctx.json {
+        let v = serde_json::json!({
+            "decision_id": id,
+            "policy_name": describe,
+            "own_policy": own,
+            "explanation": explanation,
+            "logged": record,
+            "identical": differences.is_empty(),
+            "differences": differences,
+        });
+        crate::cli::output::print_json(&v)?;
+    } else {
+        let when = record.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        outln!(
+            "== decision {id} ({op}, {when}, feature `{}`, configuration version {}{})",
+            record.feature,
+            record.config_version,
+            if record.overrides.is_some() { " with environment overrides" } else { "" }
+        );
+        out!("{}", explain::render_text(&explanation, &describe));
+        outln!("{verdict}");
+    }
+    let failed = own && record.fallback.is_none() && !differences.is_empty();
+    Ok(if failed { Exit::Failed } else { Exit::Ok })
 }
