@@ -11,13 +11,15 @@
 //! the log to split outcomes by the policy and configuration that decided
 //! ([`Store::outcomes_by_decision_version`]).
 
+use super::types::to_u64;
 use super::{Store, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
 /// Which decision function answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionKind {
     /// `is-eligible`.
@@ -146,38 +148,504 @@ pub struct DecisionOutcome {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The SQL of the decision log, in both dialects (`$n` placeholders, spelled `?n` for SQLite
+/// by [`sql::lite`]).
+mod sql {
+    /// The statement with SQLite's numbered placeholders.
+    pub fn lite(sql: &str) -> String {
+        sql.replace('$', "?")
+    }
+
+    /// The columns of `rollout_decisions`, in the order of [`super::DecisionRecord`]'s fields
+    /// (a macro, so the statements below can `concat!` it).
+    macro_rules! columns {
+        () => {
+            "id, time, feature, kind, config_version, overrides, policy_sha256, repository_id, masked, category, \
+             job, processor, rule, eligible, reason, bucket, fallback, duration_us"
+        };
+    }
+
+    /// The columns of `rollout_decisions`, in the order of [`super::DecisionRecord`]'s fields.
+    pub const COLUMNS: &str = columns!();
+
+    /// How many columns [`COLUMNS`] names (bind parameters per row of a multi-row insert).
+    pub const COLUMN_COUNT: usize = 18;
+
+    /// Insert the rows given as one array per column ($1 … $18, in the order of
+    /// [`COLUMNS`]); a logged id is ignored (Postgres: one statement whatever the row count).
+    pub const PG_INSERT: &str = concat!(
+        "INSERT INTO rollout_decisions (",
+        columns!(),
+        ") SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[], $6::jsonb[], \
+        $7::text[], $8::text[], $9::bool[], $10::text[], $11::jsonb[], $12::text[], $13::text[], $14::bool[], \
+        $15::text[], $16::int2[], $17::text[], $18::int8[]) ON CONFLICT (id) DO NOTHING"
+    );
+
+    /// The head of the SQLite multi-row insert (the `VALUES` rows follow).
+    pub const LITE_INSERT_HEAD: &str = concat!("INSERT INTO rollout_decisions (", columns!(), ") ");
+
+    /// The tail of every multi-row insert of decisions.
+    pub const INSERT_TAIL: &str = " ON CONFLICT (id) DO NOTHING";
+
+    /// The decision $1.
+    pub const ONE: &str = concat!("SELECT ", columns!(), " FROM rollout_decisions WHERE id = $1");
+
+    /// Delete the decisions made before $1.
+    pub const PRUNE_AGE: &str = "DELETE FROM rollout_decisions WHERE time < $1";
+
+    /// Delete all but the newest $1 decisions (nothing when there are no more than $1).
+    pub const PRUNE_ROWS: &str = "DELETE FROM rollout_decisions WHERE id <= \
+        (SELECT id FROM rollout_decisions ORDER BY id DESC LIMIT 1 OFFSET $1)";
+
+    /// Link outcomes given as one array per column (decision ids $1, features $2, successes
+    /// $3, times $4); a repeated (decision, time, success) is ignored.
+    pub const PG_LINK: &str = "INSERT INTO rollout_decision_outcomes (decision_id, feature, success, recorded_at) \
+        SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bool[], $4::timestamptz[]) \
+        ON CONFLICT DO NOTHING";
+
+    /// The head of the SQLite multi-row insert of outcomes (the `VALUES` rows follow).
+    pub const LITE_LINK_HEAD: &str =
+        "INSERT INTO rollout_decision_outcomes (decision_id, feature, success, recorded_at) ";
+
+    /// The tail of the SQLite multi-row insert of outcomes.
+    pub const LITE_LINK_TAIL: &str = " ON CONFLICT DO NOTHING";
+
+    /// Bind parameters per outcome row.
+    pub const LINK_COLUMN_COUNT: usize = 4;
+
+    /// Outcomes of feature $1 recorded at or after $2 whose decision is logged, per (policy,
+    /// configuration version) of the decision.
+    pub const BY_VERSION: &str = "SELECT d.policy_sha256, d.config_version, \
+        count(*) FILTER (WHERE o.success) AS successes, count(*) FILTER (WHERE NOT o.success) AS failures \
+        FROM rollout_decision_outcomes o JOIN rollout_decisions d ON d.id = o.decision_id \
+        WHERE o.feature = $1 AND o.recorded_at >= $2 \
+        GROUP BY d.policy_sha256, d.config_version ORDER BY d.config_version DESC, d.policy_sha256";
+}
+
+/// Most bind parameters SQLite takes in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const SQLITE_MAX_VARIABLES: usize = 32_766;
+
+/// Rows per Postgres insert statement (the arrays have no parameter limit; this bounds the
+/// size of one message).
+const PG_CHUNK_ROWS: usize = 10_000;
+
+/// A value bound to the filter's statement, bound as each database stores it.
+#[derive(Debug, Clone, PartialEq)]
+enum Arg<'a> {
+    Text(&'a str),
+    Time(DateTime<Utc>),
+    Id(Uuid),
+    Int(i64),
+}
+
+/// The statement reading `filter` (with `$n` placeholders) and its arguments in order; `None`
+/// when it can match no row (`limit` 0).
+fn select(filter: &DecisionFilter) -> Option<(String, Vec<Arg<'_>>)> {
+    if filter.limit == 0 {
+        return None;
+    }
+    let mut args: Vec<Arg<'_>> = Vec::new();
+    let mut conditions: Vec<String> = Vec::new();
+    // `{}` in a condition is its argument's placeholder
+    let mut add = |condition: &str, arg| {
+        args.push(arg);
+        conditions.push(condition.replace("{}", &format!("${}", args.len())));
+    };
+    if let Some(feature) = &filter.feature {
+        add("feature = {}", Arg::Text(feature));
+    }
+    if let Some(repository_id) = &filter.repository_id {
+        add("repository_id = {}", Arg::Text(repository_id));
+    }
+    if let Some(since) = filter.since {
+        add("time >= {}", Arg::Time(since));
+    }
+    if let Some(until) = filter.until {
+        add("time < {}", Arg::Time(until));
+    }
+    if let Some(rule) = &filter.rule {
+        add("(rule = {} OR (kind = 'eligibility' AND reason = {}))", Arg::Text(rule));
+    }
+    if let Some(before) = filter.before {
+        add("id < {}", Arg::Id(before));
+    }
+    if let Some(after) = filter.after {
+        add("id > {}", Arg::Id(after));
+    }
+    let mut sql = format!("SELECT {} FROM rollout_decisions", sql::COLUMNS);
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    let order = if filter.after.is_some() { "ASC" } else { "DESC" };
+    args.push(Arg::Int(i64::from(filter.limit)));
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", args.len()));
+    Some((sql, args))
+}
+
+fn corrupt(column: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { column, message: e.to_string() }
+}
+
+/// Column `column` of `row`, or [`StoreError::Corrupt`] naming it.
+fn column<'r, R, T>(row: &'r R, column: &'static str) -> StoreResult<T>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(column).map_err(|e| corrupt(column, e))
+}
+
+/// A decision from `row`: the columns both databases decode alike, and the four whose
+/// encoding differs (`id`, `time`, `overrides`, `job`) decoded by the caller.
+fn record_from<'r, R>(
+    row: &'r R,
+    id: Uuid,
+    time: DateTime<Utc>,
+    overrides: Option<serde_json::Value>,
+    job: Option<serde_json::Value>,
+) -> StoreResult<DecisionRecord>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    i16: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let kind: String = column(row, "kind")?;
+    let bucket: i16 = column(row, "bucket")?;
+    Ok(DecisionRecord {
+        id,
+        time,
+        feature: column(row, "feature")?,
+        kind: DecisionKind::parse(&kind).ok_or_else(|| corrupt("kind", format!("`{kind}` is not a decision kind")))?,
+        config_version: column(row, "config_version")?,
+        overrides,
+        policy_sha256: column(row, "policy_sha256")?,
+        repository_id: column(row, "repository_id")?,
+        masked: column(row, "masked")?,
+        category: column(row, "category")?,
+        job,
+        processor: column(row, "processor")?,
+        rule: column(row, "rule")?,
+        eligible: column(row, "eligible")?,
+        reason: column(row, "reason")?,
+        bucket: u8::try_from(bucket).map_err(|_| corrupt("bucket", format!("`{bucket}` is out of range")))?,
+        fallback: column(row, "fallback")?,
+        duration_us: column(row, "duration_us")?,
+    })
+}
+
+/// Outcome counts of one (policy, configuration version) from a row of [`sql::BY_VERSION`].
+fn version_outcomes_from<'r, R>(row: &'r R) -> StoreResult<DecisionVersionOutcomes>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(DecisionVersionOutcomes {
+        policy_sha256: column(row, "policy_sha256")?,
+        config_version: column(row, "config_version")?,
+        successes: to_u64("successes", column(row, "successes")?)?,
+        failures: to_u64("failures", column(row, "failures")?)?,
+    })
+}
+
+fn insert_context(records: &[DecisionRecord]) -> String {
+    match (records.first(), records.last()) {
+        (Some(first), Some(last)) if records.len() > 1 => {
+            format!("log {} decisions (`{}` … `{}`)", records.len(), first.id, last.id)
+        }
+        (Some(first), _) => format!("log decision `{}`", first.id),
+        _ => "log no decision".to_owned(),
+    }
+}
+
+fn link_context(outcomes: &[DecisionOutcome]) -> String {
+    match outcomes.first() {
+        Some(first) if outcomes.len() > 1 => {
+            format!(
+                "link {} outcomes to their decisions (the first of decision `{}`)",
+                outcomes.len(),
+                first.decision_id
+            )
+        }
+        Some(first) => format!("link an outcome to decision `{}`", first.decision_id),
+        None => "link no outcome".to_owned(),
+    }
+}
+
+/// The Postgres statements.
+mod pg {
+    use super::*;
+    use sqlx::postgres::{PgArguments, PgPool, PgRow, Postgres};
+    use sqlx::query::Query;
+
+    /// A decision from a row of `rollout_decisions`.
+    pub(super) fn decode(row: &PgRow) -> StoreResult<DecisionRecord> {
+        record_from(row, column(row, "id")?, column(row, "time")?, column(row, "overrides")?, column(row, "job")?)
+    }
+
+    /// The statement inserting `chunk`, one array per column.
+    fn insert_query(chunk: &[DecisionRecord]) -> Query<'_, Postgres, PgArguments> {
+        let n = chunk.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        let mut features = Vec::with_capacity(n);
+        let mut kinds = Vec::with_capacity(n);
+        let mut config_versions = Vec::with_capacity(n);
+        let mut overrides = Vec::with_capacity(n);
+        let mut policies = Vec::with_capacity(n);
+        let mut repositories = Vec::with_capacity(n);
+        let mut masked = Vec::with_capacity(n);
+        let mut categories = Vec::with_capacity(n);
+        let mut jobs = Vec::with_capacity(n);
+        let mut processors = Vec::with_capacity(n);
+        let mut rules = Vec::with_capacity(n);
+        let mut eligible = Vec::with_capacity(n);
+        let mut reasons = Vec::with_capacity(n);
+        let mut buckets = Vec::with_capacity(n);
+        let mut fallbacks = Vec::with_capacity(n);
+        let mut durations = Vec::with_capacity(n);
+        for r in chunk {
+            ids.push(r.id);
+            times.push(r.time);
+            features.push(r.feature.as_str());
+            kinds.push(r.kind.as_str());
+            config_versions.push(r.config_version);
+            overrides.push(r.overrides.as_ref());
+            policies.push(r.policy_sha256.as_str());
+            repositories.push(r.repository_id.as_str());
+            masked.push(r.masked);
+            categories.push(r.category.as_deref());
+            jobs.push(r.job.as_ref());
+            processors.push(r.processor.as_deref());
+            rules.push(r.rule.as_deref());
+            eligible.push(r.eligible);
+            reasons.push(r.reason.as_str());
+            buckets.push(i16::from(r.bucket));
+            fallbacks.push(r.fallback.as_deref());
+            durations.push(r.duration_us);
+        }
+        sqlx::query(sql::PG_INSERT)
+            .bind(ids)
+            .bind(times)
+            .bind(features)
+            .bind(kinds)
+            .bind(config_versions)
+            .bind(overrides)
+            .bind(policies)
+            .bind(repositories)
+            .bind(masked)
+            .bind(categories)
+            .bind(jobs)
+            .bind(processors)
+            .bind(rules)
+            .bind(eligible)
+            .bind(reasons)
+            .bind(buckets)
+            .bind(fallbacks)
+            .bind(durations)
+    }
+
+    /// Insert `records` as one array per column: one statement per [`PG_CHUNK_ROWS`] rows,
+    /// several in one transaction.
+    pub(super) async fn insert(pool: &PgPool, records: &[DecisionRecord]) -> StoreResult<u64> {
+        let context = || insert_context(records);
+        if records.len() <= PG_CHUNK_ROWS {
+            let done = insert_query(records).execute(pool).await.map_err(StoreError::db(context()))?;
+            return Ok(done.rows_affected());
+        }
+        let mut tx = pool.begin().await.map_err(StoreError::db(context()))?;
+        let mut inserted = 0;
+        for chunk in records.chunks(PG_CHUNK_ROWS) {
+            let done = insert_query(chunk).execute(&mut *tx).await.map_err(StoreError::db(context()))?;
+            inserted += done.rows_affected();
+        }
+        tx.commit().await.map_err(StoreError::db(context()))?;
+        Ok(inserted)
+    }
+
+    /// `sql` with `args` bound as Postgres keeps them.
+    pub(super) fn bind<'q>(sql: &'q str, args: Vec<Arg<'q>>) -> Query<'q, Postgres, PgArguments> {
+        args.into_iter().fold(sqlx::query(sql), |query, arg| match arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::Time(time) => query.bind(time),
+            Arg::Id(id) => query.bind(id),
+            Arg::Int(n) => query.bind(n),
+        })
+    }
+
+    /// Link `outcomes` in one statement, one array per column.
+    pub(super) async fn link(pool: &PgPool, outcomes: &[DecisionOutcome]) -> StoreResult<()> {
+        let ids: Vec<Uuid> = outcomes.iter().map(|o| o.decision_id).collect();
+        let features: Vec<&str> = outcomes.iter().map(|o| o.feature.as_str()).collect();
+        let successes: Vec<bool> = outcomes.iter().map(|o| o.success).collect();
+        let times: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.recorded_at).collect();
+        sqlx::query(sql::PG_LINK)
+            .bind(ids)
+            .bind(features)
+            .bind(successes)
+            .bind(times)
+            .execute(pool)
+            .await
+            .map_err(StoreError::db(link_context(outcomes)))?;
+        Ok(())
+    }
+}
+
+/// The SQLite statements (UUIDs, times and JSON as text, like the other tables).
+mod lite {
+    use super::*;
+    use crate::store::sqlite::ts;
+    use sqlx::query::Query;
+    use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
+    use sqlx::QueryBuilder;
+
+    fn parse_time(column: &'static str, text: &str) -> StoreResult<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| corrupt(column, format!("`{text}` is not a timestamp: {e}")))
+    }
+
+    fn json(row: &SqliteRow, name: &'static str) -> StoreResult<Option<serde_json::Value>> {
+        column::<_, Option<String>>(row, name)?
+            .map(|text| serde_json::from_str(&text).map_err(|e| corrupt(name, e)))
+            .transpose()
+    }
+
+    /// A decision from a row of `rollout_decisions`.
+    pub(super) fn decode(row: &SqliteRow) -> StoreResult<DecisionRecord> {
+        let id: String = column(row, "id")?;
+        let id = Uuid::parse_str(&id).map_err(|e| corrupt("id", format!("`{id}`: {e}")))?;
+        let time = parse_time("time", &column::<_, String>(row, "time")?)?;
+        record_from(row, id, time, json(row, "overrides")?, json(row, "job")?)
+    }
+
+    /// Insert `records` with multi-row `VALUES`, as many rows per statement as SQLite's
+    /// parameter limit allows, all in one transaction.
+    pub(super) async fn insert(pool: &SqlitePool, records: &[DecisionRecord]) -> StoreResult<u64> {
+        let context = || insert_context(records);
+        let mut tx = pool.begin().await.map_err(StoreError::db(context()))?;
+        let mut inserted = 0;
+        for chunk in records.chunks(SQLITE_MAX_VARIABLES / sql::COLUMN_COUNT) {
+            let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(sql::LITE_INSERT_HEAD);
+            query.push_values(chunk, |mut row, r| {
+                row.push_bind(r.id.to_string())
+                    .push_bind(ts(r.time))
+                    .push_bind(r.feature.as_str())
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.config_version)
+                    .push_bind(r.overrides.as_ref().map(|v| v.to_string()))
+                    .push_bind(r.policy_sha256.as_str())
+                    .push_bind(r.repository_id.as_str())
+                    .push_bind(r.masked)
+                    .push_bind(r.category.as_deref())
+                    .push_bind(r.job.as_ref().map(|v| v.to_string()))
+                    .push_bind(r.processor.as_deref())
+                    .push_bind(r.rule.as_deref())
+                    .push_bind(r.eligible)
+                    .push_bind(r.reason.as_str())
+                    .push_bind(i16::from(r.bucket))
+                    .push_bind(r.fallback.as_deref())
+                    .push_bind(r.duration_us);
+            });
+            query.push(sql::INSERT_TAIL);
+            let done = query.build().execute(&mut *tx).await.map_err(StoreError::db(context()))?;
+            inserted += done.rows_affected();
+        }
+        tx.commit().await.map_err(StoreError::db(context()))?;
+        Ok(inserted)
+    }
+
+    /// `sql` (with SQLite's placeholders) with `args` bound as SQLite keeps them.
+    pub(super) fn bind<'q>(sql: &'q str, args: Vec<Arg<'q>>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+        args.into_iter().fold(sqlx::query(sql), |query, arg| match arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::Time(time) => query.bind(ts(time)),
+            Arg::Id(id) => query.bind(id.to_string()),
+            Arg::Int(n) => query.bind(n),
+        })
+    }
+
+    /// Link `outcomes` with multi-row `VALUES`.
+    pub(super) async fn link(pool: &SqlitePool, outcomes: &[DecisionOutcome]) -> StoreResult<()> {
+        let context = || link_context(outcomes);
+        let mut tx = pool.begin().await.map_err(StoreError::db(context()))?;
+        for chunk in outcomes.chunks(SQLITE_MAX_VARIABLES / sql::LINK_COLUMN_COUNT) {
+            let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(sql::LITE_LINK_HEAD);
+            query.push_values(chunk, |mut row, o| {
+                row.push_bind(o.decision_id.to_string())
+                    .push_bind(o.feature.as_str())
+                    .push_bind(o.success)
+                    .push_bind(ts(o.recorded_at));
+            });
+            query.push(sql::LITE_LINK_TAIL);
+            query.build().execute(&mut *tx).await.map_err(StoreError::db(context()))?;
+        }
+        tx.commit().await.map_err(StoreError::db(context()))
+    }
+}
+
 impl Store {
     /// Insert a batch of decisions in one statement (or one transaction); an id already
     /// logged is ignored. How many rows were new.
+    ///
+    /// Postgres binds one array per column (`INSERT … SELECT * FROM UNNEST(…)`), one statement
+    /// per 10,000 rows; SQLite sends multi-row `VALUES`, as many rows per statement as its
+    /// 32,766 bind parameters allow. Several statements run in one transaction. An empty
+    /// batch makes no round trip.
     pub async fn insert_decisions(&self, records: &[DecisionRecord]) -> StoreResult<u64> {
-        let _ = records;
-        Err(StoreError::Corrupt { column: "rollout_decisions", message: "not built yet".into() })
+        if records.is_empty() {
+            return Ok(0);
+        }
+        match self {
+            Store::Postgres(pool) => pg::insert(pool, records).await,
+            Store::Sqlite(pool) => lite::insert(pool, records).await,
+        }
     }
 
     /// The decision `id`, if logged.
     pub async fn decision(&self, id: Uuid) -> StoreResult<Option<DecisionRecord>> {
-        let _ = id;
-        Err(StoreError::Corrupt { column: "rollout_decisions", message: "not built yet".into() })
+        let rows = self.read(sql::ONE, vec![Arg::Id(id)], format!("read decision `{id}`"), pg::decode, lite::decode);
+        Ok(rows.await?.into_iter().next())
     }
 
     /// Decisions matching `filter`: newest first, or oldest first when `filter.after` is set.
+    ///
+    /// `filter.rule` matches the routing rule, or the eligibility reason of eligibility
+    /// decisions. At most `filter.limit` rows (none when it is 0); the caller caps the limit.
     pub async fn decisions(&self, filter: &DecisionFilter) -> StoreResult<Vec<DecisionRecord>> {
-        let _ = filter;
-        Err(StoreError::Corrupt { column: "rollout_decisions", message: "not built yet".into() })
+        let Some((sql, args)) = select(filter) else { return Ok(Vec::new()) };
+        self.read(&sql, args, "list decisions".to_owned(), pg::decode, lite::decode).await
     }
 
     /// Delete decisions decided before `before`, then the oldest beyond the newest
     /// `keep_rows`; how many were deleted.
     pub async fn prune_decisions(&self, before: DateTime<Utc>, keep_rows: u64) -> StoreResult<u64> {
-        let _ = (before, keep_rows);
-        Err(StoreError::Corrupt { column: "rollout_decisions", message: "not built yet".into() })
+        let by_age =
+            self.write(sql::PRUNE_AGE, vec![Arg::Time(before)], format!("prune decisions made before `{before}`"));
+        let by_age = by_age.await?;
+        let keep = Arg::Int(i64::try_from(keep_rows).unwrap_or(i64::MAX));
+        let by_rows =
+            self.write(sql::PRUNE_ROWS, vec![keep], format!("prune decisions beyond the newest `{keep_rows}`")).await?;
+        Ok(by_age + by_rows)
     }
 
     /// Record outcomes that name their decision (a repeated (decision, recorded_at, success)
-    /// is kept once).
+    /// is kept once). The decision need not be logged (yet): the join happens when reading.
     pub async fn link_outcomes(&self, outcomes: &[DecisionOutcome]) -> StoreResult<()> {
-        let _ = outcomes;
-        Err(StoreError::Corrupt { column: "rollout_decision_outcomes", message: "not built yet".into() })
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Postgres(pool) => pg::link(pool, outcomes).await,
+            Store::Sqlite(pool) => lite::link(pool, outcomes).await,
+        }
     }
 
     /// Outcomes of `feature` recorded since `since` whose decision is logged, per (policy,
@@ -187,7 +655,81 @@ impl Store {
         feature: &str,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DecisionVersionOutcomes>> {
-        let _ = (feature, since);
-        Err(StoreError::Corrupt { column: "rollout_decision_outcomes", message: "not built yet".into() })
+        let context = format!("count the outcomes of `{feature}` by deciding version");
+        let args = vec![Arg::Text(feature), Arg::Time(since)];
+        let pg_decode = |row: &sqlx::postgres::PgRow| version_outcomes_from(row);
+        let lite_decode = |row: &sqlx::sqlite::SqliteRow| version_outcomes_from(row);
+        self.read(sql::BY_VERSION, args, context, pg_decode, lite_decode).await
+    }
+
+    /// The rows of `sql` (`$n` placeholders) with `args`, each decoded by the backend's
+    /// decoder; `context` names what was being read.
+    async fn read<T>(
+        &self,
+        sql: &str,
+        args: Vec<Arg<'_>>,
+        context: String,
+        pg_decode: fn(&sqlx::postgres::PgRow) -> StoreResult<T>,
+        lite_decode: fn(&sqlx::sqlite::SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        match self {
+            Store::Postgres(pool) => {
+                let rows = pg::bind(sql, args).fetch_all(pool).await.map_err(StoreError::db(context))?;
+                rows.iter().map(pg_decode).collect()
+            }
+            Store::Sqlite(pool) => {
+                let sql = sql::lite(sql);
+                let rows = lite::bind(&sql, args).fetch_all(pool).await.map_err(StoreError::db(context))?;
+                rows.iter().map(lite_decode).collect()
+            }
+        }
+    }
+
+    /// Run `sql` (`$n` placeholders) with `args`; how many rows it changed.
+    async fn write(&self, sql: &str, args: Vec<Arg<'_>>, context: String) -> StoreResult<u64> {
+        let done = match self {
+            Store::Postgres(pool) => pg::bind(sql, args).execute(pool).await.map(|d| d.rows_affected()),
+            Store::Sqlite(pool) => lite::bind(&sql::lite(sql), args).execute(pool).await.map(|d| d.rows_affected()),
+        };
+        done.map_err(StoreError::db(context))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter() -> DecisionFilter {
+        DecisionFilter { limit: 10, ..DecisionFilter::default() }
+    }
+
+    #[test]
+    fn the_filter_numbers_its_placeholders_in_the_order_of_its_arguments() {
+        let plain = filter();
+        let (sql, args) = select(&plain).expect("a statement");
+        assert!(sql.ends_with("FROM rollout_decisions ORDER BY id DESC LIMIT $1"), "{sql}");
+        assert_eq!(args, vec![Arg::Int(10)]);
+
+        let id = Uuid::now_v7();
+        let f = DecisionFilter { feature: Some("f".into()), rule: Some("r".into()), after: Some(id), ..filter() };
+        let (sql, args) = select(&f).expect("a statement");
+        assert!(
+            sql.ends_with(
+                "WHERE feature = $1 AND (rule = $2 OR (kind = 'eligibility' AND reason = $2)) AND id > $3 \
+                 ORDER BY id ASC LIMIT $4"
+            ),
+            "{sql}"
+        );
+        assert_eq!(args, vec![Arg::Text("f"), Arg::Text("r"), Arg::Id(id), Arg::Int(10)]);
+        assert!(!sql::lite(&sql).contains('$'));
+        assert_eq!(select(&DecisionFilter { limit: 0, ..f }), None, "limit 0 reads nothing");
+    }
+
+    #[test]
+    fn the_column_lists_agree() {
+        assert_eq!(sql::COLUMNS.split(", ").count(), sql::COLUMN_COUNT);
+        assert!(sql::ONE.contains(sql::COLUMNS));
+        assert!(sql::PG_INSERT.contains(&format!("${}::", sql::COLUMN_COUNT)));
+        assert!(!sql::PG_INSERT.contains(&format!("${}", sql::COLUMN_COUNT + 1)));
     }
 }

@@ -42,6 +42,7 @@ mod authoring_explain;
 mod backlog;
 mod cli_ops;
 mod config_versions;
+mod decision_log_store;
 mod defects;
 mod defects_policy;
 mod e2e_failure;

@@ -1,0 +1,361 @@
+//! The store layer of the decision log (issue 14): decisions are kept exactly as logged
+//! (every optional field present or absent), a repeated id is ignored, the filters and both
+//! cursors read each decision once in id (= time) order, pruning deletes by age and by count,
+//! outcomes that name their decision are split by the (policy, configuration version) that
+//! decided, and a logged decision cannot be updated. Every test runs on SQLite and on
+//! Postgres.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rollout::store::testing::TestDatabase;
+use rollout::store::{DecisionFilter, DecisionKind, DecisionOutcome, DecisionRecord, DecisionVersionOutcomes, Store};
+use uuid::Uuid;
+
+const FEATURE: &str = "decision_log_feature";
+const OTHER: &str = "decision_log_other";
+
+both_backends!(
+    a_decision_reads_back_exactly_as_logged_and_a_repeated_id_is_ignored,
+    filters_and_the_cursor_read_each_decision_once_newest_first,
+    after_reads_oldest_first,
+    pruning_deletes_by_age_then_beyond_the_newest_rows,
+    outcomes_are_split_by_the_policy_and_configuration_that_decided,
+    a_logged_decision_cannot_be_updated,
+    a_large_batch_is_inserted_whole,
+);
+
+/// 2025-12-03T00:00:00.123456Z: a time with microseconds, the precision both databases keep.
+fn base() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(1_764_720_000_123_456).unwrap()
+}
+
+/// Decision `i`: decided `i` seconds and `i` microseconds after [`base`], its UUIDv7 made from
+/// that time, so id order is time order. Even `i` are route decisions with every optional
+/// field set; odd `i` eligibility decisions with none.
+fn record(i: u32, feature: &str) -> DecisionRecord {
+    let time = base() + TimeDelta::seconds(i64::from(i)) + TimeDelta::microseconds(i64::from(i));
+    let millis = u64::try_from(time.timestamp_millis()).unwrap();
+    let random: [u8; 10] = Uuid::new_v4().as_bytes()[..10].try_into().unwrap();
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    let route = i.is_multiple_of(2);
+    DecisionRecord {
+        id,
+        time,
+        feature: feature.to_owned(),
+        kind: if route { DecisionKind::Route } else { DecisionKind::Eligibility },
+        config_version: i64::from(i % 3) + 1,
+        overrides: route.then(|| serde_json::json!({ "rollout_percentage": 40, "emergency_stop": false })),
+        policy_sha256: format!("{:064x}", i % 2),
+        repository_id: format!("repo-{}", i % 5),
+        masked: i.is_multiple_of(7),
+        category: route.then(|| "large".to_owned()),
+        job: route.then(|| serde_json::json!({ "trigger_source": "scheduled", "size": { "files": i } })),
+        processor: route.then(|| "inngest".to_owned()),
+        rule: route.then(|| if i.is_multiple_of(4) { "rule_a" } else { "rule_b" }.to_owned()),
+        eligible: i % 3 != 1,
+        reason: if i.is_multiple_of(3) { "rule_a" } else { "percentage" }.to_owned(),
+        bucket: u8::try_from(i * 7 % 100).unwrap(),
+        fallback: (route && i % 4 == 2).then(|| "policy_error: trap".to_owned()),
+        duration_us: i64::from(i) * 13 + 1,
+    }
+}
+
+fn ids(records: &[DecisionRecord]) -> Vec<Uuid> {
+    records.iter().map(|r| r.id).collect()
+}
+
+fn newest_first(records: &[DecisionRecord]) -> Vec<Uuid> {
+    let mut ids = ids(records);
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids
+}
+
+/// `filter` read page by page, `next` setting the cursor of the next page to the last id of
+/// the previous one, until a page is empty: the size of every page and the ids in the order
+/// read.
+async fn pages(
+    store: &Store,
+    mut filter: DecisionFilter,
+    next: fn(&mut DecisionFilter, Uuid),
+) -> (Vec<usize>, Vec<Uuid>) {
+    let (mut sizes, mut seen) = (Vec::new(), Vec::new());
+    loop {
+        let page = store.decisions(&filter).await.unwrap();
+        sizes.push(page.len());
+        let Some(last) = page.last() else { return (sizes, seen) };
+        next(&mut filter, last.id);
+        seen.extend(ids(&page));
+    }
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    match store {
+        Store::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap(),
+        Store::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap(),
+    }
+}
+
+async fn a_decision_reads_back_exactly_as_logged_and_a_repeated_id_is_ignored(db: &TestDatabase) {
+    let store = &db.store;
+    assert_eq!(store.insert_decisions(&[]).await.unwrap(), 0, "an empty batch");
+    let mut records: Vec<DecisionRecord> = (0..6).map(|i| record(i, FEATURE)).collect();
+    // JSON of every shape, text with quotes and non-ASCII, the extremes of the numbers
+    records[0].overrides = Some(serde_json::json!({ "a": [1, 2.5, null, true], "b": { "c": "\"q\" é" } }));
+    records[0].reason = "it's \"quoted\" — é".to_owned();
+    records[0].bucket = 99;
+    records[0].duration_us = i64::MAX;
+    records[0].config_version = i64::MAX;
+    records[1].bucket = 0;
+    records[1].duration_us = 0;
+    assert!(records[0].category.is_some() && records[0].fallback.is_none(), "a route record");
+    assert!(records[2].fallback.is_some(), "every optional field set");
+    assert!(records[1].overrides.is_none() && records[1].job.is_none() && records[1].rule.is_none());
+
+    assert_eq!(store.insert_decisions(&records).await.unwrap(), 6);
+    for r in &records {
+        assert_eq!(store.decision(r.id).await.unwrap().as_ref(), Some(r), "decision {}", r.id);
+    }
+    assert_eq!(store.decision(Uuid::now_v7()).await.unwrap(), None, "an id never logged");
+
+    // the same ids again, and a batch half old, half new: only the new count, nothing changes
+    let mut changed = records[0].clone();
+    changed.reason = "changed".into();
+    assert_eq!(store.insert_decisions(&[changed]).await.unwrap(), 0);
+    assert_eq!(store.insert_decisions(&records).await.unwrap(), 0);
+    let mixed = vec![records[3].clone(), record(6, FEATURE), records[4].clone(), record(7, FEATURE)];
+    assert_eq!(store.insert_decisions(&mixed).await.unwrap(), 2);
+    assert_eq!(store.decision(records[0].id).await.unwrap().as_ref(), Some(&records[0]), "the first row stays");
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 8);
+}
+
+async fn filters_and_the_cursor_read_each_decision_once_newest_first(db: &TestDatabase) {
+    let store = &db.store;
+    let a: Vec<DecisionRecord> = (0..25).map(|i| record(i, FEATURE)).collect();
+    let b: Vec<DecisionRecord> = (25..30).map(|i| record(i, OTHER)).collect();
+    // inserted out of order: the order read is the ids', not the insertion's
+    let mut all: Vec<DecisionRecord> = a.iter().chain(&b).cloned().collect();
+    all.reverse();
+    all.swap(3, 17);
+    assert_eq!(store.insert_decisions(&all).await.unwrap(), 30);
+
+    let filter = |f: DecisionFilter| DecisionFilter { limit: 100, ..f };
+    // no filter: everything, newest first
+    let got = store.decisions(&filter(DecisionFilter::default())).await.unwrap();
+    assert_eq!(ids(&got), newest_first(&all));
+    // feature, with whole records
+    let got = store.decisions(&filter(DecisionFilter { feature: Some(FEATURE.into()), ..Default::default() })).await;
+    let mut expected = a.clone();
+    expected.reverse();
+    assert_eq!(got.unwrap(), expected);
+    // repository
+    let got = store
+        .decisions(&filter(DecisionFilter { repository_id: Some("repo-3".into()), ..Default::default() }))
+        .await
+        .unwrap();
+    let expected: Vec<DecisionRecord> = all.iter().filter(|r| r.repository_id == "repo-3").cloned().collect();
+    assert_eq!(expected.len(), 6);
+    assert_eq!(ids(&got), newest_first(&expected));
+    // since (inclusive) and until (exclusive)
+    let since = a[5].time;
+    let until = a[15].time;
+    let got = store
+        .decisions(&filter(DecisionFilter {
+            feature: Some(FEATURE.into()),
+            since: Some(since),
+            until: Some(until),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ids(&got), newest_first(&a[5..15]));
+    let got = store.decisions(&filter(DecisionFilter { since: Some(b[2].time), ..Default::default() })).await;
+    assert_eq!(ids(&got.unwrap()), newest_first(&b[2..]));
+    // rule: the routing rule, or the eligibility reason of an eligibility decision (not the
+    // reason of a route decision)
+    let is_rule_a = |r: &DecisionRecord| {
+        r.rule.as_deref() == Some("rule_a") || (r.kind == DecisionKind::Eligibility && r.reason == "rule_a")
+    };
+    assert!(a.iter().any(|r| r.kind == DecisionKind::Route && r.reason == "rule_a" && !is_rule_a(r)));
+    assert!(a.iter().any(|r| r.kind == DecisionKind::Eligibility && is_rule_a(r)));
+    assert!(a.iter().any(|r| r.kind == DecisionKind::Route && is_rule_a(r)));
+    let got = store
+        .decisions(&filter(DecisionFilter {
+            feature: Some(FEATURE.into()),
+            rule: Some("rule_a".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let expected: Vec<DecisionRecord> = a.iter().filter(|r| is_rule_a(r)).cloned().collect();
+    assert_eq!(ids(&got), newest_first(&expected));
+    // the limit
+    let got = store.decisions(&DecisionFilter { limit: 3, ..Default::default() }).await.unwrap();
+    assert_eq!(ids(&got), newest_first(&all)[..3]);
+    let got = store.decisions(&DecisionFilter::default()).await.unwrap();
+    assert!(got.is_empty(), "limit 0 reads nothing");
+    // a feature nobody logged
+    let got = store.decisions(&filter(DecisionFilter { feature: Some("nobody".into()), ..Default::default() })).await;
+    assert!(got.unwrap().is_empty());
+
+    // pages of 10 over the feature's 25: each id once, newest first
+    let first = DecisionFilter { feature: Some(FEATURE.into()), limit: 10, ..Default::default() };
+    let (sizes, seen) = pages(store, first, |f, last| f.before = Some(last)).await;
+    assert_eq!(sizes, vec![10, 10, 5, 0]);
+    assert_eq!(seen, newest_first(&a));
+}
+
+async fn after_reads_oldest_first(db: &TestDatabase) {
+    let store = &db.store;
+    let a: Vec<DecisionRecord> = (0..25).map(|i| record(i, FEATURE)).collect();
+    store.insert_decisions(&a).await.unwrap();
+    store.insert_decisions(&[record(30, OTHER)]).await.unwrap();
+    let first =
+        DecisionFilter { feature: Some(FEATURE.into()), after: Some(Uuid::nil()), limit: 10, ..Default::default() };
+    let (sizes, seen) = pages(store, first, |f, last| f.after = Some(last)).await;
+    assert_eq!(sizes, vec![10, 10, 5, 0]);
+    assert_eq!(seen, ids(&a), "oldest first, each once");
+    // from the middle, bounded by `before` as well
+    let got = store
+        .decisions(&DecisionFilter { after: Some(a[9].id), before: Some(a[14].id), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(&got), ids(&a[10..14]));
+}
+
+async fn pruning_deletes_by_age_then_beyond_the_newest_rows(db: &TestDatabase) {
+    let store = &db.store;
+    let records: Vec<DecisionRecord> = (0..10).map(|i| record(i, FEATURE)).collect();
+    store.insert_decisions(&records).await.unwrap();
+    let everything = DecisionFilter { limit: 100, ..Default::default() };
+    let all = || store.decisions(&everything);
+    let long_ago = base() - TimeDelta::days(30);
+
+    // nothing old, more room than rows: nothing deleted
+    assert_eq!(store.prune_decisions(long_ago, u64::MAX).await.unwrap(), 0);
+    assert_eq!(store.prune_decisions(long_ago, 10).await.unwrap(), 0);
+    // by age: before the time of row 3 (exclusive)
+    assert_eq!(store.prune_decisions(records[3].time, 100).await.unwrap(), 3);
+    assert_eq!(ids(&all().await.unwrap()), newest_first(&records[3..]));
+    // by rows: the newest 4 stay
+    assert_eq!(store.prune_decisions(long_ago, 4).await.unwrap(), 3);
+    assert_eq!(ids(&all().await.unwrap()), newest_first(&records[6..]));
+    // both at once: age takes row 6, the count rows 7 and 8
+    assert_eq!(store.prune_decisions(records[7].time, 1).await.unwrap(), 3);
+    assert_eq!(ids(&all().await.unwrap()), vec![records[9].id]);
+    // keeping none deletes everything
+    assert_eq!(store.prune_decisions(long_ago, 0).await.unwrap(), 1);
+    assert!(all().await.unwrap().is_empty());
+}
+
+async fn outcomes_are_split_by_the_policy_and_configuration_that_decided(db: &TestDatabase) {
+    let store = &db.store;
+    let decided = |i: u32, feature: &str, policy: &str, version: i64| DecisionRecord {
+        policy_sha256: policy.to_owned(),
+        config_version: version,
+        ..record(i, feature)
+    };
+    let d1 = decided(1, FEATURE, "p1", 1);
+    let d2 = decided(2, FEATURE, "p1", 1);
+    let d3 = decided(3, FEATURE, "p2", 2);
+    let d4 = decided(4, OTHER, "p1", 1);
+    let since = base() + TimeDelta::hours(1);
+    let at = |minutes: i64| since + TimeDelta::minutes(minutes) + TimeDelta::microseconds(7);
+    let outcome = |d: &DecisionRecord, success: bool, recorded_at: DateTime<Utc>| DecisionOutcome {
+        decision_id: d.id,
+        feature: d.feature.clone(),
+        success,
+        recorded_at,
+    };
+    let unlogged = record(5, FEATURE);
+    let outcomes = vec![
+        outcome(&d1, true, at(1)),
+        outcome(&d1, false, at(2)),
+        outcome(&d1, true, at(1)), // a repeat: kept once
+        outcome(&d2, true, at(3)),
+        outcome(&d2, false, at(-1)), // before `since`
+        outcome(&d3, false, at(4)),
+        outcome(&d3, false, at(5)),
+        outcome(&d3, true, at(6)),
+        outcome(&d4, true, at(7)), // another feature
+        outcome(&unlogged, true, at(8)),
+    ];
+    // the outcomes may arrive before their decisions are logged
+    store.link_outcomes(&[]).await.unwrap();
+    store.link_outcomes(&outcomes).await.unwrap();
+    store.link_outcomes(&outcomes[..3]).await.unwrap();
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_outcomes").await, 9, "repeats kept once");
+    assert_eq!(store.outcomes_by_decision_version(FEATURE, since).await.unwrap(), vec![], "no decision logged yet");
+    store.insert_decisions(&[d1, d2, d3, d4]).await.unwrap();
+
+    let split = store.outcomes_by_decision_version(FEATURE, since).await.unwrap();
+    let row = |policy: &str, version: i64, successes: u64, failures: u64| DecisionVersionOutcomes {
+        policy_sha256: policy.to_owned(),
+        config_version: version,
+        successes,
+        failures,
+    };
+    assert_eq!(split, vec![row("p2", 2, 1, 2), row("p1", 1, 2, 1)]);
+    // the earlier outcome counts when the window reaches it
+    let wider = store.outcomes_by_decision_version(FEATURE, at(-1)).await.unwrap();
+    assert_eq!(wider, vec![row("p2", 2, 1, 2), row("p1", 1, 2, 2)]);
+    assert_eq!(store.outcomes_by_decision_version(OTHER, since).await.unwrap(), vec![row("p1", 1, 1, 0)]);
+    assert_eq!(store.outcomes_by_decision_version(FEATURE, at(9)).await.unwrap(), vec![]);
+}
+
+async fn a_logged_decision_cannot_be_updated(db: &TestDatabase) {
+    let store = &db.store;
+    let r = record(2, FEATURE);
+    store.insert_decisions(std::slice::from_ref(&r)).await.unwrap();
+    let linked = DecisionOutcome { decision_id: r.id, feature: FEATURE.into(), success: true, recorded_at: base() };
+    store.link_outcomes(&[linked]).await.unwrap();
+    let update = "UPDATE rollout_decisions SET reason = 'forged'";
+    match store {
+        Store::Sqlite(pool) => {
+            let err = sqlx::query(update).execute(pool).await.unwrap_err();
+            assert!(err.to_string().contains("immutable"), "{err}");
+            let err = sqlx::query("UPDATE rollout_decision_outcomes SET success = 0").execute(pool).await;
+            assert!(err.unwrap_err().to_string().contains("immutable"));
+        }
+        Store::Postgres(pool) => {
+            // the service role inserts and deletes, never updates
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SET LOCAL ROLE rollout_service").execute(&mut *tx).await.unwrap();
+            let err = sqlx::query(update).execute(&mut *tx).await.unwrap_err();
+            assert!(err.to_string().contains("permission denied"), "{err}");
+            tx.rollback().await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SET LOCAL ROLE rollout_service").execute(&mut *tx).await.unwrap();
+            let err = sqlx::query("UPDATE rollout_decision_outcomes SET success = false").execute(&mut *tx).await;
+            assert!(err.unwrap_err().to_string().contains("permission denied"));
+            tx.rollback().await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SET LOCAL ROLE rollout_service").execute(&mut *tx).await.unwrap();
+            let done = sqlx::query("DELETE FROM rollout_decisions").execute(&mut *tx).await.unwrap();
+            assert_eq!(done.rows_affected(), 1, "the service role prunes");
+            tx.rollback().await.unwrap();
+        }
+    }
+    assert_eq!(store.decision(r.id).await.unwrap(), Some(r), "unchanged");
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_outcomes WHERE success = true").await, 1);
+}
+
+async fn a_large_batch_is_inserted_whole(db: &TestDatabase) {
+    let store = &db.store;
+    // more rows than one SQLite statement takes (32,766 parameters / 18 columns)
+    let batch: Vec<DecisionRecord> = (0..5_000).map(|i| record(i, FEATURE)).collect();
+    assert_eq!(store.insert_decisions(&batch).await.unwrap(), 5_000);
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 5_000);
+    let last = store.decisions(&DecisionFilter { limit: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(last.first(), batch.last());
+
+    // throughput in batches of 1,000 (printed; `--nocapture` shows it)
+    let batches: Vec<Vec<DecisionRecord>> =
+        (0..20u32).map(|b| (0..1_000).map(|i| record(10_000 + b * 1_000 + i, OTHER)).collect()).collect();
+    let started = std::time::Instant::now();
+    for batch in &batches {
+        assert_eq!(store.insert_decisions(batch).await.unwrap(), 1_000);
+    }
+    let elapsed = started.elapsed();
+    let backend = if matches!(store, Store::Postgres(_)) { "postgres" } else { "sqlite" };
+    eprintln!("decision log insert, {backend}: {:.0} rows/s", 20_000.0 / elapsed.as_secs_f64());
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 25_000);
+}
