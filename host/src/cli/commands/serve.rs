@@ -120,10 +120,8 @@ pub const WEBHOOKS_VARIABLE: &str = "ROLLOUT_ALERT_WEBHOOKS";
 /// start, naming it without its secret path).
 fn alert_options(args: &Args) -> Result<crate::service::alerts::NotifierOptions, CliError> {
     use crate::service::alerts::{check_webhooks, webhooks_from_env, NotifierOptions};
-    let mut webhooks = webhooks_from_env(&std::env::var(WEBHOOKS_VARIABLE).unwrap_or_default());
-    webhooks.extend(args.alert_webhooks.iter().cloned());
-    let mut seen = std::collections::HashSet::new();
-    webhooks.retain(|w| seen.insert(w.clone()));
+    let webhooks =
+        merge_webhooks(webhooks_from_env(&std::env::var(WEBHOOKS_VARIABLE).unwrap_or_default()), &args.alert_webhooks);
     let options = NotifierOptions {
         webhooks,
         base_backoff: Duration::from_millis(args.alert_retry_base_ms.max(1)),
@@ -133,6 +131,15 @@ fn alert_options(args: &Args) -> Result<crate::service::alerts::NotifierOptions,
     // the URLs are checked now, not when the first event is due
     check_webhooks(&options.webhooks).map_err(|e| CliError::usage(anyhow::Error::new(e)))?;
     Ok(options)
+}
+
+/// The webhooks of the environment then those of the flags, each once (first occurrence
+/// kept): a URL given twice, adjacent or not, is posted to once.
+fn merge_webhooks(mut webhooks: Vec<String>, flags: &[String]) -> Vec<String> {
+    webhooks.extend(flags.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    webhooks.retain(|w| seen.insert(w.clone()));
+    webhooks
 }
 
 fn init_logging() {
@@ -288,4 +295,22 @@ async fn serve(args: Args, url: String, feature: String) -> CliResult {
     println!("rollout serve: stopped");
     let _ = std::io::stdout().flush();
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: `Vec::dedup` removed only adjacent repeats, so a URL in both the environment
+    /// and a flag, with another between them, was posted to twice.
+    #[test]
+    fn a_webhook_given_twice_is_kept_once() {
+        let env = vec!["https://a.example/h".to_owned(), "https://b.example/h".to_owned()];
+        let flags =
+            vec!["https://a.example/h".to_owned(), "https://c.example/h".to_owned(), "https://b.example/h".to_owned()];
+        assert_eq!(
+            merge_webhooks(env, &flags),
+            vec!["https://a.example/h", "https://b.example/h", "https://c.example/h"]
+        );
+    }
 }
