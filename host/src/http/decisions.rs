@@ -101,7 +101,8 @@ pub async fn eligibility(
     let service = state.service();
     let feature = service.feature(&name).await?;
     let body: EligibilityBody = decode(&bytes)?;
-    let decision = service.is_eligible_logged(&feature, body.repository_id);
+    let repo = service.repository_for(&feature, body.repository_id, None);
+    let decision = service.is_eligible_logged(&feature, &repo);
     Ok((id_header(decision.id), Json(EligibilityView::new(&decision, service.runtime().policy_version()))))
 }
 
@@ -114,7 +115,8 @@ pub async fn route(
     let service = state.service();
     let feature = service.feature(&name).await?;
     let (id, job) = decode::<RouteBody>(&bytes)?.into_parts();
-    let decision = service.route_logged(&feature, id, &job);
+    let repo = service.repository_for(&feature, id, None);
+    let decision = service.route_logged(&feature, &repo, &job);
     Ok((id_header(decision.id), Json(RouteView::new(&decision, service.runtime().policy_version()))))
 }
 

@@ -39,6 +39,7 @@ mod decision_log;
 mod decisions;
 pub mod error;
 pub mod limits;
+pub mod ofrep;
 mod operations;
 mod page;
 mod policies;
@@ -314,6 +315,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/decisions", get(decision_log::list))
         .route("/v1/decisions/{id}", get(decision_log::get))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
+        .route("/ofrep/v1/evaluate/flags/{*key}", post(ofrep::evaluate_flag))
         .route("/v1/features", get(reads::list_features).post(operations::create_feature))
         .nest("/v1/features/{feature}", features)
         .nest("/v1/policies", policies)

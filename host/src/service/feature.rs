@@ -115,6 +115,21 @@ impl Feature {
 }
 
 impl Service {
+    /// The repository `id` as the policy sees it: with `category` when the caller gives one
+    /// (an OpenFeature context attribute), else with its cached category — one without is
+    /// queued for background categorisation.
+    pub fn repository_for(
+        &self,
+        feature: &Arc<Feature>,
+        id: RepositoryUuid,
+        category: Option<rollout_policy::Category>,
+    ) -> Repository {
+        match category {
+            Some(c) => Repository { id: id.repo_id(), category: Some(c) },
+            None => self.repository(feature, id),
+        }
+    }
+
     /// The repository as the policy sees it; one without a category is queued for
     /// background categorisation (a bounded, deduplicated, non-blocking enqueue).
     fn repository(&self, feature: &Arc<Feature>, id: RepositoryUuid) -> Repository {
@@ -173,38 +188,40 @@ enum Answer<'a> {
 impl Service {
     /// Eligibility of one repository (memory only), counted, with a decision id; logged when
     /// the id is sampled at the feature's rate (`metadata.decision_log.sample_rate`).
-    pub fn is_eligible_logged(&self, feature: &Arc<Feature>, id: RepositoryUuid) -> Logged<Eligibility> {
+    pub fn is_eligible_logged(&self, feature: &Arc<Feature>, repo: &Repository) -> Logged<Eligibility> {
         let decision_id = new_decision_id();
         let settings = LogSettings::from_metadata(&feature.manager.state().stored.metadata);
         if !sampled(decision_id, settings.sample_rate) {
-            return Logged { decision: self.is_eligible(feature, id), id: decision_id, logged: false };
+            let decision = feature.manager.decide_eligibility(repo);
+            feature.counters.eligibility(&decision);
+            return Logged { decision, id: decision_id, logged: false };
         }
-        let repo = self.repository(feature, id);
         let policy = self.inner.policy.version();
         let start = Instant::now();
-        let traced = feature.manager.decide_eligibility_traced(&repo);
+        let traced = feature.manager.decide_eligibility_traced(repo);
         let took = start.elapsed();
         feature.counters.eligibility(&traced.decision);
         let answer = Answer::Eligibility(&traced.decision);
-        let logged = self.log_decision(feature, &settings, decision_id, policy, &repo, &traced, answer, took);
+        let logged = self.log_decision(feature, &settings, decision_id, policy, repo, &traced, answer, took);
         Logged { decision: traced.decision, id: decision_id, logged }
     }
 
     /// Where a job runs (memory only), counted, with a decision id; logged when sampled.
-    pub fn route_logged(&self, feature: &Arc<Feature>, id: RepositoryUuid, job: &Job) -> Logged<RouteDecision> {
+    pub fn route_logged(&self, feature: &Arc<Feature>, repo: &Repository, job: &Job) -> Logged<RouteDecision> {
         let decision_id = new_decision_id();
         let settings = LogSettings::from_metadata(&feature.manager.state().stored.metadata);
         if !sampled(decision_id, settings.sample_rate) {
-            return Logged { decision: self.route(feature, id, job), id: decision_id, logged: false };
+            let decision = feature.manager.decide_route(repo, job);
+            feature.counters.route(&decision);
+            return Logged { decision, id: decision_id, logged: false };
         }
-        let repo = self.repository(feature, id);
         let policy = self.inner.policy.version();
         let start = Instant::now();
-        let traced = feature.manager.decide_route_traced(&repo, job);
+        let traced = feature.manager.decide_route_traced(repo, job);
         let took = start.elapsed();
         feature.counters.route(&traced.decision);
         let answer = Answer::Route(job, &traced.decision);
-        let logged = self.log_decision(feature, &settings, decision_id, policy, &repo, &traced, answer, took);
+        let logged = self.log_decision(feature, &settings, decision_id, policy, repo, &traced, answer, took);
         Logged { decision: traced.decision, id: decision_id, logged }
     }
 
