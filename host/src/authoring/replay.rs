@@ -717,38 +717,12 @@ impl Replay {
         for chunk in indices.chunks(BATCH) {
             match kind {
                 DecisionKind::Route => {
-                    let mut ok: Vec<usize> = Vec::with_capacity(chunk.len());
-                    let mut requests = Vec::with_capacity(chunk.len());
-                    for &i in chunk {
-                        match repository_of(&records[i]).and_then(|r| Ok((r, job_of(&records[i])?))) {
-                            Ok(req) => {
-                                ok.push(i);
-                                requests.push(req);
-                            }
-                            Err(e) => {
-                                self.skip(e.to_string());
-                                out.push((i, None));
-                            }
-                        }
-                    }
+                    let (ok, requests) = self.inputs(records, chunk, &mut out, |r| Ok((repository_of(r)?, job_of(r)?)));
                     let answers = split_batch(&requests, &|rs| policy.route_batch(snapshot, rs), Answer::route, kind);
                     out.extend(ok.into_iter().zip(answers.into_iter().map(Some)));
                 }
                 DecisionKind::Eligibility => {
-                    let mut ok: Vec<usize> = Vec::with_capacity(chunk.len());
-                    let mut repos = Vec::with_capacity(chunk.len());
-                    for &i in chunk {
-                        match repository_of(&records[i]) {
-                            Ok(r) => {
-                                ok.push(i);
-                                repos.push(r);
-                            }
-                            Err(e) => {
-                                self.skip(e.to_string());
-                                out.push((i, None));
-                            }
-                        }
-                    }
+                    let (ok, repos) = self.inputs(records, chunk, &mut out, repository_of);
                     let answers =
                         split_batch(&repos, &|rs| policy.is_eligible_batch(snapshot, rs), Answer::eligibility, kind);
                     out.extend(ok.into_iter().zip(answers.into_iter().map(Some)));
@@ -756,6 +730,32 @@ impl Replay {
             }
         }
         out
+    }
+
+    /// The inputs `make` builds for the records of `chunk`, with their indices; a record it
+    /// cannot build is skipped (counted, and answered `None` in `out`).
+    fn inputs<T>(
+        &mut self,
+        records: &[DecisionRecord],
+        chunk: &[usize],
+        out: &mut Vec<(usize, Option<Answer>)>,
+        make: impl Fn(&DecisionRecord) -> Result<T, Unreplayable>,
+    ) -> (Vec<usize>, Vec<T>) {
+        let mut ok = Vec::with_capacity(chunk.len());
+        let mut inputs = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            match make(&records[i]) {
+                Ok(input) => {
+                    ok.push(i);
+                    inputs.push(input);
+                }
+                Err(e) => {
+                    self.skip(e.to_string());
+                    out.push((i, None));
+                }
+            }
+        }
+        (ok, inputs)
     }
 
     fn account(

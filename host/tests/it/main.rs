@@ -54,6 +54,7 @@ mod health_signals;
 mod http_api;
 mod http_robustness;
 mod manager_conformance;
+mod replay;
 mod runtime_concurrency;
 mod runtime_hostile;
 mod runtime_swap;

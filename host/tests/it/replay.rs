@@ -83,11 +83,17 @@ fn size_aware(e: &p::Evaluator, r: &p::Repository, j: &p::Job) -> p::RouteDecisi
     d
 }
 
+/// A value in `0..m` for item `i`, independent of the other attributes' (`salt`).
+fn pick(i: usize, salt: u64, m: usize) -> usize {
+    let h = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(salt.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    ((h ^ (h >> 29)).wrapping_mul(0x94d0_49bb_1331_11eb) >> 33) as usize % m
+}
+
 /// The `i`th job, as the rules take it and as JSON.
 fn job(i: usize) -> (p::Job, Value) {
-    let days = [1u32, 7, 30, 3][i % 4];
-    let trigger = [p::TriggerSource::Scheduled, p::TriggerSource::Manual, p::TriggerSource::Automatic][i % 3];
-    let prs: Vec<u64> = if i % 5 == 0 { vec![1, 2] } else { Vec::new() };
+    let days = [1u32, 7, 30, 3][pick(i, 1, 4)];
+    let trigger = [p::TriggerSource::Scheduled, p::TriggerSource::Manual, p::TriggerSource::Automatic][pick(i, 2, 3)];
+    let prs: Vec<u64> = if pick(i, 3, 5) == 0 { vec![1, 2] } else { Vec::new() };
     let j = p::Job {
         time_range_days: Some(days),
         trigger_source: Some(trigger),
@@ -183,7 +189,7 @@ async fn log_decisions(store: &Store, n: usize, test: &str) -> Logged {
         } else {
             format!("Owner-{i}/Repo-{}", i * 3)
         };
-        let category = categories[i % categories.len()];
+        let category = categories[pick(i, 4, categories.len())];
         let overrides = (i % 7 == 0).then(|| everyone.clone());
         let mut config = at.config.clone();
         if overrides.is_some() {
