@@ -184,8 +184,8 @@ mod sql {
     /// The head of the SQLite multi-row insert (the `VALUES` rows follow).
     pub const LITE_INSERT_HEAD: &str = concat!("INSERT INTO rollout_decisions (", columns!(), ") ");
 
-    /// The tail of every multi-row insert of decisions.
-    pub const INSERT_TAIL: &str = " ON CONFLICT (id) DO NOTHING";
+    /// The tail of the SQLite multi-row insert of decisions.
+    pub const LITE_INSERT_TAIL: &str = " ON CONFLICT (id) DO NOTHING";
 
     /// The decision $1.
     pub const ONE: &str = concat!("SELECT ", columns!(), " FROM rollout_decisions WHERE id = $1");
@@ -229,7 +229,7 @@ const SQLITE_MAX_VARIABLES: usize = 32_766;
 /// size of one message).
 const PG_CHUNK_ROWS: usize = 10_000;
 
-/// A value bound to the filter's statement, bound as each database stores it.
+/// A value bound to a statement, bound as each database stores it (`pg::bind`, `lite::bind`).
 #[derive(Debug, Clone, PartialEq)]
 enum Arg<'a> {
     Text(&'a str),
@@ -369,7 +369,7 @@ fn link_context(outcomes: &[DecisionOutcome]) -> String {
     match outcomes.first() {
         Some(first) if outcomes.len() > 1 => {
             format!(
-                "link {} outcomes to their decisions (the first of decision `{}`)",
+                "link {} outcomes to their decisions (the first names decision `{}`)",
                 outcomes.len(),
                 first.decision_id
             )
@@ -554,7 +554,7 @@ mod lite {
                     .push_bind(r.fallback.as_deref())
                     .push_bind(r.duration_us);
             });
-            query.push(sql::INSERT_TAIL);
+            query.push(sql::LITE_INSERT_TAIL);
             let done = query.build().execute(&mut *tx).await.map_err(StoreError::db(context()))?;
             inserted += done.rows_affected();
         }
