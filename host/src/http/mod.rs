@@ -45,6 +45,7 @@ mod page;
 mod policies;
 mod reads;
 pub mod requests;
+pub mod sync;
 
 pub use error::{ApiError, ApiResult};
 
@@ -306,7 +307,8 @@ pub fn app(state: AppState) -> Router {
     let policies = Router::new()
         .route("/", get(policies::list).post(policies::upload).layer(DefaultBodyLimit::max(policy_limit)))
         .route("/revert", post(policies::revert))
-        .route("/{sha256}/activate", post(policies::activate));
+        .route("/{sha256}/activate", post(policies::activate))
+        .route("/{sha256}/component", get(sync::component));
     Router::new()
         .route("/", get(page::status_page))
         .route("/healthz", get(reads::healthz))
@@ -315,6 +317,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/decisions", get(decision_log::list))
         .route("/v1/decisions/{id}", get(decision_log::get))
+        .route("/v1/sync/{feature}", get(sync::get))
+        .route("/v1/sync/{feature}/events", get(sync::events))
         .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
         .route("/ofrep/v1/evaluate/flags/{*key}", post(ofrep::evaluate_flag))
         .route("/v1/features", get(reads::list_features).post(operations::create_feature))

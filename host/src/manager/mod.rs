@@ -116,6 +116,9 @@ pub struct Manager {
     recorder: MetricsRecorder,
     /// The baseline p95 per processor, read once per (configuration, last change, window).
     baseline: std::sync::Mutex<Option<BaselineCache>>,
+    /// The stored version of the configuration installed last, for subscribers
+    /// ([`Manager::watch_config`]).
+    config_changes: tokio::sync::watch::Sender<i64>,
 }
 
 /// The baseline p95 per processor of one (configuration, last change, window hours).
@@ -153,7 +156,9 @@ impl Manager {
         let categories = load_categories(&store).await?;
         let snapshot = ConfigSnapshot::new(overrides.apply_to(&stored));
         let recorder = MetricsRecorder::spawn(store.clone());
+        let (config_changes, _) = tokio::sync::watch::channel(stored.version);
         Ok(Manager {
+            config_changes,
             store,
             policy,
             feature: feature.to_owned(),
@@ -202,7 +207,15 @@ impl Manager {
 
     fn install(&self, stored: StoredConfig) {
         let snapshot = ConfigSnapshot::new(self.overrides.apply_to(&stored));
+        let version = stored.version;
         self.state.store(Arc::new(State { stored, snapshot }));
+        self.config_changes.send_if_modified(|v| std::mem::replace(v, version) != version);
+    }
+
+    /// A receiver that sees the stored version of every configuration installed from now
+    /// on (a change here, or one read from the database after another instance made it).
+    pub fn watch_config(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.config_changes.subscribe()
     }
 
     /// Install a configuration read from the database unless a newer one is installed

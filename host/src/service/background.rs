@@ -144,6 +144,7 @@ async fn audit_loop(state: Service, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => None,
         };
         let Some(event) = event else { return };
+        state.note_policy();
         if let Some(entry) = watch_audit(&event) {
             if let Err(e) = state.store().append_history(None, &entry).await {
                 tracing::error!(error = %e, "cannot audit the watched policy swap");

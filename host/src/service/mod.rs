@@ -336,6 +336,8 @@ pub(crate) struct Inner {
     pub(crate) categorize: background::CategorizeQueue,
     pub(crate) policies: policies::PolicyState,
     pub(crate) decision_log: decision_log::DecisionLog,
+    /// The sha256 of the policy serving, for subscribers ([`Service::watch_policy`]).
+    policy_changes: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// A rollout process's services. Cheap to clone (a handle).
@@ -357,6 +359,7 @@ impl Service {
     /// must not start a new rollout); [`Service::create_feature`] creates one.
     pub async fn open(store: Store, runtime: Runtime, options: ServiceOptions) -> ServiceResult<Service> {
         let policy: Arc<dyn Policy> = Arc::new(runtime.clone());
+        let serving = runtime.policy_version().map(|v| v.sha256);
         let service = Service {
             inner: Arc::new(Inner {
                 db: DbHealth::new(store.backend()),
@@ -372,6 +375,7 @@ impl Service {
                 categorize: background::CategorizeQueue::new(),
                 policies: policies::PolicyState::default(),
                 decision_log: decision_log::DecisionLog::new(options.decision_log.clone()),
+                policy_changes: tokio::sync::watch::channel(serving).0,
                 options,
             }),
         };
@@ -475,6 +479,26 @@ impl Service {
     /// The options.
     pub fn options(&self) -> &ServiceOptions {
         &self.inner.options
+    }
+
+    /// A receiver that sees the sha256 of the policy serving whenever it changes (a server
+    /// follows the runtime's swaps in its background tasks, [`Service::note_policy`]).
+    pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.inner.policy_changes.subscribe()
+    }
+
+    /// Publish the policy serving now to [`Service::watch_policy`]'s receivers, if it
+    /// changed.
+    pub fn note_policy(&self) {
+        let now = self.inner.runtime.policy_version().map(|v| v.sha256);
+        self.inner.policy_changes.send_if_modified(|v| {
+            if *v == now {
+                false
+            } else {
+                *v = now;
+                true
+            }
+        });
     }
 
     /// The decision log's queue and counters.
