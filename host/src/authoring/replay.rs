@@ -106,9 +106,6 @@ pub enum ReplayError {
         #[source]
         source: std::io::Error,
     },
-    /// A background read could not be joined.
-    #[error("the database read stopped: {0}")]
-    Join(String),
 }
 
 /// What a replay is checking.
@@ -963,8 +960,93 @@ pub async fn resolve_from_store(
     Ok(())
 }
 
-/// Read the decisions matching `filter` oldest first, in pages of [`PAGE`] (the next page
-/// read while this one is evaluated), at most `limit` of them, calling `page` with each.
+/// Concurrent readers of a long replay or export: the id range is cut into this many slices
+/// read at once (each page by page, at most [`AHEAD`] pages ahead of the evaluation), and
+/// evaluated in order.
+pub const STREAMS: usize = 3;
+/// Pages a slice's reader may read ahead of the evaluation.
+pub const AHEAD: usize = 2;
+
+/// The millisecond timestamp of a UUIDv7 (its first 48 bits).
+fn id_ms(id: Uuid) -> u64 {
+    let b = id.as_bytes();
+    u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+}
+
+/// The smallest UUIDv7 of millisecond `ms` (a boundary between slices).
+fn v7_floor(ms: u64) -> Uuid {
+    let mut b = [0u8; 16];
+    if let Some(t) = ms.to_be_bytes().get(2..) {
+        b[..6].copy_from_slice(t);
+    }
+    b[6] = 0x70;
+    Uuid::from_bytes(b)
+}
+
+/// Cut the ids of `filter` after `start` into at most [`STREAMS`] consecutive slices,
+/// `(after, before)` each, by the time in their UUIDv7 between the first and the newest id
+/// matching; one slice when the range is short or `left` fits in two pages.
+async fn slices(
+    store: &Store,
+    filter: &DecisionFilter,
+    start: Uuid,
+    left: u64,
+) -> Result<Vec<(Uuid, Option<Uuid>)>, ReplayError> {
+    let whole = vec![(start, filter.before)];
+    if left <= 2 * u64::from(PAGE) {
+        return Ok(whole);
+    }
+    let first = DecisionFilter { after: Some(start), limit: 1, ..filter.clone() };
+    let newest = DecisionFilter { after: None, limit: 1, ..filter.clone() };
+    let (Some(first), Some(newest)) =
+        (store.decisions(&first).await?.first().map(|r| r.id), store.decisions(&newest).await?.first().map(|r| r.id))
+    else {
+        return Ok(whole);
+    };
+    let (t0, t1) = (id_ms(first), id_ms(newest));
+    let streams = STREAMS as u64;
+    if newest <= start || t1 < t0 + streams {
+        return Ok(whole);
+    }
+    let bounds: Vec<Uuid> = (1..streams).map(|k| v7_floor(t0 + (t1 - t0) * k / streams)).collect();
+    let mut out = Vec::with_capacity(STREAMS);
+    let mut after = start;
+    for b in bounds {
+        out.push((after, Some(b)));
+        // the next slice starts at `b` itself (`after` is exclusive)
+        after = Uuid::from_u128(b.as_u128().saturating_sub(1));
+    }
+    out.push((after, filter.before));
+    Ok(out)
+}
+
+/// Read one slice page by page, oldest first, sending each page (or the error) to `pages`
+/// until the slice ends or the receiver is gone.
+async fn read_slice(
+    store: Store,
+    mut filter: DecisionFilter,
+    pages: tokio::sync::mpsc::Sender<Result<Vec<DecisionRecord>, StoreError>>,
+) {
+    filter.limit = PAGE;
+    loop {
+        let page = store.decisions(&filter).await;
+        let next = match &page {
+            Ok(p) if p.len() == PAGE as usize => p.last().map(|r| r.id),
+            _ => None,
+        };
+        if pages.send(page).await.is_err() {
+            return;
+        }
+        match next {
+            Some(id) => filter.after = Some(id),
+            None => return,
+        }
+    }
+}
+
+/// Read the decisions matching `filter` oldest first, in pages of [`PAGE`] (slices of the
+/// range read concurrently ahead of the evaluation, [`STREAMS`]), at most `limit` of them,
+/// calling `page` with each in order.
 async fn for_each_page<F>(
     store: &Store,
     filter: &DecisionFilter,
@@ -975,28 +1057,30 @@ where
     F: AsyncPage,
 {
     let mut left = limit.unwrap_or(u64::MAX);
-    let fetch = |after: Uuid, left: u64| {
-        let store = store.clone();
-        let mut f = filter.clone();
-        f.before = None;
-        f.after = Some(after);
-        f.limit = u32::try_from(left.min(u64::from(PAGE))).unwrap_or(PAGE);
-        tokio::spawn(async move { store.decisions(&f).await })
-    };
+    if left == 0 {
+        return Ok(0);
+    }
     let start = filter.after.unwrap_or(Uuid::nil());
-    let mut next = if left == 0 { None } else { Some(fetch(start, left)) };
+    let mut readers = Vec::new();
+    for (after, before) in slices(store, filter, start, left).await? {
+        let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+        let f = DecisionFilter { after: Some(after), before, ..filter.clone() };
+        tokio::spawn(read_slice(store.clone(), f, tx));
+        readers.push(rx);
+    }
     let mut total = 0u64;
-    while let Some(handle) = next.take() {
-        let records = handle.await.map_err(|e| ReplayError::Join(e.to_string()))??;
-        let n = records.len() as u64;
-        left = left.saturating_sub(n);
-        if let (Some(last), true) = (records.last(), n == u64::from(PAGE) && left > 0) {
-            next = Some(fetch(last.id, left));
-        }
-        total += n;
-        page.page(records).await?;
-        if n < u64::from(PAGE) {
-            break;
+    for mut rx in readers {
+        while let Some(records) = rx.recv().await {
+            let mut records = records?;
+            records.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+            left -= records.len() as u64;
+            total += records.len() as u64;
+            if !records.is_empty() {
+                page.page(records).await?;
+            }
+            if left == 0 {
+                return Ok(total);
+            }
         }
     }
     Ok(total)
@@ -1575,6 +1659,17 @@ mod tests {
     impl ReplayReport {
         fn missing_is_consistent(&self) -> bool {
             self.replayed == self.identical + self.changed + self.fallbacks
+        }
+    }
+
+    #[test]
+    fn slice_boundaries_sort_between_the_ids_of_their_milliseconds() {
+        for _ in 0..100 {
+            let id = Uuid::now_v7();
+            let ms = id_ms(id);
+            assert!(v7_floor(ms) < id, "{id}");
+            assert!(v7_floor(ms + 1) > id, "{id}");
+            assert_eq!(id_ms(v7_floor(ms)), ms);
         }
     }
 

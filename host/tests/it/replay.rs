@@ -25,6 +25,7 @@ const FEATURE: &str = "replay_feature";
 both_backends!(
     logged_decisions_replay_identically_after_five_changes_and_a_tampered_one_is_reported,
     a_what_if_groups_the_changes_and_an_export_replays_offline_with_the_same_counts,
+    a_long_log_is_read_completely_and_in_order_within_a_limit,
 );
 
 struct Run {
@@ -460,4 +461,60 @@ fn bad_flags_exit_2_naming_the_flag() {
     let run = rollout(nowhere, &["replay", "--from", file.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("line 2"), "{}", run.stderr);
+}
+
+/// More than two pages, with ids spread over time, so the replay reads the range in
+/// concurrent slices: every decision is read once, the differences come oldest first, and a
+/// limit cuts at the oldest decisions.
+async fn a_long_log_is_read_completely_and_in_order_within_a_limit(db: &TestDatabase) {
+    use rollout::authoring::replay::{replay_store, Replay};
+    use rollout::store::DecisionFilter;
+    const N: usize = 25_000;
+    let store = &db.store;
+    store.ensure_config(FEATURE, "tester").await.unwrap();
+    let at = store.apply_change(FEATURE, &req(Change::SetPercentage(60))).await.unwrap().after;
+    let e = p::Evaluator::new(at.config.clone()).unwrap();
+    let start_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap() - 3_600_000;
+    let mut records = Vec::with_capacity(N);
+    for i in 0..N {
+        let repo = format!("org-{}/repo-{i}", i % 97);
+        let mut r = record(
+            at.version,
+            "native",
+            &repo,
+            None,
+            None,
+            None,
+            e.is_eligible(&p::Repository::parse(&repo, None)),
+            None,
+        );
+        // one decision every 100 ms over 40 minutes
+        let random: [u8; 10] = *Uuid::new_v4().as_bytes().first_chunk().unwrap();
+        r.id = uuid::Builder::from_unix_timestamp_millis(start_ms + 100 * i as u64, &random).into_uuid();
+        records.push(r);
+    }
+    let tampered = [24_000usize, 5, 12_000, 20_999, 21_000];
+    for &i in &tampered {
+        records[i].bucket = (records[i].bucket + 1) % 100;
+    }
+    for chunk in records.chunks(5000) {
+        store.insert_decisions(chunk).await.unwrap();
+    }
+    let filter = DecisionFilter { feature: Some(FEATURE.into()), ..DecisionFilter::default() };
+    let mut replay = Replay::determinism();
+    let mut progress = 0u64;
+    replay_store(store, &filter, None, &mut replay, |n| progress += n).await.unwrap();
+    let report = replay.report();
+    assert_eq!((report.read, progress), (N as u64, N as u64));
+    assert_eq!((report.identical, report.changed), (N as u64 - 5, 5), "{report:?}");
+    let ids: Vec<Uuid> = report.differences.iter().map(|d| d.id).collect();
+    let mut oldest_first: Vec<usize> = tampered.to_vec();
+    oldest_first.sort();
+    assert_eq!(ids, oldest_first.iter().map(|&i| records[i].id).collect::<Vec<_>>());
+
+    let mut limited = Replay::determinism();
+    replay_store(store, &filter, Some(21_000), &mut limited, |_| {}).await.unwrap();
+    let report = limited.report();
+    assert_eq!((report.read, report.changed), (21_000, 3), "the oldest 21,000: {report:?}");
+    assert_eq!(report.differences.last().map(|d| d.id), Some(records[20_999].id));
 }
