@@ -192,6 +192,8 @@ mod sql {
 
     /// Delete the decisions made before $1.
     pub const PRUNE_AGE: &str = "DELETE FROM rollout_decisions WHERE time < $1";
+    /// Outcome links recorded before $1.
+    pub const PRUNE_LINKS: &str = "DELETE FROM rollout_decision_outcomes WHERE recorded_at < $1";
 
     /// Delete all but the newest $1 decisions (nothing when there are no more than $1).
     pub const PRUNE_ROWS: &str = "DELETE FROM rollout_decisions WHERE id <= \
@@ -625,11 +627,18 @@ impl Store {
     }
 
     /// Delete decisions decided before `before`, then the oldest beyond the newest
-    /// `keep_rows`; how many were deleted.
+    /// `keep_rows`; how many were deleted. Outcome links recorded before `before` go too
+    /// (not counted): a link outlives its decision by at most the retention.
     pub async fn prune_decisions(&self, before: DateTime<Utc>, keep_rows: u64) -> StoreResult<u64> {
         let by_age =
             self.write(sql::PRUNE_AGE, vec![Arg::Time(before)], format!("prune decisions made before `{before}`"));
         let by_age = by_age.await?;
+        self.write(
+            sql::PRUNE_LINKS,
+            vec![Arg::Time(before)],
+            format!("prune outcome links recorded before `{before}`"),
+        )
+        .await?;
         let keep = Arg::Int(i64::try_from(keep_rows).unwrap_or(i64::MAX));
         let by_rows =
             self.write(sql::PRUNE_ROWS, vec![keep], format!("prune decisions beyond the newest `{keep_rows}`")).await?;

@@ -18,6 +18,7 @@ both_backends!(
     filters_and_the_cursor_read_each_decision_once_newest_first,
     after_reads_oldest_first,
     pruning_deletes_by_age_then_beyond_the_newest_rows,
+    pruning_by_age_deletes_old_outcome_links,
     outcomes_are_split_by_the_policy_and_configuration_that_decided,
     a_logged_decision_cannot_be_updated,
     a_large_batch_is_inserted_whole,
@@ -244,6 +245,26 @@ async fn pruning_deletes_by_age_then_beyond_the_newest_rows(db: &TestDatabase) {
     // keeping none deletes everything
     assert_eq!(store.prune_decisions(long_ago, 0).await.unwrap(), 1);
     assert!(all().await.unwrap().is_empty());
+}
+
+/// Defect: retention deleted decisions only, so `rollout_decision_outcomes` grew forever.
+async fn pruning_by_age_deletes_old_outcome_links(db: &TestDatabase) {
+    let store = &db.store;
+    let decision = record(9, FEATURE);
+    store.insert_decisions(std::slice::from_ref(&decision)).await.unwrap();
+    let link = |minutes: i64| DecisionOutcome {
+        decision_id: decision.id,
+        feature: FEATURE.into(),
+        success: true,
+        recorded_at: base() - TimeDelta::minutes(minutes),
+    };
+    store.link_outcomes(&[link(10), link(1)]).await.unwrap();
+    let count = || store.outcomes_by_decision_version(FEATURE, base() - TimeDelta::days(1));
+    assert_eq!(count().await.unwrap()[0].successes, 2);
+    // the decision (decided after `before`) stays; the link recorded before it goes
+    store.prune_decisions(base() - TimeDelta::minutes(5), u64::MAX).await.unwrap();
+    assert_eq!(store.decision(decision.id).await.unwrap().map(|d| d.id), Some(decision.id));
+    assert_eq!(count().await.unwrap()[0].successes, 1, "the link older than the retention is deleted");
 }
 
 async fn outcomes_are_split_by_the_policy_and_configuration_that_decided(db: &TestDatabase) {
