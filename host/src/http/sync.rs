@@ -4,7 +4,10 @@
 //! policy (sha256, name, version, contract; the bytes on request) — as a snapshot with an
 //! `ETag`, and a server-sent-event stream that pushes the next snapshot when either changes.
 //!
-//! - `GET /v1/sync/{feature}`: the snapshot; `If-None-Match` with its ETag answers 304.
+//! - `GET /v1/sync/{feature}`: the snapshot; `If-None-Match` with its ETag answers 304. Its
+//!   `config` is the whole row as the configuration versions keep it
+//!   ([`crate::store::config_versions::snapshot_json`], read back by
+//!   [`crate::store::StoredConfig::from_json`]) with the overrides already applied.
 //! - `GET /v1/sync/{feature}/events`: `text/event-stream`; a `snapshot` event at once, then
 //!   one after every change of the configuration (made here, or read from the database after
 //!   another instance made it: NOTIFY on Postgres, the reload interval otherwise) or of the
@@ -37,7 +40,7 @@ pub fn snapshot(service: &Service, feature: &Feature) -> (Value, String) {
     let body = json!({
         "feature": feature.name(),
         "config_version": version,
-        "config": effective.to_json(),
+        "config": crate::store::config_versions::snapshot_json(&effective),
         "policy": policy.map(|p| json!({
             "sha256": p.sha256,
             "name": p.name,
