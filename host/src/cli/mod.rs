@@ -151,6 +151,9 @@ pub enum Command {
     /// reports of the last hours.
     #[command(subcommand)]
     Backlog(commands::backlog::BacklogCommand),
+    /// How many served decisions are logged (--sample-rate 0 to 1) and whether repository
+    /// ids are masked; with no option, the settings in force. Audited.
+    DecisionLog(commands::decision_log::Args),
     /// The decision log: list logged decisions, show one, export them as JSON Lines.
     #[command(subcommand)]
     Decisions(commands::decisions::DecisionsCommand),
@@ -200,6 +203,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Route(args) => context::block_on(c::route::run(&ctx, args)),
         Command::Record(args) => context::block_on(c::record::run(&ctx, args)),
         Command::Demo(cmd) => context::block_on(c::demo::run(&ctx, cmd)),
+        Command::DecisionLog(args) => context::block_on(c::decision_log::run(&ctx, args)),
         Command::Decisions(cmd) => context::block_on(c::decisions::run(&ctx, cmd)),
         Command::Replay(args) => context::block_on(c::replay::run(&ctx, args)),
         Command::Alerts(cmd) => context::block_on(c::alerts::run(&ctx, cmd)),

@@ -28,6 +28,7 @@ both_backends!(
     sampling_follows_the_rate_and_the_id,
     masked_ids_are_keyed_hashes_and_searchable,
     outcomes_link_to_the_policy_and_configuration_that_decided,
+    the_cli_sets_and_shows_the_settings,
 );
 
 async fn fixture(db: &TestDatabase, log: DecisionLogOptions) -> (Router, Service) {
@@ -356,4 +357,46 @@ async fn a_database_outage_drops_log_entries_never_decisions() {
         assert_eq!(status, StatusCode::NOT_FOUND, "the 10 past the bound were dropped");
     }
     db.cleanup().await;
+}
+
+fn rollout(url: &str, args: &[&str], code: i32) -> String {
+    let out = std::process::Command::new(crate::support::rollout_bin())
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("USER", "tester")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rollout");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "`rollout {}`:\n{text}", args.join(" "));
+    text
+}
+
+async fn the_cli_sets_and_shows_the_settings(db: &TestDatabase) {
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = rollout(&url, &["decision-log"], 0);
+        assert!(out.contains("sample rate 0 (nothing logged)") && out.contains("repository ids kept"), "{out}");
+        let out = rollout(&url, &["decision-log", "--sample-rate", "0.25", "--reason", "look at routing"], 0);
+        assert!(out.contains("sample rate 0.25 (25.0000 % logged)"), "{out}");
+        let out = rollout(&url, &["decision-log", "--mask-repository-id", "on"], 0);
+        assert!(
+            out.contains("sample rate 0.25") && out.contains("repository ids masked"),
+            "a merge keeps the rate: {out}"
+        );
+        for (args, flag) in [
+            (vec!["decision-log", "--sample-rate", "1.5"], "--sample-rate"),
+            (vec!["decision-log", "--sample-rate", "-0.1"], "--sample-rate"),
+            (vec!["decision-log", "--mask-repository-id", "maybe"], "--mask-repository-id"),
+        ] {
+            let out = rollout(&url, &args, 2);
+            assert!(out.contains(flag), "{args:?}: {out}");
+        }
+        let out = rollout(&url, &["--json", "history", "--limit", "2"], 0);
+        assert!(out.contains("look at routing"), "the change is audited: {out}");
+    })
+    .await
+    .unwrap();
 }

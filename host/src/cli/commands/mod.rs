@@ -5,6 +5,7 @@ pub mod auto_rollback;
 pub mod backlog;
 pub mod categorize;
 pub mod check_health;
+pub mod decision_log;
 pub mod decisions;
 pub mod demo;
 pub mod emergency_stop;
