@@ -22,6 +22,14 @@
 //!   dropped because the queue was full (`decision_log_dropped`; a ratio bought by dropping
 //!   is not a ratio).
 //!
+//! - **OFREP**, in each round the same load as single OFREP evaluations of the routing flag
+//!   (`POST /ofrep/v1/evaluate/flags/{f}%2Fprocessor`): `ofrep_eval_rps`;
+//! - **sync fan-out**: 1,000 subscribers of `GET /v1/sync/{f}/events`, a percentage change,
+//!   the time from sending it until each subscriber has read the new snapshot: the p99,
+//!   median of 3 changes, `sync_fanout_ms` (goal ≤ 1,000 ms);
+//! - **sync idle**: 10,000 subscribers open at once, the server's RSS: `sync_idle_rss_mib`
+//!   (goal ≤ 256 MiB).
+//!
 //! Targets: p99 ≤ 3 ms, idle RSS ≤ 64 MiB.
 //!
 //! Under `cargo test` (no `--bench` argument) it makes a short smoke run instead.
@@ -150,6 +158,98 @@ fn route_requests() -> Vec<Vec<u8>> {
             request("POST", &format!("/v1/features/{FEATURE}/route"), &body, false)
         })
         .collect()
+}
+
+/// OFREP single evaluations of the routing flag: the same repositories and jobs as
+/// [`route_requests`], as OpenFeature contexts.
+fn ofrep_requests() -> Vec<Vec<u8>> {
+    (0..1024u128)
+        .map(|i| {
+            let id =
+                uuid::Uuid::from_u128(0x9e37_79b9_7f4a_4c15_8000_0000_0000_0000 ^ (i * 0x0001_0000_0001)).to_string();
+            let trigger = ["manual", "scheduled", "automatic"][(i % 3) as usize];
+            let body = format!(
+                "{{\"context\":{{\"targetingKey\":\"{id}\",\"trigger_source\":\"{trigger}\",\"max_items\":{}}}}}",
+                i % 100
+            );
+            request("POST", &format!("/ofrep/v1/evaluate/flags/{FEATURE}%2Fprocessor"), &body, false)
+        })
+        .collect()
+}
+
+/// Open `n` sync subscriptions (`GET /v1/sync/{f}/events`), each read until its first
+/// snapshot; the open streams and the `config_version` they were given.
+async fn subscribe(addr: SocketAddr, n: usize) -> (Vec<tokio::net::TcpStream>, i64) {
+    let req = format!("GET /v1/sync/{FEATURE}/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n");
+    let mut streams = Vec::with_capacity(n);
+    let mut version = 0;
+    for _ in 0..n {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let k = stream.read(&mut chunk).await.expect("read");
+            assert!(k > 0, "the sync stream closed");
+            buf.extend_from_slice(&chunk[..k]);
+            if let Some(v) = snapshot_version(&buf) {
+                version = v;
+                break;
+            }
+        }
+        streams.push(stream);
+    }
+    (streams, version)
+}
+
+/// The `config_version` of the first snapshot event in `buf`.
+fn snapshot_version(buf: &[u8]) -> Option<i64> {
+    let text = String::from_utf8_lossy(buf);
+    let at = text.find("\"config_version\":")? + "\"config_version\":".len();
+    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    text[at + digits.len()..].starts_with([',', '}']).then(|| digits.parse().ok()).flatten()
+}
+
+/// Fan-out: `n` subscribers, a percentage change, and the time until each subscriber has
+/// the new snapshot, measured from the moment the change was sent (a bound on "committed →
+/// applied"); the p99 in ms.
+async fn fanout_p99_ms(addr: SocketAddr, n: usize, percentage: u8) -> f64 {
+    let (streams, version) = subscribe(addr, n).await;
+    let mut tasks = Vec::with_capacity(n);
+    for mut stream in streams {
+        tasks.push(tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let k = stream.read(&mut chunk).await.ok()?;
+                if k == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                // the first event after the change carries the next version
+                let text = String::from_utf8_lossy(&buf);
+                if let Some(at) = text.find("event: snapshot") {
+                    if snapshot_version(&buf[at..]).is_some_and(|v| v > version) {
+                        return Some(Instant::now());
+                    }
+                }
+            }
+        }));
+    }
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let body = format!("{{\"percentage\":{percentage},\"reason\":\"fan-out bench\"}}");
+    let sent = Instant::now();
+    let put = request("PUT", &format!("/v1/features/{FEATURE}/percentage"), &body, true);
+    assert_eq!(exchange(&mut stream, &put, &mut buf).await, 200, "{}", String::from_utf8_lossy(&buf));
+    let mut ms: Vec<f64> = Vec::with_capacity(n);
+    for t in tasks {
+        let at = tokio::time::timeout(Duration::from_secs(60), t).await.expect("a subscriber got the change in 60 s");
+        let at = at.expect("subscriber task").expect("the stream ended before the change");
+        ms.push(at.saturating_duration_since(sent).as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms.get(((ms.len() as f64 - 1.0) * 0.99).round() as usize).copied().unwrap_or(0.0)
 }
 
 /// Closed loop: each connection sends its next request when the last one answered.
@@ -294,6 +394,8 @@ fn main() {
     let rounds = if bench { 3 } else { 1 };
     let (mut route_rps, mut healthz_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut logged_rps, mut logged_ratios) = (Vec::new(), Vec::new());
+    let mut ofrep_rps = Vec::new();
+    let ofrep = ofrep_requests();
     let mut route_latencies = Vec::new();
     let mut decisions = 0;
     for _ in 0..rounds {
@@ -307,6 +409,8 @@ fn main() {
         rt.block_on(set_sample_rate(server.addr, 0.0));
         std::thread::sleep(Duration::from_millis(if bench { 1500 } else { 300 }));
         let lr = l.decisions as f64 / l.elapsed.as_secs_f64();
+        let o = rt.block_on(load(server.addr, connections, duration, &ofrep));
+        ofrep_rps.push(o.decisions as f64 / o.elapsed.as_secs_f64());
         logged_rps.push(lr);
         logged_ratios.push(lr / rr);
         route_rps.push(rr);
@@ -319,6 +423,20 @@ fn main() {
     let written = rt.block_on(metric(server.addr, "rollout_decision_log_written_total "));
     let dropped = rt.block_on(metric(server.addr, "rollout_decision_log_dropped_total{reason=\"queue_full\"} "));
     let (logged, logged_ratio) = (median(logged_rps.clone()), median(logged_ratios.clone()));
+    let ofrep_median = median(ofrep_rps.clone());
+
+    // sync: fan-out to 1,000 subscribers (median of 3 changes' p99), then 10,000 idle ones
+    let (fanout_n, idle_n) = if bench { (1000, 10_000) } else { (20, 50) };
+    let fanouts: Vec<f64> = (0..if bench { 3 } else { 1 })
+        .map(|k| rt.block_on(fanout_p99_ms(server.addr, fanout_n, 60 + k as u8)))
+        .collect();
+    let fanout = median(fanouts.clone());
+    std::thread::sleep(Duration::from_millis(if bench { 2000 } else { 200 }));
+    let before_idle = vm_rss_kib(pid);
+    let (idle_streams, _) = rt.block_on(subscribe(server.addr, idle_n));
+    std::thread::sleep(Duration::from_millis(if bench { 3000 } else { 200 }));
+    let idle_subscribers_rss = vm_rss_kib(pid);
+    drop(idle_streams);
     let (rps, health_rps, ratio) = (median(route_rps.clone()), median(healthz_rps.clone()), median(ratios.clone()));
 
     // open loop at half the closed-loop route rate
@@ -357,10 +475,28 @@ fn main() {
         rounded(&logged_rps),
         logged_ratios.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / "),
     );
+    println!(
+        "ofrep single evaluations of `{FEATURE}/processor` (same connections, alternating rounds): {} /s (median \
+         {ofrep_median:.0})",
+        rounded(&ofrep_rps)
+    );
+    println!(
+        "sync fan-out: a percentage change sent → the new snapshot read by each of {fanout_n} subscribers, p99 per \
+         change {} ms (median {fanout:.1} ms)",
+        fanouts.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" / ")
+    );
+    println!(
+        "sync idle: {idle_n} subscribers open: rollout serve RSS {:.1} MiB (before them {:.1} MiB)",
+        idle_subscribers_rss as f64 / 1024.0,
+        before_idle as f64 / 1024.0
+    );
     println!("rollout serve RSS: idle {idle_mib:.1} MiB, after load {:.1} MiB", loaded_rss_kib as f64 / 1024.0);
     if bench {
         println!("SUMMARY http_route_rps: {rps:.0}");
         println!("SUMMARY http_route_rps_logged: {logged:.0}");
+        println!("SUMMARY ofrep_eval_rps: {ofrep_median:.0}");
+        println!("SUMMARY sync_fanout_ms: {fanout:.1}");
+        println!("SUMMARY sync_idle_rss_mib: {:.1}", idle_subscribers_rss as f64 / 1024.0);
         println!("SUMMARY http_route_logged_ratio: {logged_ratio:.2}");
         println!("SUMMARY decision_log_dropped: {dropped:.0}");
         println!("SUMMARY http_route_p99_ms: {p99:.3}");
@@ -372,6 +508,8 @@ fn main() {
     } else {
         assert!(decisions > 0, "no decisions in the smoke run");
         assert!(written > 0.0, "no decision was logged in the smoke run");
+        assert!(ofrep_median > 0.0, "no OFREP evaluation in the smoke run");
+        assert!(fanout > 0.0, "no subscriber saw the change in the smoke run");
         assert!(!open_sorted.is_empty(), "no requests in the open-loop smoke run");
         assert!(idle_rss_kib > 0, "cannot read the server's RSS");
     }
