@@ -123,7 +123,7 @@ run: build ## build, migrate ./rollout.db, seed a demo, print the URL, a token a
 
 bench: policy ## every benchmark (host/benches/*) in one run, logged to target/bench.log; ends with the summary
 	@mkdir -p target
-	@set -o pipefail; $(CARGO) bench -p rollout --bench '*' 2>&1 | tee target/bench.log
+	@set -o pipefail; $(CARGO) bench -p rollout -p rollout-openfeature --bench '*' 2>&1 | tee target/bench.log
 	@echo "== summary =="
 	@sed -n 's/^SUMMARY //p' target/bench.log
 
