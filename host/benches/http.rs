@@ -144,16 +144,21 @@ struct LoadResult {
     latencies_us: Vec<u32>,
 }
 
+/// The 1,024 repositories and varied jobs of the load, as `(repository id, trigger source,
+/// max_items)`.
+fn load_inputs() -> impl Iterator<Item = (String, &'static str, u128)> {
+    (0..1024u128).map(|i| {
+        let id = uuid::Uuid::from_u128(0x9e37_79b9_7f4a_4c15_8000_0000_0000_0000 ^ (i * 0x0001_0000_0001)).to_string();
+        (id, ["manual", "scheduled", "automatic"][(i % 3) as usize], i % 100)
+    })
+}
+
 /// The route requests: 1,024 repositories, jobs that vary.
 fn route_requests() -> Vec<Vec<u8>> {
-    (0..1024u128)
-        .map(|i| {
-            let id =
-                uuid::Uuid::from_u128(0x9e37_79b9_7f4a_4c15_8000_0000_0000_0000 ^ (i * 0x0001_0000_0001)).to_string();
-            let trigger = ["manual", "scheduled", "automatic"][(i % 3) as usize];
+    load_inputs()
+        .map(|(id, trigger, items)| {
             let body = format!(
-                "{{\"repository_id\":\"{id}\",\"job\":{{\"trigger_source\":\"{trigger}\",\"max_items\":{}}}}}",
-                i % 100
+                "{{\"repository_id\":\"{id}\",\"job\":{{\"trigger_source\":\"{trigger}\",\"max_items\":{items}}}}}"
             );
             request("POST", &format!("/v1/features/{FEATURE}/route"), &body, false)
         })
@@ -163,14 +168,10 @@ fn route_requests() -> Vec<Vec<u8>> {
 /// OFREP single evaluations of the routing flag: the same repositories and jobs as
 /// [`route_requests`], as OpenFeature contexts.
 fn ofrep_requests() -> Vec<Vec<u8>> {
-    (0..1024u128)
-        .map(|i| {
-            let id =
-                uuid::Uuid::from_u128(0x9e37_79b9_7f4a_4c15_8000_0000_0000_0000 ^ (i * 0x0001_0000_0001)).to_string();
-            let trigger = ["manual", "scheduled", "automatic"][(i % 3) as usize];
+    load_inputs()
+        .map(|(id, trigger, items)| {
             let body = format!(
-                "{{\"context\":{{\"targetingKey\":\"{id}\",\"trigger_source\":\"{trigger}\",\"max_items\":{}}}}}",
-                i % 100
+                "{{\"context\":{{\"targetingKey\":\"{id}\",\"trigger_source\":\"{trigger}\",\"max_items\":{items}}}}}"
             );
             request("POST", &format!("/ofrep/v1/evaluate/flags/{FEATURE}%2Fprocessor"), &body, false)
         })
