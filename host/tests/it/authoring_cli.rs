@@ -5,10 +5,10 @@
 //! The components are built by `make policy examples` (`make test` does it first). Without
 //! them these tests print `SKIPPED` — or fail when `CI=true`.
 
+use crate::support::Run;
 use rollout_policy as p;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -37,26 +37,8 @@ fn example(test: &str) -> Option<PathBuf> {
     component("size_aware_policy", test)
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
-    }
-}
-
 fn rollout(args: &[&str]) -> Run {
-    let out = Command::new(crate::support::rollout_bin()).args(args).output().expect("run rollout");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    crate::support::run_rollout(args)
 }
 
 fn s(p: &Path) -> &str {

@@ -11,13 +11,13 @@
 //! with `scheduled_bulk`) for records logged under that component's digest. Every test runs
 //! on SQLite and on Postgres.
 
+use crate::support::Run;
 use rollout::runtime::{sha256_hex, BUNDLED_POLICY};
 use rollout::store::testing::TestDatabase;
 use rollout::store::{Change, ChangeRequest, ConfigPatch, DecisionKind, DecisionRecord, NewPolicyVersion, Store};
 use rollout_policy as p;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use uuid::Uuid;
 
 const FEATURE: &str = "replay_feature";
@@ -28,31 +28,10 @@ both_backends!(
     a_long_log_is_read_completely_and_in_order_within_a_limit,
 );
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
-    }
-}
-
 fn rollout(url: &str, args: &[&str]) -> Run {
-    let out = Command::new(crate::support::rollout_bin())
-        .arg("--database-url")
-        .arg(url)
-        .args(args)
-        .output()
-        .expect("run rollout");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut all = vec!["--database-url", url];
+    all.extend_from_slice(args);
+    crate::support::run_rollout(&all)
 }
 
 /// `target/wasm/NAME.wasm`; `None` (loudly) when it has not been built (`make examples`).

@@ -26,3 +26,31 @@ pub fn pg_url(test: &str) -> Option<String> {
 pub fn rollout_bin() -> String {
     std::env::var("ROLLOUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rollout").to_owned())
 }
+
+/// What a run of the `rollout` binary gave.
+pub struct Run {
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Standard output as JSON (panics naming both outputs when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// Run [`rollout_bin`] with `args`.
+pub fn run_rollout(args: &[&str]) -> Run {
+    let out = std::process::Command::new(rollout_bin()).args(args).output().expect("run rollout");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
