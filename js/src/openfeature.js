@@ -22,6 +22,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 
 import {
   FlagNotFoundError,
@@ -87,6 +88,39 @@ function invalidJob(e) {
   return new InvalidContextError(`${attribute}: ${detail}`);
 }
 
+const message = (e) => (e instanceof Error ? e.message : String(e));
+
+const TRANSPILE_OPTIONS = Object.freeze({ name: 'rollout_policy', wasiShim: false, quiet: true });
+
+// This module is also the entry point of the worker thread that runs jco: `transpile()` works
+// synchronously inside jco's own wasm for 0.2–3 s, which on the main thread would stall every
+// evaluation of the process for as long.
+if (!isMainThread && workerData?.rolloutTranspile === true) {
+  try {
+    const { transpile } = await import('@bytecodealliance/jco');
+    const t0 = performance.now();
+    const { files, imports, exports } = await transpile(workerData.bytes, TRANSPILE_OPTIONS);
+    parentPort.postMessage({ ok: true, files, imports, exports, ms: performance.now() - t0 });
+  } catch (e) {
+    parentPort.postMessage({ ok: false, message: message(e), missing: e?.code === 'ERR_MODULE_NOT_FOUND' });
+  }
+}
+
+/** jco's `transpile(bytes)` in a worker thread: `{files, imports, exports, ms}`. */
+function transpileInWorker(bytes) {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL(import.meta.url), { workerData: { rolloutTranspile: true, bytes } });
+    worker.once('message', (m) => {
+      worker.terminate();
+      if (m.ok) resolve(m);
+      else if (m.missing) reject(new Error(`following a policy swap needs @bytecodealliance/jco (an optional peer dependency): ${m.message}`));
+      else reject(new Error(`jco could not transpile the component: ${m.message}`));
+    });
+    worker.once('error', (e) => reject(new Error(`the transpile worker failed: ${message(e)}`)));
+    worker.once('exit', (code) => reject(new Error(`the transpile worker exited with code ${code}`)));
+  });
+}
+
 const sleep = (ms, signal) =>
   new Promise((resolve) => {
     if (signal.aborted) return resolve();
@@ -98,8 +132,6 @@ const sleep = (ms, signal) =>
     }
     signal.addEventListener('abort', done, { once: true });
   });
-
-const message = (e) => (e instanceof Error ? e.message : String(e));
 
 /** The bundled core module's bytes (dist/generated/), read once: a component that embeds them is the bundled policy. */
 let bundledCore = null;
@@ -119,29 +151,20 @@ function interfaceNames(names) {
 }
 
 /**
- * Turn a policy component's bytes into a `Policy`: jco transpiles it in memory, the bindings
+ * Turn a policy component's bytes into a `Policy`: jco transpiles it in memory (in a worker
+ * thread, so evaluations go on meanwhile), the bindings
  * are written to a temporary directory and imported (the core module is compiled and the
  * instance created on import; the directory is removed after), and the `Policy` is built over
  * the `rules`, `explain` and `packed` interfaces when they are those the bundled bindings
  * speak (the same versioned WIT names). Throws, saying why, when the component imports
  * functions, lacks `rules`, speaks another version of the WIT, or fails to instantiate.
- * Returns `{policy, transpileMs, importMs}`.
+ * Returns `{policy, transpileMs, jcoMs, importMs}` (`transpileMs` with the worker's start,
+ * `jcoMs` the `transpile()` call alone).
  */
 export async function policyFromComponent(bytes) {
   const bundled = interfaceNames(Object.keys(await import('../dist/generated/rollout_policy.js')));
-  let transpile;
-  try {
-    ({ transpile } = await import('@bytecodealliance/jco'));
-  } catch (e) {
-    throw new Error(`following a policy swap needs @bytecodealliance/jco (an optional peer dependency): ${message(e)}`);
-  }
   const t0 = performance.now();
-  let out;
-  try {
-    out = await transpile(bytes, { name: 'rollout_policy', wasiShim: false, quiet: true });
-  } catch (e) {
-    throw new Error(`jco could not transpile the component: ${message(e)}`);
-  }
+  const out = await transpileInWorker(bytes);
   const t1 = performance.now();
   if (out.imports.length > 0) throw new Error(`the component imports ${out.imports.join(', ')}; a policy component must import no function`);
   const offered = interfaceNames(out.exports.map(([name]) => name));
@@ -179,7 +202,7 @@ export async function policyFromComponent(bytes) {
   } catch (e) {
     throw new Error(`the component does not answer as the WIT says: ${message(e)}`);
   }
-  return { policy, transpileMs: t1 - t0, importMs: t2 - t1 };
+  return { policy, transpileMs: t1 - t0, jcoMs: out.ms, importMs: t2 - t1 };
 }
 
 /**
@@ -423,8 +446,8 @@ export class RolloutProvider {
       // the component wraps the core module this package ships: the bundled policy
       return { policy: await loadPolicy(), swap: { sha256: sha, bundled: true, fetchMs } };
     }
-    const { policy, transpileMs, importMs } = await policyFromComponent(bytes);
-    return { policy, swap: { sha256: sha, bundled: false, fetchMs, transpileMs, importMs } };
+    const { policy, transpileMs, jcoMs, importMs } = await policyFromComponent(bytes);
+    return { policy, swap: { sha256: sha, bundled: false, fetchMs, transpileMs, jcoMs, importMs } };
   }
 
   /**
