@@ -661,6 +661,10 @@ function jobOf(c) {
   if (job.prNumbers != null) {
     if (!Array.isArray(job.prNumbers)) throw new InvalidContextError('pr_numbers: expected an array of pull request numbers');
     if (job.prNumbers.length > 10_000) throw new InvalidContextError(`pr_numbers: ${job.prNumbers.length} PR numbers: allowed at most 10000`);
+    for (const n of job.prNumbers) {
+      const ok = typeof n === 'bigint' ? n >= 0n && n <= 0xffff_ffff_ffff_ffffn : Number.isSafeInteger(n) && n >= 0;
+      if (!ok) throw new InvalidContextError(`pr_numbers: expected pull request numbers (non-negative integers), got ${typeof n === 'bigint' ? `${n}n` : JSON.stringify(n)}`);
+    }
   }
   return job;
 }
