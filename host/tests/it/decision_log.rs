@@ -29,6 +29,7 @@ both_backends!(
     masked_ids_are_keyed_hashes_and_searchable,
     outcomes_link_to_the_policy_and_configuration_that_decided,
     the_cli_sets_and_shows_the_settings,
+    decisions_replay_identically_after_five_changes_and_a_policy_swap,
 );
 
 async fn fixture(db: &TestDatabase, log: DecisionLogOptions) -> (Router, Service) {
@@ -399,4 +400,73 @@ async fn the_cli_sets_and_shows_the_settings(db: &TestDatabase) {
     })
     .await
     .unwrap();
+}
+
+/// Issue 14's acceptance: decisions logged by the served path replay identically under their
+/// own policy and configuration after five further configuration changes and a policy swap.
+async fn decisions_replay_identically_after_five_changes_and_a_policy_swap(db: &TestDatabase) {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/size_aware_policy.wasm");
+    let Ok(example) = std::fs::read(&example) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {} is missing", example.display());
+        eprintln!("SKIPPED: {} is missing (make examples)", example.display());
+        return;
+    };
+    let (router, service) = fixture(db, DecisionLogOptions::default()).await;
+    set_log(&router, json!({"sample_rate": 1})).await;
+    let route = route_path();
+    let decide = |from: u32| {
+        let router = router.clone();
+        let route = route.clone();
+        async move {
+            for n in from..from + 40 {
+                let job = json!({"time_range_days": n % 3, "trigger_source": "scheduled", "max_items": n});
+                let body = json!({"repository_id": repo(n), "job": job});
+                let (status, v, _) = send(&router, "POST", &route, Some(body)).await;
+                assert_eq!(status, StatusCode::OK, "{v}");
+            }
+        }
+    };
+    decide(0).await;
+    for p in [10, 35, 60, 85, 100] {
+        let body = json!({"percentage": p, "reason": "ramp"});
+        let (status, v, _) = send(&router, "PUT", &format!("/v1/features/{FEATURE}/percentage"), Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        decide(p).await;
+    }
+    // the swap: the example policy, uploaded and activated through the API
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/policies")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/wasm")
+        .body(Body::from(example))
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let sha = serde_json::from_slice::<Value>(&bytes).unwrap()["policy"]["sha256"].as_str().unwrap().to_owned();
+    let (status, v, _) =
+        send(&router, "POST", &format!("/v1/policies/{sha}/activate"), Some(json!({"reason": "swap"}))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    decide(200).await;
+    flush(&service).await;
+
+    let (_, page, _) = send(&router, "GET", &format!("/v1/decisions?feature={FEATURE}&limit=1000"), None).await;
+    let logged = page["decisions"].as_array().unwrap();
+    assert_eq!(logged.len(), 280, "7 rounds of 40 logged");
+    let shas: std::collections::BTreeSet<&str> = logged.iter().map(|d| d["policy_sha256"].as_str().unwrap()).collect();
+    assert_eq!(shas.len(), 2, "decisions under two policies: {shas:?}");
+    assert!(shas.contains(sha.as_str()));
+    let versions: std::collections::BTreeSet<i64> =
+        logged.iter().map(|d| d["config_version"].as_i64().unwrap()).collect();
+    assert_eq!(versions.len(), 6, "under six configuration versions: {versions:?}");
+
+    let url = db.url.clone();
+    let run =
+        tokio::task::spawn_blocking(move || crate::support::run_rollout(&["--database-url", &url, "--json", "replay"]))
+            .await
+            .unwrap();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!((report["replayed"].as_u64(), report["identical"].as_u64()), (Some(280), Some(280)), "{report}");
 }
