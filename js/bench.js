@@ -202,7 +202,9 @@ const ratios = [];
 const inprocRatios = [];
 const directRatios = [];
 for (let r = 0; r < ROUNDS; r++) {
-  const pair = r % 2 === 0 ? ['eligible_single', 'flagd_single'] : ['flagd_single', 'eligible_single'];
+  // flagd's single evaluation beside ours and beside the provider's, in alternating order
+  const first = ['eligible_single', 'flagd_single', 'inproc_direct', 'inproc_js_eval'];
+  const pair = r % 2 === 0 ? first : [...first].reverse();
   const order = [...pair, ...Object.keys(CASES).filter((n) => !pair.includes(n))];
   const t = {};
   for (const name of order) runs[name].push((t[name] = await time(name)));

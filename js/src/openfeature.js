@@ -63,12 +63,39 @@ export function openfeatureRuleReason(rule) {
   return rule === 'default' ? StandardResolutionReasons.DEFAULT : StandardResolutionReasons.TARGETING_MATCH;
 }
 
-/** A UUID as the server's `RepositoryUuid` takes it (after trimming): hyphenated, 32 hex digits, either braced. */
-const UUID_RE = /^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$/;
-const BRACED_UUID_RE = /^\{(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})\}$/;
+/** 1 for the char codes of hex digits. */
+const HEX = new Uint8Array(128);
+for (const c of '0123456789abcdefABCDEF') HEX[c.charCodeAt(0)] = 1;
 
+/**
+ * Whether `s` is a UUID as the server's `RepositoryUuid` takes it (after trimming): hyphenated
+ * or 32 hex digits, either one braced (char codes and a table, no regular expression).
+ */
 function isUuid(s) {
-  return s.charCodeAt(0) === 0x7b ? BRACED_UUID_RE.test(s) : UUID_RE.test(s);
+  let o = 0;
+  let n = s.length;
+  if (n >= 2 && s.charCodeAt(0) === 0x7b) {
+    if (s.charCodeAt(n - 1) !== 0x7d) return false;
+    o = 1;
+    n -= 2;
+  }
+  if (n === 36) {
+    for (let i = 0; i < 36; i++) {
+      const c = s.charCodeAt(o + i);
+      if (i === 8 || i === 13 || i === 18 || i === 23) {
+        if (c !== 0x2d) return false;
+      } else if (c > 127 || HEX[c] === 0) {
+        return false;
+      }
+    }
+    return true;
+  }
+  if (n !== 32) return false;
+  for (let i = 0; i < 32; i++) {
+    const c = s.charCodeAt(o + i);
+    if (c > 127 || HEX[c] === 0) return false;
+  }
+  return true;
 }
 
 /** Context attribute (snake_case) → the job field this package takes (camelCase). */
