@@ -13,11 +13,13 @@
 //!   /v1/policies/{sha}/component` when it is not the one built in), then follows `GET
 //!   /v1/sync/{feature}/events`: each snapshot it pushes replaces the configuration, and a new
 //!   policy sha is fetched, validated by the embedded runtime and swapped in without a
-//!   restart. A component the runtime refuses leaves the last good one serving
-//!   ([`SyncStatus::last_error`] says why).
+//!   restart. A component the runtime refuses leaves the last good one deciding
+//!   ([`SyncStatus::last_error`] says why) — with the snapshot's configuration all the same,
+//!   so an emergency stop or a percentage change is never held back by a policy.
 //! - **Status.** `Ready` while the stream is up; `STALE` while the server is unreachable —
 //!   still deciding with the last good snapshot — and reconnecting every second (up to 5 s
-//!   between tries); `Ready` again once a snapshot arrives.
+//!   between tries), or while the server's policy is one the runtime refused; `Ready` again
+//!   once a snapshot is applied whole.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -164,35 +166,46 @@ impl Inner {
         Ok(resp)
     }
 
-    /// Apply one snapshot: the policy first (fetched and swapped in when its sha changed),
-    /// then the configuration.
+    /// Apply one snapshot: the configuration always — an emergency stop or a percentage
+    /// change must reach the client whatever happens to the policy — and the policy when its
+    /// sha changed (fetched, validated and swapped in; a refused one leaves the last good
+    /// one deciding, and the error is returned after the configuration was applied).
     async fn apply(&self, snapshot: &Value) -> Result<(), ProviderError> {
         let bad = |message: String| ProviderError::Snapshot { feature: self.feature.clone(), message };
         let version =
             snapshot.get("config_version").and_then(Value::as_i64).ok_or_else(|| bad("no config_version".into()))?;
         let config = snapshot.get("config").ok_or_else(|| bad("no config".into()))?;
         let stored = StoredConfig::from_json(config).map_err(|e| bad(e.to_string()))?;
-        if let Some(sha) = snapshot.pointer("/policy/sha256").and_then(Value::as_str) {
-            let serving = self.runtime.policy_version().map(|v| v.sha256);
-            if serving.as_deref() != Some(sha) {
-                let bytes = self.get(&format!("/v1/policies/{sha}/component")).await?.bytes().await.map_err(|e| {
-                    ProviderError::Http { url: self.url("/v1/policies/…/component"), message: e.to_string() }
-                })?;
-                let runtime = self.runtime.clone();
-                let source = format!("sync {}", self.base_url);
-                let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes, &source)).await;
-                match loaded {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(ProviderError::Policy { sha256: sha.to_owned(), message: e.to_string() }),
-                    Err(e) => return Err(ProviderError::Policy { sha256: sha.to_owned(), message: e.to_string() }),
-                }
+        let policy = match snapshot.pointer("/policy/sha256").and_then(Value::as_str) {
+            Some(sha) if self.runtime.policy_version().map(|v| v.sha256).as_deref() != Some(sha) => {
+                self.load_policy(sha).await
             }
-        }
+            _ => Ok(()),
+        };
         // the server applied its overrides already
         let config = ConfigSnapshot::new(EnvOverrides::default().apply_to(&stored));
         self.synced.store(Some(Arc::new(Synced { config, version })));
         self.applied.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        policy
+    }
+
+    /// Fetch the component `sha` and swap it in (compiled off the async threads).
+    async fn load_policy(&self, sha: &str) -> Result<(), ProviderError> {
+        let path = format!("/v1/policies/{sha}/component");
+        let bytes = self
+            .get(&path)
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| ProviderError::Http { url: self.url(&path), message: e.to_string() })?;
+        let runtime = self.runtime.clone();
+        let source = format!("sync {}", self.base_url);
+        let refused = |message: String| ProviderError::Policy { sha256: sha.to_owned(), message };
+        match tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes, &source)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(refused(e.to_string())),
+            Err(e) => Err(refused(e.to_string())),
+        }
     }
 
     /// Follow the event stream until it ends; `Ok` when it ended cleanly.
@@ -218,9 +231,11 @@ impl Inner {
                     .map_err(|e| ProviderError::Snapshot { feature: self.feature.clone(), message: e.to_string() })?;
                 match self.apply(&snapshot).await {
                     Ok(()) => self.state.store(READY, Ordering::Relaxed),
-                    // a refused component: the last good one keeps serving, the stream goes on
+                    // a refused component: the last good one keeps deciding (with the new
+                    // configuration), out of step with the server, so STALE; the stream goes on
                     Err(e) => {
                         tracing::warn!("rollout provider: {e}");
+                        self.state.store(STALE, Ordering::Relaxed);
                         self.fail(e.to_string());
                     }
                 }
