@@ -11,7 +11,6 @@
 // examples`). Without them the tests are skipped loudly — and fail under CI=true. Polls wait up
 // to 30 s (the machine is shared); nothing here asserts a duration.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -24,47 +23,19 @@ import { OpenFeature, ProviderEvents, ProviderStatus } from '@openfeature/server
 
 import { loadPolicy } from '../src/index.js';
 import { RolloutProvider } from '../src/openfeature.js';
+import { BIN, prerequisites, startServer as startRollout } from './server.js';
 
 const FEATURE = 'hybrid_progressive_capture';
 const PROCESSOR = `${FEATURE}/processor`;
 const TOKEN = 'inproc-test-token-0123456789';
-const BIN = process.env.ROLLOUT_BIN ?? fileURLToPath(new URL('../../target/debug/rollout', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../../target/wasm/size_aware_policy.wasm', import.meta.url));
 const REFERENCE = fileURLToPath(new URL('../../target/wasm/rollout_policy.wasm', import.meta.url));
-const missing = [
+const available = prerequisites('the in-process provider tests', [
   [BIN, 'cargo build -p rollout (or set ROLLOUT_BIN)'],
   [EXAMPLE, 'make examples'],
   [REFERENCE, 'make policy'],
-].filter(([f]) => !existsSync(f));
-const available = missing.length === 0;
-if (!available) {
-  const message = `the in-process provider tests need ${missing.map(([f, how]) => `${f} (${how})`).join(' and ')}`;
-  if (process.env.CI === 'true') throw new Error(message);
-  console.error(`\n*** SKIPPED the in-process provider tests: ${message} ***\n`);
-}
-
-/** Start `rollout serve` on the SQLite database in `dir` (port 0: any); resolves with `{child, url, port}`. */
-function startServer(dir, port = 0) {
-  const child = spawn(
-    BIN,
-    ['--database-url', `sqlite://${join(dir, 'rollout.db')}`, 'serve', '--listen', `127.0.0.1:${port}`, '--health-interval', '3600'],
-    { env: { ...process.env, ROLLOUT_SERVICE_TOKEN: TOKEN, RUST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`rollout serve did not start: ${out}`)), 60_000);
-    child.stdout.on('data', (chunk) => {
-      out += chunk;
-      const m = out.match(/listening on (http:\/\/[^\s]+)/);
-      if (m) {
-        clearTimeout(timer);
-        const url = m[1].replace(/\/$/, '');
-        resolve({ child, url, port: Number(new URL(url).port) });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`rollout serve exited with ${code}: ${out}`)));
-  });
-}
+]);
+const startServer = (dir, port = 0) => startRollout(dir, TOKEN, port);
 
 function stopServer(server) {
   if (!server || server.child.exitCode !== null || server.child.signalCode !== null) return Promise.resolve();

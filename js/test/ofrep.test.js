@@ -8,49 +8,21 @@
 // The server is `../target/debug/rollout` (built by `cargo test` in `make test`; override with
 // ROLLOUT_BIN). Without it the test is skipped loudly — and fails under CI=true.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { OFREPProvider } from '@openfeature/ofrep-provider';
 import { OpenFeature } from '@openfeature/server-sdk';
 
 import { loadPolicy } from '../src/index.js';
+import { BIN, prerequisites, startServer as startRollout } from './server.js';
 
 const FEATURE = 'hybrid_progressive_capture';
 const TOKEN = 'ofrep-test-token-0123456789';
-const BIN = process.env.ROLLOUT_BIN ?? fileURLToPath(new URL('../../target/debug/rollout', import.meta.url));
-const available = existsSync(BIN);
-if (!available) {
-  const message = `rollout binary not found at ${BIN}: build it with \`cargo build -p rollout\` (or set ROLLOUT_BIN)`;
-  if (process.env.CI === 'true') throw new Error(message);
-  console.error(`\n*** SKIPPED the OFREP tests: ${message} ***\n`);
-}
-
-/** Start `rollout serve` on a fresh SQLite database; resolves with its base URL. */
-function startServer(dir) {
-  const child = spawn(
-    BIN,
-    ['--database-url', `sqlite://${join(dir, 'rollout.db')}`, 'serve', '--listen', '127.0.0.1:0', '--health-interval', '3600'],
-    { env: { ...process.env, ROLLOUT_SERVICE_TOKEN: TOKEN, RUST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`rollout serve did not start: ${out}`)), 60_000);
-    child.stdout.on('data', (chunk) => {
-      out += chunk;
-      const m = out.match(/listening on (http:\/\/[^\s]+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1].replace(/\/$/, '') });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`rollout serve exited with ${code}: ${out}`)));
-  });
-}
+const available = prerequisites('the OFREP tests', [[BIN, 'cargo build -p rollout (or set ROLLOUT_BIN)']]);
+const startServer = (dir) => startRollout(dir, TOKEN);
 
 describe('OFREP with the published OpenFeature provider', { skip: !available }, () => {
   let dir;
