@@ -49,12 +49,11 @@ use open_feature::{
 };
 use rollout::engine::{ConfigSnapshot, Policy};
 use rollout::env::EnvOverrides;
-use rollout::http::ofrep::{openfeature_reason, openfeature_rule_reason, PROCESSOR_SUFFIX};
+use rollout::http::ofrep::{context_inputs, openfeature_reason, openfeature_rule_reason, JOB_FIELDS, PROCESSOR_SUFFIX};
 use rollout::input::values::RepositoryUuid;
-use rollout::input::JobInput;
 use rollout::runtime::{Runtime, RuntimeOptions, BUNDLED_POLICY};
 use rollout::store::StoredConfig;
-use rollout_policy::{Category, EligibilityReason, Job, Repository, RouteRule};
+use rollout_policy::{EligibilityReason, Job, Repository, RouteRule};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -385,25 +384,17 @@ fn asked(context: &EvaluationContext) -> EvaluationResult<(Repository, Job)> {
         .ok_or_else(|| error(EvaluationErrorCode::TargetingKeyMissing, "the targeting key is the repository id"))?;
     let id = RepositoryUuid::new(key)
         .map_err(|m| error(EvaluationErrorCode::InvalidContext, format!("targetingKey: {m}")))?;
-    let category = match context.custom_fields.get("category") {
-        None => None,
-        Some(EvaluationContextFieldValue::String(c)) => Some(Category::parse(c).map_err(|_| {
-            error(EvaluationErrorCode::InvalidContext, format!("category: `{c}` is not one of small, medium, large"))
-        })?),
-        Some(_) => return Err(error(EvaluationErrorCode::InvalidContext, "category: must be a string")),
-    };
-    let mut job = serde_json::Map::new();
-    for field in ["job_type", "time_range_days", "pr_numbers", "trigger_source", "max_items"] {
+    let mut attributes = serde_json::Map::new();
+    for field in JOB_FIELDS.iter().copied().chain(["category"]) {
         if let Some(v) = context.custom_fields.get(field) {
             let v = json_of(v).ok_or_else(|| {
-                error(EvaluationErrorCode::InvalidContext, format!("{field}: not a value the job takes"))
+                error(EvaluationErrorCode::InvalidContext, format!("{field}: not a value the rules take"))
             })?;
-            job.insert(field.to_owned(), v);
+            attributes.insert(field.to_owned(), v);
         }
     }
-    let job: JobInput = serde_json::from_value(Value::Object(job))
-        .map_err(|e| error(EvaluationErrorCode::InvalidContext, format!("job attributes: {e}")))?;
-    Ok((Repository { id: id.repo_id(), category }, job.into_job()))
+    let (category, job) = context_inputs(&attributes).map_err(|m| error(EvaluationErrorCode::InvalidContext, m))?;
+    Ok((Repository { id: id.repo_id(), category }, job))
 }
 
 const FALLBACK: &str =

@@ -44,11 +44,29 @@ use std::sync::Arc;
 /// The suffix of a feature's routing flag.
 pub const PROCESSOR_SUFFIX: &str = "/processor";
 
-/// Context attributes that are not the job's.
-const NOT_JOB: [&str; 2] = ["targetingKey", "category"];
-
 /// The job's fields in a context.
-const JOB_FIELDS: [&str; 5] = ["job_type", "time_range_days", "pr_numbers", "trigger_source", "max_items"];
+pub const JOB_FIELDS: [&str; 5] = ["job_type", "time_range_days", "pr_numbers", "trigger_source", "max_items"];
+
+/// The category and the job an evaluation context's attributes ask about (`category`; the
+/// job's fields as `/route` reads `job`; other attributes ignored) — the one reading of a
+/// context, shared by the OFREP endpoint and the in-process provider. The error names the
+/// attribute and what is allowed.
+pub fn context_inputs(attributes: &Map<String, Value>) -> Result<(Option<Category>, Job), String> {
+    let category = match attributes.get("category") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(Category::parse(c).map_err(|_| {
+            format!("category: `{}` is not a category: allowed values are small, medium, large", crate::input::clip(c))
+        })?),
+        Some(_) => return Err("category: must be a string (small, medium, large)".into()),
+    };
+    let job: Map<String, Value> = attributes
+        .iter()
+        .filter(|(k, _)| JOB_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let job: JobInput = serde_json::from_value(Value::Object(job)).map_err(|e| format!("job attributes: {e}"))?;
+    Ok((category, job.into_job()))
+}
 
 /// An OFREP error: its status and body.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,25 +117,8 @@ fn read_context(bytes: &[u8]) -> Result<Asked, OfrepError> {
         None => return Err(bad("TARGETING_KEY_MISSING", "`targetingKey` is required: the repository id".into())),
     };
     let id = RepositoryUuid::new(key).map_err(|m| bad("INVALID_CONTEXT", format!("targetingKey: {m}")))?;
-    let category = match context.get("category") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) => Some(Category::parse(c).map_err(|_| {
-            bad(
-                "INVALID_CONTEXT",
-                format!(
-                    "category: `{}` is not a category: allowed values are small, medium, large",
-                    crate::input::clip(c)
-                ),
-            )
-        })?),
-        Some(_) => return Err(bad("INVALID_CONTEXT", "category: must be a string (small, medium, large)".into())),
-    };
-    let job: Map<String, Value> =
-        context.iter().filter(|(k, _)| JOB_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-    debug_assert!(NOT_JOB.iter().all(|k| !JOB_FIELDS.contains(k)));
-    let job: JobInput = serde_json::from_value(Value::Object(job))
-        .map_err(|e| bad("INVALID_CONTEXT", format!("job attributes: {e}")))?;
-    Ok(Asked { id, category, job: job.into_job() })
+    let (category, job) = context_inputs(context).map_err(|m| bad("INVALID_CONTEXT", m))?;
+    Ok(Asked { id, category, job })
 }
 
 /// The OpenFeature reason of an eligibility reason.
