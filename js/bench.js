@@ -12,8 +12,22 @@
 // `inproc_js_eval` is one evaluation through the OpenFeature client (`@openfeature/server-sdk`,
 // `await client.getBooleanValue(…)`) and the in-process provider (src/openfeature.js), fed by
 // a sync endpoint served from this process; `flagd_openfeature` is flagd-core's evaluation
-// behind the same client (a minimal provider around FlagdCore), for scale. The issue's goal
-// compares `inproc_js_eval` with flagd-core's own evaluation (`flagd_single`).
+// behind the same client (a minimal provider around FlagdCore). The issue's goal compares
+// `inproc_js_eval` with flagd-core's own evaluation (`flagd_single`); the same path on both
+// sides is `inproc_js_eval ÷ flagd_openfeature` (each round times the two one after the other,
+// alternating which goes first).
+//
+// Where the client's own time goes (`openfeature_noop`, a provider that answers at once):
+// the SDK is published built for ES2015 (esbuild --target=es2015), so each of its async
+// methods is a generator run by a helper (`__async(this, arguments, function* () {…})`) and
+// every evaluation creates and first-calls five new generator functions (getBooleanValue,
+// evaluate, beforeHooks, afterHooks, finallyHooks). `openfeature_noop_native` is the
+// same provider behind the same build with only those methods turned back into native async
+// functions (rewritten in memory at start), `…_assign` with also its `__spreadProps` helper
+// (Object.defineProperties of Object.getOwnPropertyDescriptors, once per evaluation) as
+// Object.assign. Neither is in the summary; both are skipped, saying so, if the SDK's text
+// is not the shape the rewrite expects.
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 
 import { FlagdCore } from '@openfeature/flagd-core';
@@ -102,6 +116,54 @@ await OpenFeature.setProviderAndWait('noop', {
   resolveObjectEvaluation: () => Promise.resolve(NOOP_ANSWER),
 });
 const noopClient = OpenFeature.getClient('noop');
+
+/**
+ * This SDK's ESM build with its down-levelled async methods native again (and, with `assign`,
+ * `__spreadProps` as Object.assign), as a second, separate API instance with the noop provider:
+ * `{client}`, or `{why}` when the text is not the shape expected or the copy does not work.
+ */
+async function rewrittenSdk({ assign }) {
+  const lines = (await readFile(new URL(import.meta.resolve('@openfeature/server-sdk')), 'utf8')).split('\n');
+  let rewritten = 0;
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^(\s*)(.*?)__async\(this, (null|arguments), function\* \((.*?)\) \{$/.exec(lines[i]);
+    if (!m) continue;
+    const [, indent, head, args, params] = m;
+    lines[i] = `${indent}${head}(async (${params}) => {`;
+    let j = i + 1;
+    for (; j < lines.length; j++) {
+      const end = /^\}\)([;,]?)$/.exec(lines[j].slice(indent.length));
+      if (lines[j].startsWith(indent) && end) {
+        lines[j] = `${indent}})(${args === 'arguments' ? '...arguments' : ''})${end[1]}`;
+        break;
+      }
+      lines[j] = lines[j].replace(/\byield\b/g, 'await');
+    }
+    if (j === lines.length) return { why: `no end found for the async method at line ${i + 1}` };
+    rewritten++;
+  }
+  let code = lines.join('\n').replace(/^\/\/# sourceMappingURL=.*$/m, '');
+  if (rewritten < 5 || /__async\(|\byield\b/.test(code)) return { why: 'the SDK build is not the shape the rewrite expects' };
+  if (assign) code = code.replace(/^var __spreadProps = .*$/m, 'var __spreadProps = (a, b) => Object.assign(a, b);');
+  code = code.replaceAll('"@openfeature/core"', JSON.stringify(import.meta.resolve('@openfeature/core')));
+  const key = Symbol.for('@openfeature/js-sdk/api'); // the SDK keeps its API instance there: hide ours while the copy makes its own
+  const ours = globalThis[key];
+  delete globalThis[key];
+  try {
+    const sdk = await import(`data:text/javascript;base64,${Buffer.from(code).toString('base64')}`);
+    if (sdk.OpenFeature === OpenFeature) return { why: 'the copy shares the API instance' };
+    await sdk.OpenFeature.setProviderAndWait('noop', { metadata: { name: 'noop' }, runsOn: 'server', resolveBooleanEvaluation: () => Promise.resolve(NOOP_ANSWER) });
+    const client = sdk.OpenFeature.getClient('noop');
+    if ((await client.getBooleanValue(FEATURE, false, { targetingKey: IDS[0] })) !== true) return { why: 'the copy does not answer' };
+    return { client };
+  } catch (e) {
+    return { why: `the copy does not load: ${e.message}` };
+  } finally {
+    globalThis[key] = ours;
+  }
+}
+const nativeAsync = await rewrittenSdk({ assign: false });
+const nativeAsyncAssign = await rewrittenSdk({ assign: true });
 for (const [i, id] of IDS.entries()) {
   const a = ev.isEligible(id).eligible;
   const b = await inprocClient.getBooleanValue(FEATURE, !a, { targetingKey: id });
@@ -169,6 +231,20 @@ const CASES = {
     for (let i = 0; i < SINGLE; i++) sink ^= (await noopClient.getBooleanValue(FEATURE, false, { targetingKey: IDS[i % 1000] })) ? 1 : 0;
     return SINGLE;
   },
+  ...(nativeAsync.client && {
+    openfeature_noop_native: async () => {
+      const c = nativeAsync.client;
+      for (let i = 0; i < SINGLE; i++) sink ^= (await c.getBooleanValue(FEATURE, false, { targetingKey: IDS[i % 1000] })) ? 1 : 0;
+      return SINGLE;
+    },
+  }),
+  ...(nativeAsyncAssign.client && {
+    openfeature_noop_native_assign: async () => {
+      const c = nativeAsyncAssign.client;
+      for (let i = 0; i < SINGLE; i++) sink ^= (await c.getBooleanValue(FEATURE, false, { targetingKey: IDS[i % 1000] })) ? 1 : 0;
+      return SINGLE;
+    },
+  }),
   inproc_direct: () => {
     for (let i = 0; i < SINGLE; i++) sink ^= inproc.booleanDetails(FEATURE, { targetingKey: IDS[i % 1000] }).flagMetadata.bucket;
     return SINGLE;
@@ -201,9 +277,11 @@ const runs = Object.fromEntries(Object.keys(CASES).map((name) => [name, []]));
 const ratios = [];
 const inprocRatios = [];
 const directRatios = [];
+const clientRatios = [];
 for (let r = 0; r < ROUNDS; r++) {
-  // flagd's single evaluation beside ours and beside the provider's, in alternating order
-  const first = ['eligible_single', 'flagd_single', 'inproc_direct', 'inproc_js_eval'];
+  // flagd's single evaluation beside ours and beside the provider's, and flagd behind the
+  // client beside ours behind it, in alternating order
+  const first = ['eligible_single', 'flagd_single', 'inproc_direct', 'inproc_js_eval', 'flagd_openfeature'];
   const pair = r % 2 === 0 ? first : [...first].reverse();
   const order = [...pair, ...Object.keys(CASES).filter((n) => !pair.includes(n))];
   const t = {};
@@ -211,17 +289,23 @@ for (let r = 0; r < ROUNDS; r++) {
   ratios.push(t.eligible_single / t.flagd_single);
   inprocRatios.push(t.inproc_js_eval / t.flagd_single);
   directRatios.push(t.inproc_direct / t.flagd_single);
+  clientRatios.push(t.inproc_js_eval / t.flagd_openfeature);
 }
 
 const info = policy.info();
 console.log(`@rollout/policy ${info.name} ${info.version}, node ${process.version}, ${ROUNDS} rounds, scalar fast path: ${policy.fastPath ? 'yes' : 'no (the component has no `packed` export)'}`);
 console.log('ns per decision: median (min … max) over the rounds');
+const width = Math.max(24, ...Object.keys(runs).map((name) => name.length));
 for (const [name, xs] of Object.entries(runs)) {
-  console.log(`  ${name.padEnd(24)} ${median(xs).toFixed(0).padStart(6)}  (${Math.min(...xs).toFixed(0)} … ${Math.max(...xs).toFixed(0)})`);
+  console.log(`  ${name.padEnd(width)} ${median(xs).toFixed(0).padStart(6)}  (${Math.min(...xs).toFixed(0)} … ${Math.max(...xs).toFixed(0)})`);
 }
 console.log(`  ours ÷ flagd, per round: ${ratios.map((x) => x.toFixed(2)).join(' ')}`);
 console.log(`  inproc_js_eval ÷ flagd_single, per round: ${inprocRatios.map((x) => x.toFixed(2)).join(' ')}`);
 console.log(`  inproc_direct ÷ flagd_single, per round: ${directRatios.map((x) => x.toFixed(2)).join(' ')}`);
+console.log(`  inproc_js_eval ÷ flagd_openfeature, per round: ${clientRatios.map((x) => x.toFixed(2)).join(' ')}`);
+for (const [name, v] of [['openfeature_noop_native', nativeAsync], ['openfeature_noop_native_assign', nativeAsyncAssign]]) {
+  if (!v.client) console.log(`  ${name}: skipped (${v.why})`);
+}
 if (sink === 0.5) console.log(''); // keep `sink` observable so no loop is optimised away
 
 const ns = (name) => median(runs[name]).toFixed(0);
@@ -233,6 +317,7 @@ console.log(`SUMMARY js_route_single_ns: ${ns('route_single')}`);
 console.log(`SUMMARY js_route_batch_ns: ${ns('route_batch')}`);
 console.log(`SUMMARY inproc_js_eval_ns: ${ns('inproc_js_eval')}`);
 console.log(`SUMMARY inproc_js_eval_ratio: ${median(inprocRatios).toFixed(2)}`);
+console.log(`SUMMARY inproc_js_eval_openfeature_ratio: ${median(clientRatios).toFixed(2)}`);
 console.log(`SUMMARY js_flagd_openfeature_ns: ${ns('flagd_openfeature')}`);
 console.log(`SUMMARY js_openfeature_noop_ns: ${ns('openfeature_noop')}`);
 console.log(`SUMMARY inproc_js_provider_ns: ${ns('inproc_direct')}`);
