@@ -268,6 +268,11 @@ async fn main() {
         eprintln!("SKIPPED service bench: DATABASE_URL must name a Postgres database");
         return;
     }
+    // SERVICE_BENCH_ONLY=replay runs the replay figure alone (for profiling it)
+    if std::env::var("SERVICE_BENCH_ONLY").is_ok_and(|only| only == "replay") {
+        println!("SUMMARY replay_decisions_per_s: {:.0}", replay_decisions_per_s(&url).await);
+        return;
+    }
     let actor = Actor::new("bench").expect("actor");
     println!("service reaction times on Postgres (wall clock, I/O included; medians)");
     let db = match TestDatabase::postgres(&url).await {

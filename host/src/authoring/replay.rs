@@ -580,8 +580,18 @@ impl Replay {
     pub fn missing(&self, records: &[DecisionRecord]) -> Missing {
         let mut configs = HashSet::new();
         let mut policies = HashSet::new();
+        // the records of a page mostly share what they need: look each run up once (a key
+        // lookup clones the feature name)
+        let mut previous: Option<&DecisionRecord> = None;
         for r in records {
             if r.masked || r.policy_sha256 == "none" {
+                continue;
+            }
+            let same = previous.is_some_and(|p| {
+                p.config_version == r.config_version && p.feature == r.feature && p.policy_sha256 == r.policy_sha256
+            });
+            previous = Some(r);
+            if same {
                 continue;
             }
             if !self.configs.contains_key(&(r.feature.clone(), r.config_version)) {
@@ -647,20 +657,38 @@ impl Replay {
     /// configuration or policy was not given ([`Replay::missing`]) are skipped as unknown.
     pub fn replay(&mut self, records: &[DecisionRecord]) {
         self.report.read += records.len() as u64;
-        let mut groups: HashMap<GroupKey, Vec<usize>> = HashMap::new();
+        // grouped by borrowed keys (nothing is cloned per record; overrides, rare, are
+        // serialised to compare them), each key made owned once per group
+        // (a run of records with the key of the one before joins its group without hashing)
+        type Borrowed<'r> = (&'r str, &'r str, i64, Option<String>, &'static str);
+        let mut borrowed: HashMap<Borrowed<'_>, Vec<usize>> = HashMap::new();
+        let mut run: Option<(Borrowed<'_>, Vec<usize>)> = None;
         for (i, r) in records.iter().enumerate() {
             if r.masked {
                 self.report.masked += 1;
                 continue;
             }
-            let overrides = r.overrides.as_ref().map(|v| v.to_string()).unwrap_or_default();
-            let sha = if self.candidate.is_some() && r.policy_sha256 != "none" {
-                String::new()
-            } else {
-                r.policy_sha256.clone()
-            };
-            groups.entry((sha, r.feature.clone(), r.config_version, overrides, r.kind.as_str())).or_default().push(i);
+            let overrides = r.overrides.as_ref().map(serde_json::Value::to_string);
+            let sha = if self.candidate.is_some() && r.policy_sha256 != "none" { "" } else { r.policy_sha256.as_str() };
+            let key = (sha, r.feature.as_str(), r.config_version, overrides, r.kind.as_str());
+            match &mut run {
+                Some((k, indices)) if *k == key => indices.push(i),
+                _ => {
+                    if let Some((k, indices)) = run.replace((key, vec![i])) {
+                        borrowed.entry(k).or_default().extend(indices);
+                    }
+                }
+            }
         }
+        if let Some((k, indices)) = run {
+            borrowed.entry(k).or_default().extend(indices);
+        }
+        let mut groups: HashMap<GroupKey, Vec<usize>> = borrowed
+            .into_iter()
+            .map(|((sha, feature, version, overrides, kind), v)| {
+                ((sha.to_owned(), feature.to_owned(), version, overrides.unwrap_or_default(), kind), v)
+            })
+            .collect();
         let mut keys: Vec<GroupKey> = groups.keys().cloned().collect();
         keys.sort();
         let mut differences: Vec<Difference> = Vec::new();

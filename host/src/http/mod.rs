@@ -344,5 +344,11 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    // Every route is turned into its final service once, here. Served as a plain `Router`,
+    // axum does it again for every accepted connection (`Router: Service<IncomingStream>`
+    // calls `with_state`, rebuilding the route table): measured with heaptrack, 19.7 KB and
+    // ~80 allocations per connection, which 10,000 idle sync subscribers held for as long as
+    // they stayed connected. Cloning the finished router per connection is an `Arc` clone.
+    let router = router.with_state(());
+    axum::serve(listener, router.into_make_service()).with_graceful_shutdown(shutdown).await
 }

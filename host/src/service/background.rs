@@ -109,7 +109,13 @@ impl Background {
 
 /// The decision log's writer ([`super::decision_log::DecisionLog::run`]).
 async fn decision_log_loop(service: Service, stop: watch::Receiver<bool>) {
-    let store = service.store().clone();
+    let store = match service.store().decision_log_writer().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("decision log: {e}; writing through the shared pool");
+            service.store().clone()
+        }
+    };
     service.decision_log().run(store, stop).await;
 }
 

@@ -223,8 +223,20 @@ fn entry_bytes(r: &DecisionRecord) -> usize {
         + r.processor.as_ref().map_or(0, String::len)
         + r.rule.as_ref().map_or(0, String::len)
         + r.fallback.as_ref().map_or(0, String::len)
-        + r.job.as_ref().map_or(0, |j| 64 + j.to_string().len())
-        + r.overrides.as_ref().map_or(0, |_| 128)
+        + r.job.as_ref().map_or(0, json_bytes)
+        + r.overrides.as_ref().map_or(0, json_bytes)
+}
+
+/// An estimate of the memory a JSON value holds, without serialising it (this runs for
+/// every logged decision): a fixed cost per node plus its strings.
+fn json_bytes(v: &serde_json::Value) -> usize {
+    const NODE: usize = std::mem::size_of::<serde_json::Value>() + 16;
+    match v {
+        serde_json::Value::String(s) => NODE + s.len(),
+        serde_json::Value::Array(a) => NODE + a.iter().map(json_bytes).sum::<usize>(),
+        serde_json::Value::Object(o) => NODE + o.iter().map(|(k, v)| k.len() + 32 + json_bytes(v)).sum::<usize>(),
+        _ => NODE,
+    }
 }
 
 /// Why an entry was not logged.
@@ -421,7 +433,7 @@ impl DecisionLog {
             if batch.is_empty() {
                 return Ok(total);
             }
-            let records: Vec<DecisionRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+            let (records, sizes): (Vec<DecisionRecord>, Vec<usize>) = batch.into_iter().unzip();
             match store.insert_decisions(&records).await {
                 Ok(_) => {
                     let n = records.len() as u64;
@@ -429,7 +441,7 @@ impl DecisionLog {
                     total += n;
                 }
                 Err(e) => {
-                    self.put_back(batch);
+                    self.put_back(records.into_iter().zip(sizes).collect());
                     return Err(e);
                 }
             }

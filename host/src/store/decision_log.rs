@@ -227,6 +227,38 @@ mod sql {
 /// Most bind parameters SQLite takes in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
 const SQLITE_MAX_VARIABLES: usize = 32_766;
 
+/// Most rows of one SQLite multi-row insert (a power of two; 128 × 18 columns stays far below
+/// [`SQLITE_MAX_VARIABLES`]).
+const LITE_CHUNK_ROWS: usize = 128;
+const _: () = assert!(
+    LITE_CHUNK_ROWS.is_power_of_two()
+        && LITE_CHUNK_ROWS * sql::COLUMN_COUNT <= SQLITE_MAX_VARIABLES
+        && LITE_CHUNK_ROWS * sql::LINK_COLUMN_COUNT <= SQLITE_MAX_VARIABLES
+);
+
+/// `items` in chunks whose lengths are powers of two no greater than `max` (a power of
+/// two), largest first: 1,000 rows are 7 × 128 + 64 + 32 + 8.
+///
+/// Every multi-row statement's text depends on its row count, and sqlx prepares and caches
+/// one statement per text: cut at any length, a writer draining batches of every size from
+/// 1 to 1,000 prepared a new 18,000-parameter statement for almost every batch (SQLite parses
+/// the whole `VALUES` list each time) and kept up to 100 of them in the connection's cache.
+/// With power-of-two chunks there are at most `log2(max) + 1` statement shapes, each prepared
+/// once per connection.
+fn shaped_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = rest.len().min(max);
+        let n = 1usize << (usize::BITS - 1 - n.leading_zeros());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// Rows per Postgres insert statement (the arrays have no parameter limit; this bounds the
 /// size of one message).
 const PG_CHUNK_ROWS: usize = 10_000;
@@ -299,6 +331,45 @@ where
     row.try_get(column).map_err(|e| corrupt(column, e))
 }
 
+/// The position of each column in [`sql::COLUMNS`]: every statement reading decisions selects
+/// them in that order, so a row is decoded by position (by name, each of the 18 columns of
+/// every row cost a hash lookup: a replay reads hundreds of thousands of rows).
+mod at {
+    pub const ID: usize = 0;
+    pub const TIME: usize = 1;
+    pub const FEATURE: usize = 2;
+    pub const KIND: usize = 3;
+    pub const CONFIG_VERSION: usize = 4;
+    pub const OVERRIDES: usize = 5;
+    pub const POLICY_SHA256: usize = 6;
+    pub const REPOSITORY_ID: usize = 7;
+    pub const MASKED: usize = 8;
+    pub const CATEGORY: usize = 9;
+    pub const JOB: usize = 10;
+    pub const PROCESSOR: usize = 11;
+    pub const RULE: usize = 12;
+    pub const ELIGIBLE: usize = 13;
+    pub const REASON: usize = 14;
+    pub const BUCKET: usize = 15;
+    pub const FALLBACK: usize = 16;
+    pub const DURATION_US: usize = 17;
+}
+
+/// The name of the column at `index` of [`sql::COLUMNS`], for messages.
+fn column_name(index: usize) -> &'static str {
+    sql::COLUMNS.split(", ").nth(index).unwrap_or("?")
+}
+
+/// Column `index` of [`sql::COLUMNS`] in `row`, or [`StoreError::Corrupt`] naming it.
+fn field<'r, R, T>(row: &'r R, index: usize) -> StoreResult<T>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(index).map_err(|e| corrupt(column_name(index), e))
+}
+
 /// A decision from `row`: the columns both databases decode alike, and the four whose
 /// encoding differs (`id`, `time`, `overrides`, `job`) decoded by the caller.
 fn record_from<'r, R>(
@@ -310,34 +381,35 @@ fn record_from<'r, R>(
 ) -> StoreResult<DecisionRecord>
 where
     R: Row,
-    &'static str: ColumnIndex<R>,
+    usize: ColumnIndex<R>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
     Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
     i16: Decode<'r, R::Database> + Type<R::Database>,
     bool: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let kind: String = column(row, "kind")?;
-    let bucket: i16 = column(row, "bucket")?;
+    let kind: &str = field(row, at::KIND)?;
+    let bucket: i16 = field(row, at::BUCKET)?;
     Ok(DecisionRecord {
         id,
         time,
-        feature: column(row, "feature")?,
-        kind: DecisionKind::parse(&kind).ok_or_else(|| corrupt("kind", format!("`{kind}` is not a decision kind")))?,
-        config_version: column(row, "config_version")?,
+        feature: field(row, at::FEATURE)?,
+        kind: DecisionKind::parse(kind).ok_or_else(|| corrupt("kind", format!("`{kind}` is not a decision kind")))?,
+        config_version: field(row, at::CONFIG_VERSION)?,
         overrides,
-        policy_sha256: column(row, "policy_sha256")?,
-        repository_id: column(row, "repository_id")?,
-        masked: column(row, "masked")?,
-        category: column(row, "category")?,
+        policy_sha256: field(row, at::POLICY_SHA256)?,
+        repository_id: field(row, at::REPOSITORY_ID)?,
+        masked: field(row, at::MASKED)?,
+        category: field(row, at::CATEGORY)?,
         job,
-        processor: column(row, "processor")?,
-        rule: column(row, "rule")?,
-        eligible: column(row, "eligible")?,
-        reason: column(row, "reason")?,
+        processor: field(row, at::PROCESSOR)?,
+        rule: field(row, at::RULE)?,
+        eligible: field(row, at::ELIGIBLE)?,
+        reason: field(row, at::REASON)?,
         bucket: u8::try_from(bucket).map_err(|_| corrupt("bucket", format!("`{bucket}` is out of range")))?,
-        fallback: column(row, "fallback")?,
-        duration_us: column(row, "duration_us")?,
+        fallback: field(row, at::FALLBACK)?,
+        duration_us: field(row, at::DURATION_US)?,
     })
 }
 
@@ -389,7 +461,8 @@ mod pg {
 
     /// A decision from a row of `rollout_decisions`.
     pub(super) fn decode(row: &PgRow) -> StoreResult<DecisionRecord> {
-        record_from(row, column(row, "id")?, column(row, "time")?, column(row, "overrides")?, column(row, "job")?)
+        let (id, time) = (field(row, at::ID)?, field(row, at::TIME)?);
+        record_from(row, id, time, field(row, at::OVERRIDES)?, field(row, at::JOB)?)
     }
 
     /// The statement inserting `chunk`, one array per column.
@@ -514,18 +587,18 @@ mod lite {
             .map_err(|e| corrupt(column, format!("`{text}` is not a timestamp: {e}")))
     }
 
-    fn json(row: &SqliteRow, name: &'static str) -> StoreResult<Option<serde_json::Value>> {
-        column::<_, Option<String>>(row, name)?
-            .map(|text| serde_json::from_str(&text).map_err(|e| corrupt(name, e)))
+    fn json(row: &SqliteRow, index: usize) -> StoreResult<Option<serde_json::Value>> {
+        field::<_, Option<&str>>(row, index)?
+            .map(|text| serde_json::from_str(text).map_err(|e| corrupt(column_name(index), e)))
             .transpose()
     }
 
     /// A decision from a row of `rollout_decisions`.
     pub(super) fn decode(row: &SqliteRow) -> StoreResult<DecisionRecord> {
-        let id: String = column(row, "id")?;
-        let id = Uuid::parse_str(&id).map_err(|e| corrupt("id", format!("`{id}`: {e}")))?;
-        let time = parse_time("time", &column::<_, String>(row, "time")?)?;
-        record_from(row, id, time, json(row, "overrides")?, json(row, "job")?)
+        let id: &str = field(row, at::ID)?;
+        let id = Uuid::parse_str(id).map_err(|e| corrupt("id", format!("`{id}`: {e}")))?;
+        let time = parse_time("time", field(row, at::TIME)?)?;
+        record_from(row, id, time, json(row, at::OVERRIDES)?, json(row, at::JOB)?)
     }
 
     /// Insert `records` with multi-row `VALUES`, as many rows per statement as SQLite's
@@ -534,7 +607,7 @@ mod lite {
         let context = || insert_context(records);
         let mut tx = pool.begin().await.map_err(StoreError::db(context()))?;
         let mut inserted = 0;
-        for chunk in records.chunks(SQLITE_MAX_VARIABLES / sql::COLUMN_COUNT) {
+        for chunk in shaped_chunks(records, LITE_CHUNK_ROWS) {
             let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(sql::LITE_INSERT_HEAD);
             query.push_values(chunk, |mut row, r| {
                 row.push_bind(r.id.to_string())
@@ -578,7 +651,7 @@ mod lite {
     pub(super) async fn link(pool: &SqlitePool, outcomes: &[DecisionOutcome]) -> StoreResult<()> {
         let context = || link_context(outcomes);
         let mut tx = pool.begin().await.map_err(StoreError::db(context()))?;
-        for chunk in outcomes.chunks(SQLITE_MAX_VARIABLES / sql::LINK_COLUMN_COUNT) {
+        for chunk in shaped_chunks(outcomes, LITE_CHUNK_ROWS) {
             let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(sql::LITE_LINK_HEAD);
             query.push_values(chunk, |mut row, o| {
                 row.push_bind(o.decision_id.to_string())
@@ -737,6 +810,35 @@ mod tests {
     #[test]
     fn the_column_lists_agree() {
         assert_eq!(sql::COLUMNS.split(", ").count(), sql::COLUMN_COUNT);
+        let positions = [
+            (at::ID, "id"),
+            (at::TIME, "time"),
+            (at::FEATURE, "feature"),
+            (at::KIND, "kind"),
+            (at::CONFIG_VERSION, "config_version"),
+            (at::OVERRIDES, "overrides"),
+            (at::POLICY_SHA256, "policy_sha256"),
+            (at::REPOSITORY_ID, "repository_id"),
+            (at::MASKED, "masked"),
+            (at::CATEGORY, "category"),
+            (at::JOB, "job"),
+            (at::PROCESSOR, "processor"),
+            (at::RULE, "rule"),
+            (at::ELIGIBLE, "eligible"),
+            (at::REASON, "reason"),
+            (at::BUCKET, "bucket"),
+            (at::FALLBACK, "fallback"),
+            (at::DURATION_US, "duration_us"),
+        ];
+        for (index, name) in positions {
+            assert_eq!(column_name(index), name, "position {index}");
+        }
+        let lengths = |n: usize| shaped_chunks(&vec![0u8; n], 128).map(<[u8]>::len).collect::<Vec<_>>();
+        assert_eq!(lengths(1000), vec![128, 128, 128, 128, 128, 128, 128, 64, 32, 8]);
+        assert_eq!(lengths(1), vec![1]);
+        assert!(lengths(0).is_empty());
+        let shapes: std::collections::BTreeSet<usize> = (1..=2000).flat_map(lengths).collect();
+        assert_eq!(shapes.into_iter().collect::<Vec<_>>(), vec![1, 2, 4, 8, 16, 32, 64, 128]);
         assert!(sql::ONE.contains(sql::COLUMNS));
         assert!(sql::PG_INSERT.contains(&format!("${}::", sql::COLUMN_COUNT)));
         assert!(!sql::PG_INSERT.contains(&format!("${}", sql::COLUMN_COUNT + 1)));

@@ -262,6 +262,42 @@ impl Store {
         }
     }
 
+    /// The store the decision log's background writer uses
+    /// ([`crate::service::decision_log`]): on Postgres this one; on SQLite a pool of its own,
+    /// one connection to the same file, tuned for a stream of batched appends:
+    ///
+    /// - `synchronous = NORMAL`: a batch's commit does not wait for an fsync (the WAL is
+    ///   synced at each checkpoint, and by any later commit of the main pool, whose
+    ///   connections keep `FULL`, so a configuration change is as durable as before). A power
+    ///   loss can lose the last batches of the log, never corrupt the database;
+    /// - `temp_store = MEMORY`: a multi-row insert's statement journal stays in memory rather
+    ///   than in a temporary file;
+    /// - `cache_size` of 32 MiB (grown only as pages are used): the indexes' pages stay
+    ///   cached instead of being read back and spilled mid-transaction.
+    ///
+    /// Measured (release, 32 connections of route load, every decision logged): the writer's
+    /// thread took 44 % of the server's CPU samples through the shared pool's connections,
+    /// mostly WAL checkpoints, cache spills, a file statement journal and page re-reads.
+    pub async fn decision_log_writer(&self) -> StoreResult<Store> {
+        match self {
+            Store::Postgres(_) => Ok(self.clone()),
+            Store::Sqlite(pool) => {
+                let opts = (*pool.connect_options())
+                    .clone()
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                    .pragma("temp_store", "memory")
+                    .pragma("cache_size", "-32768");
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(opts)
+                    .await
+                    .map_err(StoreError::db("open the decision log's connection"))?;
+                Ok(Store::Sqlite(pool))
+            }
+        }
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         match self {
