@@ -21,7 +21,16 @@ export declare function openfeatureRuleReason(rule: RouteRule): 'DEFAULT' | 'TAR
  * A policy component's bytes as a `Policy`: transpiled by jco in memory, imported from a
  * temporary directory, checked to speak the WIT this package speaks. Throws, saying why, otherwise.
  */
-export declare function policyFromComponent(bytes: Uint8Array): Promise<{ policy: Policy; transpileMs: number; importMs: number }>;
+export declare function policyFromComponent(
+  bytes: Uint8Array,
+): Promise<{
+  policy: Policy;
+  /** The transpile, with the worker's start. */
+  transpileMs: number;
+  /** jco's `transpile()` call alone. */
+  jcoMs: number;
+  importMs: number;
+}>;
 
 export interface RolloutProviderOptions {
   /** The `rollout serve` to follow, e.g. `http://rollout:8080`. */
@@ -39,6 +48,8 @@ export interface PolicySwap {
   bundled: boolean;
   fetchMs: number;
   transpileMs?: number;
+  /** jco's `transpile()` call alone. */
+  jcoMs?: number;
   importMs?: number;
 }
 

@@ -421,6 +421,13 @@ pub fn repository_of(record: &DecisionRecord) -> Result<Repository, Unreplayable
 
 /// The job of a logged route decision.
 pub fn job_of(record: &DecisionRecord) -> Result<Job, Unreplayable> {
+    // the common case read straight from the value; a job that does not read is read again
+    // by the case-file decoder, which names the field (tracking the path costs every record)
+    if let Some(v) = &record.job {
+        if let Ok(job) = <crate::input::JobInput as serde::Deserialize>::deserialize(v) {
+            return Ok(job.into_job());
+        }
+    }
     crate::cases::job_from_json(record.job.as_ref()).map_err(|e| Unreplayable::Skip(format!("unreadable job: {e}")))
 }
 
