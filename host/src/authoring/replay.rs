@@ -511,7 +511,9 @@ impl Missing {
     }
 }
 
-type GroupKey = (String, String, i64, String, &'static str);
+/// What the records of one evaluation group share: the policy sha256 (empty in a what-if),
+/// the feature, the configuration version, the overrides (serialised) and the kind.
+type GroupKey<'r> = (&'r str, &'r str, i64, Option<String>, &'static str);
 
 /// A replay in progress: feed it pages of records ([`Replay::replay`]) after giving it the
 /// configurations and policies they need ([`Replay::missing`], [`Replay::add_config`],
@@ -664,12 +666,11 @@ impl Replay {
     /// configuration or policy was not given ([`Replay::missing`]) are skipped as unknown.
     pub fn replay(&mut self, records: &[DecisionRecord]) {
         self.report.read += records.len() as u64;
-        // grouped by borrowed keys (nothing is cloned per record; overrides, rare, are
-        // serialised to compare them), each key made owned once per group
-        // (a run of records with the key of the one before joins its group without hashing)
-        type Borrowed<'r> = (&'r str, &'r str, i64, Option<String>, &'static str);
-        let mut borrowed: HashMap<Borrowed<'_>, Vec<usize>> = HashMap::new();
-        let mut run: Option<(Borrowed<'_>, Vec<usize>)> = None;
+        // grouped by keys borrowed from the records (nothing is cloned per record; overrides,
+        // rare, are serialised to compare them); a run of records with the key of the one
+        // before joins its group without hashing
+        let mut groups: HashMap<GroupKey<'_>, Vec<usize>> = HashMap::new();
+        let mut run: Option<(GroupKey<'_>, Vec<usize>)> = None;
         for (i, r) in records.iter().enumerate() {
             if r.masked {
                 self.report.masked += 1;
@@ -682,26 +683,19 @@ impl Replay {
                 Some((k, indices)) if *k == key => indices.push(i),
                 _ => {
                     if let Some((k, indices)) = run.replace((key, vec![i])) {
-                        borrowed.entry(k).or_default().extend(indices);
+                        groups.entry(k).or_default().extend(indices);
                     }
                 }
             }
         }
         if let Some((k, indices)) = run {
-            borrowed.entry(k).or_default().extend(indices);
+            groups.entry(k).or_default().extend(indices);
         }
-        let mut groups: HashMap<GroupKey, Vec<usize>> = borrowed
-            .into_iter()
-            .map(|((sha, feature, version, overrides, kind), v)| {
-                ((sha.to_owned(), feature.to_owned(), version, overrides.unwrap_or_default(), kind), v)
-            })
-            .collect();
-        let mut keys: Vec<GroupKey> = groups.keys().cloned().collect();
-        keys.sort();
+        let mut groups: Vec<(GroupKey<'_>, Vec<usize>)> = groups.into_iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
         let mut differences: Vec<Difference> = Vec::new();
         let mut examples: Vec<Example> = Vec::new();
-        for key in keys {
-            let Some(indices) = groups.remove(&key) else { continue };
+        for (key, indices) in groups {
             let Some(&first) = indices.first() else { continue };
             let first = &records[first];
             let policy = match self.policy_for(first) {
@@ -713,7 +707,7 @@ impl Replay {
                     continue;
                 }
             };
-            let snapshot = match self.snapshot(first, &key.3) {
+            let snapshot = match self.snapshot(first, key.3.as_deref().unwrap_or_default()) {
                 Ok(s) => s,
                 Err(reason) => {
                     for _ in &indices {

@@ -601,8 +601,8 @@ mod lite {
         record_from(row, id, time, json(row, at::OVERRIDES)?, json(row, at::JOB)?)
     }
 
-    /// Insert `records` with multi-row `VALUES`, as many rows per statement as SQLite's
-    /// parameter limit allows, all in one transaction.
+    /// Insert `records` with multi-row `VALUES` in [`shaped_chunks`] of at most
+    /// [`LITE_CHUNK_ROWS`] rows, all in one transaction.
     pub(super) async fn insert(pool: &SqlitePool, records: &[DecisionRecord]) -> StoreResult<u64> {
         let context = || insert_context(records);
         let mut tx = pool.begin().await.map_err(StoreError::db(context()))?;
@@ -671,8 +671,9 @@ impl Store {
     /// logged is ignored. How many rows were new.
     ///
     /// Postgres binds one array per column (`INSERT … SELECT * FROM UNNEST(…)`), one statement
-    /// per 10,000 rows; SQLite sends multi-row `VALUES`, as many rows per statement as its
-    /// 32,766 bind parameters allow. Several statements run in one transaction. An empty
+    /// per 10,000 rows; SQLite sends multi-row `VALUES`, at most 128 rows per statement in
+    /// power-of-two chunks (a few statement shapes, each prepared once). Several statements
+    /// run in one transaction. An empty
     /// batch makes no round trip.
     pub async fn insert_decisions(&self, records: &[DecisionRecord]) -> StoreResult<u64> {
         if records.is_empty() {
