@@ -38,7 +38,7 @@ reproducible: policy ## rebuild the component from scratch and check it is byte-
 
 HOSTILE_CORE := target/$(WASM_TARGET)/wasm/rollout_hostile.wasm
 HOSTILE := triggers nonmonotonic ignores-stop routes-ineligible loop-info stop-at-37 unicode-zero \
-	partial-categorize panicky-health moody
+	partial-categorize panicky-health moody shadow-diff trap-1pct
 
 fixtures: wasm-target ## build the hostile test policies (tests/hostile) into target/wasm/hostile-*.wasm
 	@set -e; for f in $(HOSTILE); do \

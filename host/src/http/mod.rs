@@ -35,6 +35,7 @@
 
 mod alerts;
 mod backlog;
+mod candidate;
 mod decision_log;
 mod decisions;
 pub mod error;
@@ -307,7 +308,13 @@ pub fn app(state: AppState) -> Router {
     let policies = Router::new()
         .route("/", get(policies::list).post(policies::upload).layer(DefaultBodyLimit::max(policy_limit)))
         .route("/revert", post(policies::revert))
+        .route("/shadow", get(candidate::status))
+        .route("/candidate", get(candidate::status))
+        .route("/candidate/stop", post(candidate::stop))
         .route("/{sha256}/activate", post(policies::activate))
+        .route("/{sha256}/shadow", post(candidate::shadow))
+        .route("/{sha256}/canary", post(candidate::canary))
+        .route("/{sha256}/promote", post(candidate::promote))
         .route("/{sha256}/component", get(sync::component));
     Router::new()
         .route("/", get(page::status_page))

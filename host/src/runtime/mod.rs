@@ -58,9 +58,10 @@ pub use instance::{HostState, PolicyInstance};
 pub use safety::SafetyProperty;
 pub use sandbox::Sandbox;
 pub use service::{
-    CompileSource, ErrorRecord, FreshCheck, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions, RuntimeStatus,
+    Candidate, CompileSource, ErrorRecord, FreshCheck, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions, RuntimeStatus,
     SwapError, SwapReport, VersionStatus,
 };
+pub use pool::Counts;
 pub use watch::{WatchHandle, WATCH_SOURCE_PREFIX};
 
 use sha2::{Digest, Sha256};

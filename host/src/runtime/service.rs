@@ -521,6 +521,18 @@ impl Runtime {
         }
     }
 
+    /// Check `bytes` as [`Runtime::load_bytes`] does (size, compilation, world, `info()`,
+    /// the safety contract on the fixed and a fresh sample) and load them *beside* the
+    /// serving version, as a [`Candidate`] with its own pool of instances: shadow and canary
+    /// evaluation (`service::candidate`). The serving version is unchanged; a refusal is
+    /// kept in the status like any other.
+    pub fn candidate_bytes(&self, bytes: &[u8], source: &str) -> Result<Candidate, SwapError> {
+        let sha256 = sha256_hex(bytes);
+        let (version, warm, ..) = self.prepare(bytes, &sha256, source).map_err(|e| self.refuse(source, e))?;
+        let limits = self.inner.options.limits;
+        Ok(Candidate { serving: Arc::new(Serving::new(version, self.inner.pool_size, limits, None, warm)) })
+    }
+
     /// Make `version` serve; the version serving before becomes the previous one.
     fn activate(&self, version: Arc<Version>, warm: Option<PolicyInstance>, probation: bool) -> Option<PolicyVersion> {
         let opts = &self.inner.options;
@@ -705,6 +717,51 @@ impl Runtime {
         self.inner.active.load().as_ref().map_or(0, |s| s.live_instances())
     }
 }
+
+/// A validated policy version loaded beside the serving one ([`Runtime::candidate_bytes`]):
+/// it answers calls from its own pool of instances and never serves unless its caller sends
+/// it a decision. Cheap to clone (a handle). A trap discards the instance, as in serving, and
+/// is counted in [`Candidate::counts`]; there is no probation (the canary guard judges it).
+#[derive(Clone)]
+pub struct Candidate {
+    serving: Arc<Serving>,
+}
+
+impl std::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidate").field("version", &self.serving.version.info).finish()
+    }
+}
+
+impl Candidate {
+    #[inline]
+    fn call<R>(&self, items: u64, f: impl FnOnce(&mut PolicyInstance) -> Result<R, CallError>) -> CallResult<R> {
+        self.serving.call_with(items, false, f).0
+    }
+
+    /// The candidate's name, semver and sha256 (always `Some`; the shape of
+    /// [`Runtime::policy_version`]).
+    pub fn policy_version(&self) -> Option<PolicyVersion> {
+        Some(self.serving.version.info.clone())
+    }
+
+    /// The candidate's sha256.
+    pub fn sha256(&self) -> &str {
+        &self.serving.version.info.sha256
+    }
+
+    /// The contract version the component implements.
+    pub fn serving_contract(&self) -> Option<&'static str> {
+        Some(self.serving.version.compiled.contract())
+    }
+
+    /// Its decisions, fallbacks and traps so far.
+    pub fn counts(&self) -> Counts {
+        self.serving.counts()
+    }
+}
+
+super::policy_through_instances!(Candidate, Candidate::policy_version);
 
 super::policy_through_instances!(Runtime, Runtime::policy_version, |r: &Runtime, config, repositories: &[_]| {
     if repositories.is_empty() {

@@ -91,6 +91,7 @@ impl Background {
             tokio::spawn(audit_loop(service.clone(), rx.clone())),
             tokio::spawn(alerts_loop(service.clone(), rx.clone())),
             tokio::spawn(decision_log_loop(service.clone(), rx.clone())),
+            tokio::spawn(guard_loop(service.clone(), rx.clone())),
         ];
         if matches!(service.store(), Store::Postgres(_)) {
             tasks.push(tokio::spawn(listen_loop(service.clone(), rx)));
@@ -222,6 +223,25 @@ async fn alerts_loop(state: Service, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// The canary guard: one round ([`Service::check_candidate`]) every health interval.
+async fn guard_loop(state: Service, mut stop: watch::Receiver<bool>) {
+    let interval = state.options().health_interval;
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if state.db().is_down() {
+            continue;
+        }
+        match state.check_candidate().await {
+            Ok(super::candidate::GuardAction::None | super::candidate::GuardAction::Held { .. }) => {}
+            Ok(action) => tracing::info!(?action, "policy canary guard"),
+            Err(e) => tracing::warn!("policy canary guard failed: {e}"),
+        }
+    }
+}
+
 async fn health_loop(state: Service, mut stop: watch::Receiver<bool>) {
     let interval = state.options().health_interval;
     let mut last_run: HashMap<String, Instant> = HashMap::new();
@@ -273,6 +293,7 @@ pub async fn reload_all(state: &Service) {
         reload_feature(state, &feature).await;
     }
     state.reconcile_policy().await;
+    state.reconcile_candidate().await;
 }
 
 async fn reload_feature(state: &Service, feature: &Feature) {

@@ -140,29 +140,51 @@ impl Service {
         repo
     }
 
-    /// Eligibility of one repository (memory only), counted.
+    /// Eligibility of one repository (memory only), counted: decided by the canary for a
+    /// repository of its cohort, offered to the shadow when one runs.
     pub fn is_eligible(&self, feature: &Arc<Feature>, id: RepositoryUuid) -> Eligibility {
         let repo = self.repository(feature, id);
-        let decision = feature.manager.decide_eligibility(&repo);
-        feature.counters.eligibility(&decision);
-        decision
+        self.decide_eligibility(feature, &repo, false).decision
     }
 
-    /// Where a job runs (memory only), counted.
+    /// Where a job runs (memory only), counted: decided by the canary for a repository of
+    /// its cohort, offered to the shadow when one runs.
     pub fn route(&self, feature: &Arc<Feature>, id: RepositoryUuid, job: &Job) -> RouteDecision {
         let repo = self.repository(feature, id);
-        let decision = feature.manager.decide_route(&repo, job);
-        feature.counters.route(&decision);
-        decision
+        self.decide_route(feature, &repo, job, false).decision
     }
 
     /// Where many jobs run, in order, with one configuration snapshot; each counted.
     pub fn route_batch(&self, feature: &Arc<Feature>, requests: Vec<(RepositoryUuid, Job)>) -> Vec<RouteDecision> {
+        let ids: Vec<uuid::Uuid> = requests.iter().map(|_| new_decision_id()).collect();
         let requests: Vec<(Repository, Job)> =
             requests.into_iter().map(|(id, job)| (self.repository(feature, id), job)).collect();
-        let decisions = feature.manager.decide_routes(&requests);
+        self.route_batch_plain(feature, &requests, &ids).into_iter().map(|l| l.decision).collect()
+    }
+
+    /// The serving version's decisions of a batch without logging; the canary's (and the
+    /// shadow's offers) when a candidate is followed.
+    fn route_batch_plain(&self, feature: &Arc<Feature>, requests: &[(Repository, Job)], ids: &[uuid::Uuid]) -> Vec<Logged<RouteDecision>> {
+        let mut decisions: Vec<Logged<RouteDecision>> = feature
+            .manager
+            .decide_routes(requests)
+            .into_iter()
+            .zip(ids)
+            .map(|(decision, id)| Logged { decision, id: *id, logged: false, canary: None })
+            .collect();
+        if let Some(live) = self.inner.candidates.current() {
+            for (logged, (repo, job)) in decisions.iter_mut().zip(requests) {
+                if live.serves(&repo.id) {
+                    let c = self.canary_route(feature, &live, repo, job);
+                    logged.decision = c.decision;
+                    logged.canary = Some(c.version);
+                } else {
+                    self.after_route(&live, feature, logged.id, repo, job, &logged.decision);
+                }
+            }
+        }
         for d in &decisions {
-            feature.counters.route(d);
+            feature.counters.route(&d.decision);
         }
         decisions
     }
@@ -177,6 +199,9 @@ pub struct Logged<T> {
     pub id: uuid::Uuid,
     /// Whether the entry was queued for the decision log.
     pub logged: bool,
+    /// The candidate version that decided, when the repository is in a canary's cohort
+    /// (`None`: the serving version decided).
+    pub canary: Option<crate::engine::PolicyVersion>,
 }
 
 /// What a logged decision answered, for [`Service::log_decision`].
@@ -187,42 +212,85 @@ enum Answer<'a> {
 
 impl Service {
     /// Eligibility of one repository (memory only), counted, with a decision id; logged when
-    /// the id is sampled at the feature's rate (`metadata.decision_log.sample_rate`).
+    /// the id is sampled at the feature's rate (`metadata.decision_log.sample_rate`). A
+    /// repository of a canary's cohort is decided by the candidate; a shadow is offered the
+    /// decision when its id is sampled.
     pub fn is_eligible_logged(&self, feature: &Arc<Feature>, repo: &Repository) -> Logged<Eligibility> {
-        let decision_id = new_decision_id();
-        let settings = LogSettings::from_metadata(&feature.manager.state().stored.metadata);
-        if !sampled(decision_id, settings.sample_rate) {
-            let decision = feature.manager.decide_eligibility(repo);
-            feature.counters.eligibility(&decision);
-            return Logged { decision, id: decision_id, logged: false };
-        }
-        let policy = self.inner.policy.version();
-        let start = Instant::now();
-        let traced = feature.manager.decide_eligibility_traced(repo);
-        let took = start.elapsed();
-        feature.counters.eligibility(&traced.decision);
-        let answer = Answer::Eligibility(&traced.decision);
-        let logged = self.log_decision(feature, &settings, decision_id, policy, repo, &traced, answer, took);
-        Logged { decision: traced.decision, id: decision_id, logged }
+        self.decide_eligibility(feature, repo, true)
     }
 
-    /// Where a job runs (memory only), counted, with a decision id; logged when sampled.
-    pub fn route_logged(&self, feature: &Arc<Feature>, repo: &Repository, job: &Job) -> Logged<RouteDecision> {
+    fn decide_eligibility(&self, feature: &Arc<Feature>, repo: &Repository, log: bool) -> Logged<Eligibility> {
         let decision_id = new_decision_id();
-        let settings = LogSettings::from_metadata(&feature.manager.state().stored.metadata);
-        if !sampled(decision_id, settings.sample_rate) {
+        let settings = if log { LogSettings::from_metadata(&feature.manager.state().stored.metadata) } else { LogSettings::default() };
+        let live = if self.inner.candidates.any() { self.inner.candidates.current() } else { None };
+        if let Some(live) = live.as_ref().filter(|l| l.serves(&repo.id)) {
+            let start = Instant::now();
+            let c = self.canary_eligibility(feature, live, repo);
+            let took = start.elapsed();
+            feature.counters.eligibility(&c.decision);
+            let traced = crate::manager::Traced { decision: c.decision, config_version: c.config_version, fallback: c.fallback };
+            let logged = sampled(decision_id, settings.sample_rate)
+                && self.log_decision(feature, &settings, decision_id, Some(c.version.clone()), false, repo, &traced, Answer::Eligibility(&traced.decision), took);
+            return Logged { decision: traced.decision, id: decision_id, logged, canary: Some(c.version) };
+        }
+        let out = if !sampled(decision_id, settings.sample_rate) {
+            let decision = feature.manager.decide_eligibility(repo);
+            feature.counters.eligibility(&decision);
+            Logged { decision, id: decision_id, logged: false, canary: None }
+        } else {
+            let policy = self.inner.policy.version();
+            let start = Instant::now();
+            let traced = feature.manager.decide_eligibility_traced(repo);
+            let took = start.elapsed();
+            feature.counters.eligibility(&traced.decision);
+            let answer = Answer::Eligibility(&traced.decision);
+            let logged = self.log_decision(feature, &settings, decision_id, policy, true, repo, &traced, answer, took);
+            Logged { decision: traced.decision, id: decision_id, logged, canary: None }
+        };
+        if let Some(live) = &live {
+            self.after_eligibility(live, feature, decision_id, repo, &out.decision);
+        }
+        out
+    }
+
+    /// Where a job runs (memory only), counted, with a decision id; logged when sampled;
+    /// decided by the canary for a repository of its cohort, offered to a shadow.
+    pub fn route_logged(&self, feature: &Arc<Feature>, repo: &Repository, job: &Job) -> Logged<RouteDecision> {
+        self.decide_route(feature, repo, job, true)
+    }
+
+    fn decide_route(&self, feature: &Arc<Feature>, repo: &Repository, job: &Job, log: bool) -> Logged<RouteDecision> {
+        let decision_id = new_decision_id();
+        let settings = if log { LogSettings::from_metadata(&feature.manager.state().stored.metadata) } else { LogSettings::default() };
+        let live = if self.inner.candidates.any() { self.inner.candidates.current() } else { None };
+        if let Some(live) = live.as_ref().filter(|l| l.serves(&repo.id)) {
+            let start = Instant::now();
+            let c = self.canary_route(feature, live, repo, job);
+            let took = start.elapsed();
+            feature.counters.route(&c.decision);
+            let traced = crate::manager::Traced { decision: c.decision, config_version: c.config_version, fallback: c.fallback };
+            let logged = sampled(decision_id, settings.sample_rate)
+                && self.log_decision(feature, &settings, decision_id, Some(c.version.clone()), false, repo, &traced, Answer::Route(job, &traced.decision), took);
+            return Logged { decision: traced.decision, id: decision_id, logged, canary: Some(c.version) };
+        }
+        let out = if !sampled(decision_id, settings.sample_rate) {
             let decision = feature.manager.decide_route(repo, job);
             feature.counters.route(&decision);
-            return Logged { decision, id: decision_id, logged: false };
+            Logged { decision, id: decision_id, logged: false, canary: None }
+        } else {
+            let policy = self.inner.policy.version();
+            let start = Instant::now();
+            let traced = feature.manager.decide_route_traced(repo, job);
+            let took = start.elapsed();
+            feature.counters.route(&traced.decision);
+            let answer = Answer::Route(job, &traced.decision);
+            let logged = self.log_decision(feature, &settings, decision_id, policy, true, repo, &traced, answer, took);
+            Logged { decision: traced.decision, id: decision_id, logged, canary: None }
+        };
+        if let Some(live) = &live {
+            self.after_route(live, feature, decision_id, repo, job, &out.decision);
         }
-        let policy = self.inner.policy.version();
-        let start = Instant::now();
-        let traced = feature.manager.decide_route_traced(repo, job);
-        let took = start.elapsed();
-        feature.counters.route(&traced.decision);
-        let answer = Answer::Route(job, &traced.decision);
-        let logged = self.log_decision(feature, &settings, decision_id, policy, repo, &traced, answer, took);
-        Logged { decision: traced.decision, id: decision_id, logged }
+        out
     }
 
     /// Where many jobs run, in order, with one configuration snapshot; each counted, each
@@ -234,35 +302,44 @@ impl Service {
     ) -> Vec<Logged<RouteDecision>> {
         let ids: Vec<uuid::Uuid> = requests.iter().map(|_| new_decision_id()).collect();
         let settings = LogSettings::from_metadata(&feature.manager.state().stored.metadata);
-        if !ids.iter().any(|id| sampled(*id, settings.sample_rate)) {
-            let decisions = self.route_batch(feature, requests);
-            return decisions
-                .into_iter()
-                .zip(ids)
-                .map(|(decision, id)| Logged { decision, id, logged: false })
-                .collect();
-        }
         let requests: Vec<(Repository, Job)> =
             requests.into_iter().map(|(id, job)| (self.repository(feature, id), job)).collect();
+        if !ids.iter().any(|id| sampled(*id, settings.sample_rate)) {
+            return self.route_batch_plain(feature, &requests, &ids);
+        }
+        let live = self.inner.candidates.current();
         let policy = self.inner.policy.version();
         let start = Instant::now();
         let traced = feature.manager.decide_routes_traced(&requests);
         let took = start.elapsed() / u32::try_from(requests.len().max(1)).unwrap_or(u32::MAX);
         let mut out = Vec::with_capacity(requests.len());
         for ((decision, id), (repo, job)) in traced.decision.iter().zip(ids).zip(&requests) {
+            if let Some(live) = live.as_ref().filter(|l| l.serves(&repo.id)) {
+                let c = self.canary_route(feature, live, repo, job);
+                feature.counters.route(&c.decision);
+                let one = crate::manager::Traced { decision: c.decision, config_version: c.config_version, fallback: c.fallback };
+                let logged = sampled(id, settings.sample_rate)
+                    && self.log_decision(feature, &settings, id, Some(c.version.clone()), false, repo, &one, Answer::Route(job, &one.decision), took);
+                out.push(Logged { decision: one.decision, id, logged, canary: Some(c.version) });
+                continue;
+            }
             feature.counters.route(decision);
+            if let Some(live) = &live {
+                self.after_route(live, feature, id, repo, job, decision);
+            }
             let logged = sampled(id, settings.sample_rate)
                 && self.log_decision(
                     feature,
                     &settings,
                     id,
                     policy.clone(),
+                    true,
                     repo,
                     &traced,
                     Answer::Route(job, decision),
                     took,
                 );
-            out.push(Logged { decision: *decision, id, logged });
+            out.push(Logged { decision: *decision, id, logged, canary: None });
         }
         out
     }
@@ -277,13 +354,14 @@ impl Service {
         settings: &LogSettings,
         id: uuid::Uuid,
         policy: Option<crate::engine::PolicyVersion>,
+        serving: bool,
         repo: &Repository,
         traced: &crate::manager::Traced<T>,
         answer: Answer<'_>,
         took: std::time::Duration,
     ) -> bool {
         let log = &self.inner.decision_log;
-        if self.inner.policy.version() != policy {
+        if serving && self.inner.policy.version() != policy {
             log.drop_entry(DropReason::PolicySwapped, 1);
             return false;
         }

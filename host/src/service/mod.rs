@@ -17,6 +17,8 @@
 //!   "unreachable";
 //! - the **policy lifecycle** ([`policies`]): which policy a process starts with, upload,
 //!   validate, activate, revert, reconcile with the database;
+//! - the **policy candidate** ([`candidate`]): shadow evaluation, a canary share judged by
+//!   a guard ([`guard`]), scheduled steps, promotion;
 //! - the **background loops** ([`background`]) of a server.
 //!
 //! ```no_run
@@ -42,9 +44,11 @@
 pub mod alerts;
 pub mod background;
 mod backlog;
+pub mod candidate;
 mod db;
 pub mod decision_log;
 mod feature;
+pub mod guard;
 pub mod metrics;
 pub mod operations;
 pub mod outcomes;
@@ -336,6 +340,8 @@ pub(crate) struct Inner {
     pub(crate) categorize: background::CategorizeQueue,
     pub(crate) policies: policies::PolicyState,
     pub(crate) decision_log: decision_log::DecisionLog,
+    /// The policy candidate followed (shadow or canary) and its shadow worker.
+    pub(crate) candidates: candidate::Candidates,
     /// The sha256 of the policy serving, for subscribers ([`Service::watch_policy`]).
     policy_changes: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -375,6 +381,7 @@ impl Service {
                 categorize: background::CategorizeQueue::new(),
                 policies: policies::PolicyState::default(),
                 decision_log: decision_log::DecisionLog::new(options.decision_log.clone()),
+                candidates: candidate::Candidates::new(),
                 policy_changes: tokio::sync::watch::channel(serving).0,
                 options,
             }),
@@ -392,6 +399,7 @@ impl Service {
                 }
             }
         }
+        service.reconcile_candidate().await;
         Ok(service)
     }
 

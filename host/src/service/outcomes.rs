@@ -80,6 +80,7 @@ impl Service {
     /// Record outcomes of `feature`, accepted now: durable when the database takes them,
     /// buffered while it is unreachable.
     pub async fn record_outcomes(&self, feature: &Arc<Feature>, inputs: Vec<OutcomeInput>) -> ServiceResult<Recorded> {
+        self.attribute_outcomes(&inputs);
         let submission = Submission::now(inputs);
         let n = submission.outcomes.len();
         if !self.inner.db.is_down() {

@@ -46,6 +46,7 @@
 //! ```
 
 pub mod backlog;
+pub mod candidate;
 mod change;
 pub mod config_versions;
 pub mod decision_log;
@@ -61,6 +62,7 @@ mod tx;
 mod types;
 
 pub use backlog::BacklogReport;
+pub use candidate::{CandidateAction, CandidateEvent, NewCandidateEvent};
 pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planned, Skipped};
 pub use decision_log::{DecisionFilter, DecisionKind, DecisionOutcome, DecisionRecord, DecisionVersionOutcomes};
 pub use error::{ErrorKind, StoreError, StoreResult};

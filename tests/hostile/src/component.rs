@@ -46,12 +46,16 @@ fn check_id(id: &p::RepoId) {
 }
 
 /// The exported resource: a checked configuration (and, for `ignores-stop` and
-/// `stop-at-37`, the same configuration without its emergency stop).
-pub struct EvaluatorResource(p::Evaluator, Option<p::Evaluator>);
+/// `stop-at-37`, the same configuration without its emergency stop; for `trap-1pct`,
+/// whether its feature name arms the traps).
+pub struct EvaluatorResource(p::Evaluator, Option<p::Evaluator>, bool);
 
 impl EvaluatorResource {
     fn is_eligible(&self, r: &p::Repository) -> p::Eligibility {
         check_id(&r.id);
+        if cfg!(feature = "trap-1pct") && self.2 && crate::trap_1pct_id(&r.id) {
+            misbehave(Behaviour::Trap);
+        }
         let c = self.0.config();
         if let Some(unstopped) = &self.1 {
             return unstopped.is_eligible(r);
@@ -91,6 +95,11 @@ impl EvaluatorResource {
                 d.processor = p::Processor::GithubActions;
                 d.rule = p::RouteRule::ScheduledBulk;
             }
+        } else if cfg!(feature = "shadow-diff") && crate::shadow_differs(j.time_range_days) {
+            // `recent_data` up to `SHADOW_RECENT_DAYS` days: it is the first rule for an
+            // eligible repository, so it wins wherever it holds.
+            d.processor = p::Processor::Inngest;
+            d.rule = p::RouteRule::RecentData;
         } else if cfg!(feature = "moody") && ROUTES.fetch_add(1, Ordering::Relaxed).is_multiple_of(3) {
             d.processor = match d.processor {
                 p::Processor::Inngest => p::Processor::GithubActions,
@@ -141,7 +150,8 @@ impl Evaluate for EvaluatorResource {
         let unstopped = (ignores_stop && config.emergency_stop)
             .then(|| p::Evaluator::new(p::Config { emergency_stop: false, ..config.clone() }).ok())
             .flatten();
-        p::Evaluator::new(config).map(|e| EvaluatorResource(e, unstopped))
+        let armed = cfg!(feature = "trap-1pct") && crate::trap_1pct_armed(&config.feature_name);
+        p::Evaluator::new(config).map(|e| EvaluatorResource(e, unstopped, armed))
     }
 
     fn is_eligible(&self, repository: &p::Repository) -> p::Eligibility {

@@ -4,6 +4,7 @@
 
 mod activate;
 mod bench;
+mod candidate;
 mod diff;
 mod eval;
 mod list;
@@ -52,6 +53,19 @@ pub enum PolicyCommand {
     Activate(activate::Args),
     /// Undo the last activation: make the version active before it active again.
     Revert(revert::Args),
+    /// Evaluate a stored version beside the serving one on a sample of live decisions,
+    /// without serving it (`--sample 0.1`).
+    Shadow(candidate::ShadowArgs),
+    /// Let a stored version serve a sticky share of repositories, judged by the canary
+    /// guard; `--steps 1,5,25,100 --interval 10m` steps it up and promotes it.
+    Canary(candidate::CanaryArgs),
+    /// Make the current candidate the active version and end the candidate.
+    Promote(candidate::PromoteArgs),
+    /// The policy candidate: its stored state and history, or a server's live counts
+    /// (`--server http://host:port`).
+    Candidate(candidate::StatusArgs),
+    /// End the shadow or canary.
+    StopCandidate(candidate::StopArgs),
 }
 
 /// Run a policy subcommand.
@@ -78,6 +92,26 @@ pub fn run(cmd: PolicyCommand, ctx: &Ctx) -> CliResult {
         PolicyCommand::Revert(args) => {
             let ctx = with_url(&args.db);
             super::context::block_on(revert::run(args, &ctx))
+        }
+        PolicyCommand::Shadow(args) => {
+            let ctx = with_url(&args.db);
+            super::context::block_on(candidate::shadow(args, &ctx))
+        }
+        PolicyCommand::Canary(args) => {
+            let ctx = with_url(&args.db);
+            super::context::block_on(candidate::canary(args, &ctx))
+        }
+        PolicyCommand::Promote(args) => {
+            let ctx = with_url(&args.db);
+            super::context::block_on(candidate::promote(args, &ctx))
+        }
+        PolicyCommand::Candidate(args) => {
+            let ctx = with_url(&args.db);
+            super::context::block_on(candidate::status(args, &ctx))
+        }
+        PolicyCommand::StopCandidate(args) => {
+            let ctx = with_url(&args.db);
+            super::context::block_on(candidate::stop(args, &ctx))
         }
     }
 }
