@@ -103,7 +103,10 @@ pub async fn eligibility(
     let body: EligibilityBody = decode(&bytes)?;
     let repo = service.repository_for(&feature, body.repository_id, None);
     let decision = service.is_eligible_logged(&feature, &repo);
-    Ok((id_header(decision.id), Json(EligibilityView::new(&decision, decision.canary.clone().or_else(|| service.runtime().policy_version())))))
+    Ok((
+        id_header(decision.id),
+        Json(EligibilityView::new(&decision, decision.canary.clone().or_else(|| service.runtime().policy_version()))),
+    ))
 }
 
 /// `POST /v1/features/{feature}/route` `{repository_id, job}`.
@@ -117,7 +120,10 @@ pub async fn route(
     let (id, job) = decode::<RouteBody>(&bytes)?.into_parts();
     let repo = service.repository_for(&feature, id, None);
     let decision = service.route_logged(&feature, &repo, &job);
-    Ok((id_header(decision.id), Json(RouteView::new(&decision, decision.canary.clone().or_else(|| service.runtime().policy_version())))))
+    Ok((
+        id_header(decision.id),
+        Json(RouteView::new(&decision, decision.canary.clone().or_else(|| service.runtime().policy_version()))),
+    ))
 }
 
 /// `POST /v1/features/{feature}/route/batch` `{requests: [{repository_id, job}]}`.
@@ -133,7 +139,9 @@ pub async fn route_batch(
     let requests = body.requests.0.into_iter().map(RouteBody::into_parts).collect();
     let decisions = service.route_batch_logged(&feature, requests);
     let version = service.runtime().policy_version();
-    Ok(Json(BatchView { decisions: decisions.iter().map(|d| RouteView::new(d, d.canary.clone().or_else(|| version.clone()))).collect() }))
+    Ok(Json(BatchView {
+        decisions: decisions.iter().map(|d| RouteView::new(d, d.canary.clone().or_else(|| version.clone()))).collect(),
+    }))
 }
 
 /// A request body, unparsed: decisions parse it after the feature is known (an unknown

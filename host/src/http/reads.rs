@@ -66,6 +66,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         ready: service.is_ready(),
         health,
         decision_log: service.decision_log().figures(),
+        candidate: Some(service.candidate_status()),
     };
     let text = service.metrics().render(&inputs);
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()

@@ -55,13 +55,13 @@ mod service;
 mod watch;
 
 pub use instance::{HostState, PolicyInstance};
+pub use pool::Counts;
 pub use safety::SafetyProperty;
 pub use sandbox::Sandbox;
 pub use service::{
-    Candidate, CompileSource, ErrorRecord, FreshCheck, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions, RuntimeStatus,
-    SwapError, SwapReport, VersionStatus,
+    Candidate, CompileSource, ErrorRecord, FreshCheck, ProbationStatus, Runtime, RuntimeEvent, RuntimeOptions,
+    RuntimeStatus, SwapError, SwapReport, VersionStatus,
 };
-pub use pool::Counts;
 pub use watch::{WatchHandle, WATCH_SOURCE_PREFIX};
 
 use sha2::{Digest, Sha256};

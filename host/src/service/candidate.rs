@@ -161,9 +161,9 @@ pub struct FeatureShadow {
     pub mismatched: u64,
     /// The candidate gave no answer (trap, timeout).
     pub candidate_errors: u64,
-    /// Mismatches by `served rule → candidate rule` (`-` for an eligibility decision).
+    /// Mismatches whose routing rule differs, by `served rule → candidate rule`.
     pub rule_pairs: BTreeMap<String, u64>,
-    /// Mismatches by `served reason → candidate reason`.
+    /// Mismatches whose eligibility reason differs, by `served reason → candidate reason`.
     pub reason_pairs: BTreeMap<String, u64>,
 }
 
@@ -346,8 +346,9 @@ fn compare(item: &ShadowItem) {
                 Ok(e) if e == *served => f.matched += 1,
                 Ok(e) => {
                     f.mismatched += 1;
-                    *f.reason_pairs.entry(pair(served.reason.as_str(), e.reason.as_str())).or_default() += 1;
-                    *f.rule_pairs.entry(pair("-", "-")).or_default() += 1;
+                    if e.reason != served.reason {
+                        *f.reason_pairs.entry(pair(served.reason.as_str(), e.reason.as_str())).or_default() += 1;
+                    }
                     push_mismatch(&mut results, item, None, answer, Some(Answer::eligibility(&e)), None);
                 }
                 Err(err) => {
@@ -365,8 +366,12 @@ fn compare(item: &ShadowItem) {
         Some(c) if c == served => f.matched += 1,
         Some(c) => {
             f.mismatched += 1;
-            *f.rule_pairs.entry(pair(served.rule.unwrap_or("-"), c.rule.unwrap_or("-"))).or_default() += 1;
-            *f.reason_pairs.entry(pair(served.reason, c.reason)).or_default() += 1;
+            if c.rule != served.rule {
+                *f.rule_pairs.entry(pair(served.rule.unwrap_or("-"), c.rule.unwrap_or("-"))).or_default() += 1;
+            }
+            if c.reason != served.reason {
+                *f.reason_pairs.entry(pair(served.reason, c.reason)).or_default() += 1;
+            }
             push_mismatch(&mut results, item, Some(job), served, Some(c), None);
         }
         None => {
@@ -441,7 +446,12 @@ impl Service {
     }
 
     /// The candidate's eligibility for a repository of its cohort, counted for the guard.
-    pub(crate) fn canary_eligibility(&self, feature: &Feature, live: &Live, repo: &Repository) -> CanaryDecision<Eligibility> {
+    pub(crate) fn canary_eligibility(
+        &self,
+        feature: &Feature,
+        live: &Live,
+        repo: &Repository,
+    ) -> CanaryDecision<Eligibility> {
         let state = feature.manager.state();
         let (decision, fallback) = match live.policy.is_eligible(&state.snapshot, repo) {
             Ok(d) => (d, None),
@@ -453,7 +463,15 @@ impl Service {
 
     /// After a serving version's route decision: counted for the control cohort of a
     /// canary, or offered to the shadow worker when the decision id is sampled.
-    pub(crate) fn after_route(&self, live: &Arc<Live>, feature: &Feature, id: uuid::Uuid, repo: &Repository, job: &Job, d: &RouteDecision) {
+    pub(crate) fn after_route(
+        &self,
+        live: &Arc<Live>,
+        feature: &Feature,
+        id: uuid::Uuid,
+        repo: &Repository,
+        job: &Job,
+        d: &RouteDecision,
+    ) {
         if live.is_canary() {
             live.control.decided(1, u64::from(route_fell_back(d)));
         } else if super::decision_log::sampled(id, live.shadow_rate()) {
@@ -468,7 +486,14 @@ impl Service {
     }
 
     /// [`Service::after_route`] for an eligibility decision.
-    pub(crate) fn after_eligibility(&self, live: &Arc<Live>, feature: &Feature, id: uuid::Uuid, repo: &Repository, e: &Eligibility) {
+    pub(crate) fn after_eligibility(
+        &self,
+        live: &Arc<Live>,
+        feature: &Feature,
+        id: uuid::Uuid,
+        repo: &Repository,
+        e: &Eligibility,
+    ) {
         if live.is_canary() {
             live.control.decided(1, u64::from(eligibility_fell_back(e)));
         } else if super::decision_log::sampled(id, live.shadow_rate()) {
@@ -531,7 +556,10 @@ pub struct CanaryRequest {
 pub fn parse_interval(text: &str) -> ServiceResult<u64> {
     let t = text.trim();
     let bad = || {
-        ServiceError::invalid("interval", format!("invalid interval `{text}`: expected seconds or a duration such as 30s, 10m, 1h, 1d"))
+        ServiceError::invalid(
+            "interval",
+            format!("invalid interval `{text}`: expected seconds or a duration such as 30s, 10m, 1h, 1d"),
+        )
     };
     let (digits, unit) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (t.get(..i).ok_or_else(bad)?, c),
@@ -808,10 +836,11 @@ impl Service {
         if let Some(live) = self.inner.candidates.current().filter(|l| l.state.sha256 == sha256) {
             return Ok(live.policy.clone());
         }
-        let bytes = self.observed(self.inner.store.policy_bytes(sha256)).await?.ok_or_else(|| ServiceError::NotFound {
-            field: "sha256".into(),
-            message: format!("unknown policy `{sha256}`: no stored policy version has this sha256"),
-        })?;
+        let bytes =
+            self.observed(self.inner.store.policy_bytes(sha256)).await?.ok_or_else(|| ServiceError::NotFound {
+                field: "sha256".into(),
+                message: format!("unknown policy `{sha256}`: no stored policy version has this sha256"),
+            })?;
         let runtime = self.inner.runtime.clone();
         let source = format!("candidate {sha256}");
         tokio::task::spawn_blocking(move || runtime.candidate_bytes(&bytes, &source))

@@ -164,7 +164,12 @@ impl Service {
 
     /// The serving version's decisions of a batch without logging; the canary's (and the
     /// shadow's offers) when a candidate is followed.
-    fn route_batch_plain(&self, feature: &Arc<Feature>, requests: &[(Repository, Job)], ids: &[uuid::Uuid]) -> Vec<Logged<RouteDecision>> {
+    fn route_batch_plain(
+        &self,
+        feature: &Arc<Feature>,
+        requests: &[(Repository, Job)],
+        ids: &[uuid::Uuid],
+    ) -> Vec<Logged<RouteDecision>> {
         let mut decisions: Vec<Logged<RouteDecision>> = feature
             .manager
             .decide_routes(requests)
@@ -221,16 +226,31 @@ impl Service {
 
     fn decide_eligibility(&self, feature: &Arc<Feature>, repo: &Repository, log: bool) -> Logged<Eligibility> {
         let decision_id = new_decision_id();
-        let settings = if log { LogSettings::from_metadata(&feature.manager.state().stored.metadata) } else { LogSettings::default() };
+        let settings = if log {
+            LogSettings::from_metadata(&feature.manager.state().stored.metadata)
+        } else {
+            LogSettings::default()
+        };
         let live = if self.inner.candidates.any() { self.inner.candidates.current() } else { None };
         if let Some(live) = live.as_ref().filter(|l| l.serves(&repo.id)) {
             let start = Instant::now();
             let c = self.canary_eligibility(feature, live, repo);
             let took = start.elapsed();
             feature.counters.eligibility(&c.decision);
-            let traced = crate::manager::Traced { decision: c.decision, config_version: c.config_version, fallback: c.fallback };
+            let traced =
+                crate::manager::Traced { decision: c.decision, config_version: c.config_version, fallback: c.fallback };
             let logged = sampled(decision_id, settings.sample_rate)
-                && self.log_decision(feature, &settings, decision_id, Some(c.version.clone()), false, repo, &traced, Answer::Eligibility(&traced.decision), took);
+                && self.log_decision(
+                    feature,
+                    &settings,
+                    decision_id,
+                    Some(c.version.clone()),
+                    false,
+                    repo,
+                    &traced,
+                    Answer::Eligibility(&traced.decision),
+                    took,
+                );
             return Logged { decision: traced.decision, id: decision_id, logged, canary: Some(c.version) };
         }
         let out = if !sampled(decision_id, settings.sample_rate) {
@@ -261,16 +281,31 @@ impl Service {
 
     fn decide_route(&self, feature: &Arc<Feature>, repo: &Repository, job: &Job, log: bool) -> Logged<RouteDecision> {
         let decision_id = new_decision_id();
-        let settings = if log { LogSettings::from_metadata(&feature.manager.state().stored.metadata) } else { LogSettings::default() };
+        let settings = if log {
+            LogSettings::from_metadata(&feature.manager.state().stored.metadata)
+        } else {
+            LogSettings::default()
+        };
         let live = if self.inner.candidates.any() { self.inner.candidates.current() } else { None };
         if let Some(live) = live.as_ref().filter(|l| l.serves(&repo.id)) {
             let start = Instant::now();
             let c = self.canary_route(feature, live, repo, job);
             let took = start.elapsed();
             feature.counters.route(&c.decision);
-            let traced = crate::manager::Traced { decision: c.decision, config_version: c.config_version, fallback: c.fallback };
+            let traced =
+                crate::manager::Traced { decision: c.decision, config_version: c.config_version, fallback: c.fallback };
             let logged = sampled(decision_id, settings.sample_rate)
-                && self.log_decision(feature, &settings, decision_id, Some(c.version.clone()), false, repo, &traced, Answer::Route(job, &traced.decision), took);
+                && self.log_decision(
+                    feature,
+                    &settings,
+                    decision_id,
+                    Some(c.version.clone()),
+                    false,
+                    repo,
+                    &traced,
+                    Answer::Route(job, &traced.decision),
+                    took,
+                );
             return Logged { decision: traced.decision, id: decision_id, logged, canary: Some(c.version) };
         }
         let out = if !sampled(decision_id, settings.sample_rate) {
@@ -317,9 +352,23 @@ impl Service {
             if let Some(live) = live.as_ref().filter(|l| l.serves(&repo.id)) {
                 let c = self.canary_route(feature, live, repo, job);
                 feature.counters.route(&c.decision);
-                let one = crate::manager::Traced { decision: c.decision, config_version: c.config_version, fallback: c.fallback };
+                let one = crate::manager::Traced {
+                    decision: c.decision,
+                    config_version: c.config_version,
+                    fallback: c.fallback,
+                };
                 let logged = sampled(id, settings.sample_rate)
-                    && self.log_decision(feature, &settings, id, Some(c.version.clone()), false, repo, &one, Answer::Route(job, &one.decision), took);
+                    && self.log_decision(
+                        feature,
+                        &settings,
+                        id,
+                        Some(c.version.clone()),
+                        false,
+                        repo,
+                        &one,
+                        Answer::Route(job, &one.decision),
+                        took,
+                    );
                 out.push(Logged { decision: one.decision, id, logged, canary: Some(c.version) });
                 continue;
             }

@@ -312,6 +312,8 @@ pub struct RenderInputs {
     pub health: BTreeMap<String, FeatureHealth>,
     /// The decision log's figures.
     pub decision_log: super::decision_log::DecisionLogFigures,
+    /// The policy candidate this process follows (shadow and canary counts).
+    pub candidate: Option<super::candidate::CandidateStatus>,
 }
 
 impl Metrics {
@@ -649,6 +651,61 @@ impl Collector for Scrape {
             "Bytes (estimated) of decision log entries waiting for the writer.",
             [(Labels::new(), log.queued_bytes)],
         )?;
+
+        if let Some(c) = inputs.candidate.as_ref().filter(|c| c.state.is_some()) {
+            let shadow_samples = c.shadow.iter().flat_map(|(f, s)| {
+                [("match", s.matched), ("mismatch", s.mismatched), ("candidate_error", s.candidate_errors)]
+                    .into_iter()
+                    .map(move |(r, v)| (vec![("feature", f.clone()), ("result", r.to_owned())], v))
+            });
+            counters(
+                e,
+                "rollout_policy_shadow",
+                "Decisions the shadow candidate was asked about, by feature and result: match, mismatch, candidate_error.",
+                shadow_samples,
+            )?;
+            counters(
+                e,
+                "rollout_policy_shadow_dropped",
+                "Shadow evaluations dropped because the shadow queue was full (never a decision).",
+                [(Labels::new(), c.shadow_dropped)],
+            )?;
+            let share = c.state.as_ref().map_or(0.0, |s| match s.mode {
+                super::candidate::CandidateMode::Canary => s.percentage,
+                super::candidate::CandidateMode::Shadow => 0.0,
+            });
+            gauges(
+                e,
+                "rollout_policy_canary_percentage",
+                "Share of repositories the canary candidate serves.",
+                [(Labels::new(), share)],
+            )?;
+            let cohorts = || [("canary", c.canary.unwrap_or_default()), ("control", c.control.unwrap_or_default())];
+            counters(
+                e,
+                "rollout_policy_canary_decisions",
+                "Decisions of each cohort since the canary's share last changed.",
+                cohorts().map(|(k, v)| (vec![("cohort", k.to_owned())], v.decisions)),
+            )?;
+            counters(
+                e,
+                "rollout_policy_canary_fallbacks",
+                "Fallback decisions of each cohort since the canary's share last changed.",
+                cohorts().map(|(k, v)| (vec![("cohort", k.to_owned())], v.fallbacks)),
+            )?;
+            counters(
+                e,
+                "rollout_policy_canary_outcomes",
+                "Outcomes attributed to each cohort since the canary's share last changed.",
+                cohorts().map(|(k, v)| (vec![("cohort", k.to_owned())], v.outcomes)),
+            )?;
+            counters(
+                e,
+                "rollout_policy_canary_failures",
+                "Failed outcomes attributed to each cohort since the canary's share last changed.",
+                cohorts().map(|(k, v)| (vec![("cohort", k.to_owned())], v.failures)),
+            )?;
+        }
 
         counters(
             e,

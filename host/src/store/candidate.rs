@@ -55,10 +55,11 @@ impl CandidateAction {
     }
 
     fn parse(s: &str) -> StoreResult<CandidateAction> {
-        CandidateAction::ALL.iter().copied().find(|a| a.as_str() == s).ok_or_else(|| StoreError::Corrupt {
-            column: "action",
-            message: format!("unknown candidate action `{s}`"),
-        })
+        CandidateAction::ALL
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt { column: "action", message: format!("unknown candidate action `{s}`") })
     }
 }
 
@@ -100,7 +101,8 @@ pub struct NewCandidateEvent {
     pub metadata: serde_json::Value,
 }
 
-const COLUMNS_PG: &str = "seq, sha256, action, state::text AS state, reason, triggered_by, metadata::text AS metadata, created_at";
+const COLUMNS_PG: &str =
+    "seq, sha256, action, state::text AS state, reason, triggered_by, metadata::text AS metadata, created_at";
 const COLUMNS_LITE: &str = "seq, sha256, action, state, reason, triggered_by, metadata, created_at";
 
 fn json_column(column: &'static str, text: Option<String>) -> StoreResult<Option<serde_json::Value>> {

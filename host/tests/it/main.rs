@@ -56,6 +56,7 @@ mod health_signals;
 mod http_api;
 mod http_robustness;
 mod manager_conformance;
+mod policy_candidate;
 mod replay;
 mod runtime_concurrency;
 mod runtime_hostile;
