@@ -22,6 +22,13 @@
 //!   dropped because the queue was full (`decision_log_dropped`; a ratio bought by dropping
 //!   is not a ratio).
 //!
+//! - **policy candidate**, in each round the same route load with a candidate version (the
+//!   reference policy as built for contract 0.1.0: the same rules, another sha256) in
+//!   shadow on every decision (`http_route_rps_shadow`; `http_route_shadow_ratio` the
+//!   median of shadow ÷ unlogged, goal ≥ 0.80, with `policy_shadow_dropped`, the shadow
+//!   evaluations dropped because the worker's queue was full), then serving a 50 % canary
+//!   (`http_route_rps_canary`, `http_route_canary_ratio`, goal ≥ 0.95);
+//!
 //! - **OFREP**, in each round the same load as single OFREP evaluations of the routing flag
 //!   (`POST /ofrep/v1/evaluate/flags/{f}%2Fprocessor`): `ofrep_eval_rps`;
 //! - **sync fan-out**: 1,000 subscribers of `GET /v1/sync/{f}/events`, a percentage change,
@@ -352,6 +359,31 @@ async fn set_sample_rate(addr: SocketAddr, rate: f64) {
     assert_eq!(exchange(&mut stream, &req, &mut buf).await, 200, "{}", String::from_utf8_lossy(&buf));
 }
 
+/// Store `bytes` as a policy version (not activated); its sha256.
+async fn upload_policy(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let mut req = format!(
+        "POST /v1/policies HTTP/1.1\r\nHost: bench\r\nContent-Type: application/wasm\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(bytes);
+    assert_eq!(exchange(&mut stream, &req, &mut buf).await, 201, "{}", String::from_utf8_lossy(&buf));
+    let text = String::from_utf8_lossy(&buf);
+    let at = text.find("\"sha256\":\"").expect("a sha256 in the upload's answer") + 10;
+    text[at..at + 64].to_owned()
+}
+
+/// `POST path` with a JSON body, expecting 200.
+async fn post_ok(addr: SocketAddr, path: &str, body: &str) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let req = request("POST", path, body, true);
+    assert_eq!(exchange(&mut stream, &req, &mut buf).await, 200, "{path}: {}", String::from_utf8_lossy(&buf));
+}
+
 /// A sample of the server's `/metrics` (0 when absent).
 async fn metric(addr: SocketAddr, sample: &str) -> f64 {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -400,6 +432,15 @@ fn main() {
     let ofrep = ofrep_requests();
     let mut route_latencies = Vec::new();
     let mut decisions = 0;
+    // the policy candidate: the reference policy as built for contract 0.1.0 (the same
+    // routing rules, another sha256), in shadow on every decision, then as a 50 % canary
+    let candidate_bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/rollout_policy-0.1.0.wasm"))
+            .expect("tests/fixtures/rollout_policy-0.1.0.wasm");
+    let candidate = rt.block_on(upload_policy(server.addr, &candidate_bytes));
+    let (mut shadow_rps, mut shadow_ratios, mut canary_rps, mut canary_ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut shadow_dropped = 0.0;
     for _ in 0..rounds {
         let r = rt.block_on(load(server.addr, connections, duration, &routes));
         let h = rt.block_on(load(server.addr, connections, duration, &healthz));
@@ -413,6 +454,19 @@ fn main() {
         let lr = l.decisions as f64 / l.elapsed.as_secs_f64();
         let o = rt.block_on(load(server.addr, connections, duration, &ofrep));
         ofrep_rps.push(o.decisions as f64 / o.elapsed.as_secs_f64());
+        // the same load with the candidate in shadow on every decision, then as a canary
+        rt.block_on(post_ok(server.addr, &format!("/v1/policies/{candidate}/shadow"), "{\"sample_rate\":1.0}"));
+        let sh = rt.block_on(load(server.addr, connections, duration, &routes));
+        shadow_dropped += rt.block_on(metric(server.addr, "rollout_policy_shadow_dropped_total "));
+        rt.block_on(post_ok(server.addr, &format!("/v1/policies/{candidate}/canary"), "{\"percentage\":50}"));
+        let ca = rt.block_on(load(server.addr, connections, duration, &routes));
+        rt.block_on(post_ok(server.addr, "/v1/policies/candidate/stop", "{}"));
+        let (shr, car) =
+            (sh.decisions as f64 / sh.elapsed.as_secs_f64(), ca.decisions as f64 / ca.elapsed.as_secs_f64());
+        shadow_rps.push(shr);
+        shadow_ratios.push(shr / rr);
+        canary_rps.push(car);
+        canary_ratios.push(car / rr);
         logged_rps.push(lr);
         logged_ratios.push(lr / rr);
         route_rps.push(rr);
@@ -426,6 +480,21 @@ fn main() {
     let dropped = rt.block_on(metric(server.addr, "rollout_decision_log_dropped_total{reason=\"queue_full\"} "));
     let (logged, logged_ratio) = (median(logged_rps.clone()), median(logged_ratios.clone()));
     let ofrep_median = median(ofrep_rps.clone());
+    let per_round = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / ");
+    let (shadow, shadow_ratio) = (median(shadow_rps.clone()), median(shadow_ratios.clone()));
+    let (canary, canary_ratio) = (median(canary_rps.clone()), median(canary_ratios.clone()));
+    println!(
+        "http route with a policy candidate in shadow on every decision: {} /s (median {shadow:.0}); shadow ÷ plain \
+         per round {} (median {shadow_ratio:.2}, goal ≥ 0.80); {shadow_dropped:.0} shadow evaluations dropped",
+        per_round(&shadow_rps),
+        shadow_ratios.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / "),
+    );
+    println!(
+        "http route with a 50 % canary: {} /s (median {canary:.0}); canary ÷ plain per round {} (median \
+         {canary_ratio:.2}, goal ≥ 0.95)",
+        per_round(&canary_rps),
+        canary_ratios.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / "),
+    );
 
     // sync: fan-out to 1,000 subscribers (median of 3 changes' p99), then 10,000 idle ones
     let (fanout_n, idle_n) = if bench { (1000, 10_000) } else { (20, 50) };
@@ -509,6 +578,11 @@ fn main() {
         println!("SUMMARY sync_fanout_ms: {fanout:.1}");
         println!("SUMMARY sync_idle_rss_mib: {:.1}", idle_subscribers_rss as f64 / 1024.0);
         println!("SUMMARY http_route_logged_ratio: {logged_ratio:.2}");
+        println!("SUMMARY http_route_rps_shadow: {shadow:.0}");
+        println!("SUMMARY http_route_shadow_ratio: {shadow_ratio:.2}");
+        println!("SUMMARY policy_shadow_dropped: {shadow_dropped:.0}");
+        println!("SUMMARY http_route_rps_canary: {canary:.0}");
+        println!("SUMMARY http_route_canary_ratio: {canary_ratio:.2}");
         println!("SUMMARY decision_log_dropped: {dropped:.0}");
         println!("SUMMARY http_route_p99_ms: {p99:.3}");
         println!("SUMMARY http_healthz_rps: {health_rps:.0}");

@@ -286,6 +286,9 @@ pub struct Dashboard {
     pub policy: String,
     /// The first 12 hex digits of its sha256.
     pub policy_sha: Option<String>,
+    /// The policy candidate (shadow or canary), its share, counts and the guard's state,
+    /// one line each; empty without one.
+    pub candidate: Vec<String>,
     /// Whether the service is ready.
     pub ready: bool,
     /// `postgres` or `sqlite`.
@@ -659,6 +662,7 @@ pub async fn dashboard(service: &Service, feature: &Arc<Feature>) -> Dashboard {
             |p| format!("{} {}", p.name, p.version),
         ),
         policy_sha: policy.as_ref().map(|p| p.sha256.get(..12).unwrap_or(&p.sha256).to_owned()),
+        candidate: candidate_lines(&service.candidate_status()),
         ready: service.is_ready(),
         backend: match service.store().backend() {
             crate::store::Backend::Postgres => "postgres",
@@ -680,6 +684,65 @@ pub async fn dashboard(service: &Service, feature: &Arc<Feature>) -> Dashboard {
         decisions_total,
         history: history.as_deref().map(history_rows),
     }
+}
+
+/// The status page's lines about the policy candidate.
+pub fn candidate_lines(c: &crate::service::candidate::CandidateStatus) -> Vec<String> {
+    use crate::service::candidate::CandidateMode;
+    let mut lines = Vec::new();
+    if let Some(refused) = &c.refused_here {
+        lines.push(format!("the stored policy candidate is refused here: {refused}"));
+    }
+    let Some(state) = &c.state else { return lines };
+    let name = c.version.as_ref().map_or_else(String::new, |v| format!("{} {} ", v.name, v.version));
+    let sha = state.sha256.get(..12).unwrap_or(&state.sha256);
+    match state.mode {
+        CandidateMode::Shadow => {
+            lines.push(format!(
+                "candidate {name}({sha}) in shadow on {:.0} % of decisions: {} offered, {} dropped",
+                state.sample_rate * 100.0,
+                c.shadow_offered,
+                c.shadow_dropped
+            ));
+            for (feature, f) in &c.shadow {
+                let pairs: Vec<String> = f.rule_pairs.iter().map(|(p, n)| format!("{p} ×{n}")).collect();
+                lines.push(format!(
+                    "{feature}: {} evaluated, {} matched, {} mismatched, {} candidate errors{}",
+                    f.evaluated,
+                    f.matched,
+                    f.mismatched,
+                    f.candidate_errors,
+                    if pairs.is_empty() { String::new() } else { format!(" ({})", pairs.join(", ")) }
+                ));
+            }
+        }
+        CandidateMode::Canary => {
+            let schedule = if state.steps.is_empty() {
+                String::new()
+            } else {
+                let steps: Vec<String> = state.steps.iter().map(|s| format!("{s}")).collect();
+                format!(", then {} % every {} s", steps.join(", "), state.interval_seconds)
+            };
+            lines.push(format!("candidate {name}({sha}) serves a {} % canary{schedule}", state.percentage));
+            if let (Some(k), Some(o)) = (&c.canary, &c.control) {
+                lines.push(format!(
+                    "canary: {} decisions, {} fallbacks, {} outcomes, {} failed · control: {} decisions, {} fallbacks, \
+                     {} outcomes, {} failed",
+                    k.decisions, k.fallbacks, k.outcomes, k.failures, o.decisions, o.fallbacks, o.outcomes, o.failures
+                ));
+            }
+            let guard = match &c.guard {
+                None => "not judged yet".to_owned(),
+                Some(crate::service::guard::Judgement::Waiting { reason }) => format!("waiting: {reason}"),
+                Some(crate::service::guard::Judgement::Satisfied { .. }) => {
+                    format!("satisfied after {} checks", c.checks)
+                }
+                Some(crate::service::guard::Judgement::Worse { detail, .. }) => format!("worse: {detail}"),
+            };
+            lines.push(format!("guard: {guard}"));
+        }
+    }
+    lines
 }
 
 /// `GET /`: the status page; `GET /?fragment=1`: the dashboard's inner HTML alone.
@@ -712,6 +775,7 @@ mod tests {
             features: vec![FeatureLink { name: evil.to_owned(), href: "/?feature=x".into(), current: true }],
             policy: evil.to_owned(),
             policy_sha: Some(evil.to_owned()),
+            candidate: vec![evil.to_owned()],
             ready: true,
             backend: "sqlite",
             rendered_at: evil.to_owned(),
