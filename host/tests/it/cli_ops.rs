@@ -126,6 +126,7 @@ both!(
     whitelist_and_exclusions_edit_the_lists,
     policy_upload_validates_and_activation_is_audited,
     policy_revert_falls_back_to_the_bundled_policy,
+    policy_candidate_commands_store_each_step,
     check_health_fails_when_critical_and_applies_the_rollback,
     demo_seed_is_idempotent_and_categorize_works,
     env_overrides_are_shown_as_coming_from_the_environment,
@@ -327,6 +328,45 @@ fn policy_upload_validates_and_activation_is_audited(db: &Db) {
     assert_eq!(out["serving"]["sha256"], sha.as_str());
     assert_eq!(db.json(&["status"])["policy"]["sha256"], sha.as_str());
     assert_eq!(db.json(&["history", "--limit", "1"])[0]["action"], "policy_reverted");
+}
+
+/// `rollout policy shadow | canary | candidate | promote | stop-candidate`: each step
+/// stored, bad input exit 2 naming the option, promotion audited as an activation.
+fn policy_candidate_commands_store_each_step(db: &Db) {
+    let Some(diff) = built("hostile-shadow-diff.wasm", "make fixtures") else { return };
+    let up = db.json(&["policy", "upload", diff.to_str().unwrap()]);
+    let sha = up["policy"]["sha256"].as_str().unwrap().to_owned();
+    let err = db.fails(2, &["policy", "stop-candidate"]);
+    assert!(err.contains("no policy candidate"), "{err}");
+    let err = db.fails(2, &["policy", "shadow", &sha[..10], "--sample", "1.5"]);
+    assert!(err.contains("sample_rate"), "{err}");
+    let err = db.fails(2, &["policy", "canary", &sha[..10], "--steps", "5,1", "--interval", "1m"]);
+    assert!(err.contains("steps"), "{err}");
+    let err = db.fails(2, &["policy", "canary", &sha[..10], "--percentage", "5", "--interval", "soon"]);
+    assert!(err.contains("--interval"), "{err}");
+    let err = db.fails(2, &["policy", "canary", &sha[..10]]);
+    assert!(err.contains("--percentage"), "{err}");
+
+    let out = db.json(&["policy", "shadow", &sha[..10], "--sample", "0.25", "--reason", "look first"]);
+    assert_eq!(out["state"]["mode"], "shadow", "{out}");
+    assert_eq!(out["state"]["sample_rate"], 0.25, "{out}");
+    let out = db.json(&["policy", "canary", &sha[..10], "--steps", "1,5,25,100", "--interval", "10m"]);
+    assert_eq!(out["state"]["mode"], "canary", "{out}");
+    assert_eq!(out["state"]["percentage"], 1.0, "{out}");
+    assert_eq!(out["state"]["steps"], serde_json::json!([5.0, 25.0, 100.0]), "{out}");
+    assert_eq!(out["state"]["interval_seconds"], 600, "{out}");
+    let text = db.ok(&["policy", "candidate"]);
+    assert!(text.contains("canary_started") && text.contains("shadow_started"), "{text}");
+
+    let out = db.json(&["policy", "promote", &sha[..10], "--reason", "looks right"]);
+    assert_eq!(out["serving"]["sha256"], sha.as_str(), "{out}");
+    assert_eq!(db.json(&["status"])["policy"]["sha256"], sha.as_str());
+    assert_eq!(db.json(&["history", "--limit", "1"])[0]["action"], "policy_activated");
+    let history = db.json(&["policy", "candidate"])["history"].clone();
+    let actions: Vec<&str> = history.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["promoted", "canary_started", "shadow_started"]);
+    let err = db.fails(2, &["policy", "promote", &sha[..10]]);
+    assert!(err.contains("not the current candidate"), "{err}");
 }
 
 fn policy_revert_falls_back_to_the_bundled_policy(db: &Db) {
