@@ -273,7 +273,7 @@ enum Ask {
 
 struct ShadowItem {
     live: Arc<Live>,
-    feature: String,
+    feature: Arc<Feature>,
     snapshot: Arc<ConfigSnapshot>,
     repo: Repository,
     ask: Ask,
@@ -340,7 +340,7 @@ fn compare(item: &ShadowItem) {
             let answer = Answer::eligibility(served);
             let result = policy.is_eligible(&item.snapshot, &item.repo);
             let Ok(mut results) = item.live.shadow.results.lock() else { return };
-            let f = results.features.entry(item.feature.clone()).or_default();
+            let Some(f) = feature_counts(&mut results, item.feature.name()) else { return };
             f.evaluated += 1;
             match result {
                 Ok(e) if e == *served => f.matched += 1,
@@ -360,7 +360,7 @@ fn compare(item: &ShadowItem) {
         }
     };
     let Ok(mut results) = item.live.shadow.results.lock() else { return };
-    let f = results.features.entry(item.feature.clone()).or_default();
+    let Some(f) = feature_counts(&mut results, item.feature.name()) else { return };
     f.evaluated += 1;
     match candidate {
         Some(c) if c == served => f.matched += 1,
@@ -381,6 +381,14 @@ fn compare(item: &ShadowItem) {
     }
 }
 
+/// The counts of `feature` (its name allocated only the first time).
+fn feature_counts<'r>(results: &'r mut ShadowResults, feature: &str) -> Option<&'r mut FeatureShadow> {
+    if !results.features.contains_key(feature) {
+        results.features.insert(feature.to_owned(), FeatureShadow::default());
+    }
+    results.features.get_mut(feature)
+}
+
 fn pair(a: &str, b: &str) -> String {
     format!("{a} → {b}")
 }
@@ -398,7 +406,7 @@ fn push_mismatch(
     }
     results.mismatches.push_back(Mismatch {
         at: Utc::now(),
-        feature: item.feature.clone(),
+        feature: item.feature.name().to_owned(),
         repository_id: item.repo.id.to_string(),
         category: item.repo.category.map(|c| c.as_str()),
         job: job.map(crate::input::job_to_json),
@@ -466,7 +474,7 @@ impl Service {
     pub(crate) fn after_route(
         &self,
         live: &Arc<Live>,
-        feature: &Feature,
+        feature: &Arc<Feature>,
         id: uuid::Uuid,
         repo: &Repository,
         job: &Job,
@@ -477,7 +485,7 @@ impl Service {
         } else if super::decision_log::sampled(id, live.shadow_rate()) {
             self.inner.candidates.offer(ShadowItem {
                 live: live.clone(),
-                feature: feature.name().to_owned(),
+                feature: feature.clone(),
                 snapshot: feature.manager.snapshot(),
                 repo: repo.clone(),
                 ask: Ask::Route { job: job.clone(), served: *d },
@@ -489,7 +497,7 @@ impl Service {
     pub(crate) fn after_eligibility(
         &self,
         live: &Arc<Live>,
-        feature: &Feature,
+        feature: &Arc<Feature>,
         id: uuid::Uuid,
         repo: &Repository,
         e: &Eligibility,
@@ -499,7 +507,7 @@ impl Service {
         } else if super::decision_log::sampled(id, live.shadow_rate()) {
             self.inner.candidates.offer(ShadowItem {
                 live: live.clone(),
-                feature: feature.name().to_owned(),
+                feature: feature.clone(),
                 snapshot: feature.manager.snapshot(),
                 repo: repo.clone(),
                 ask: Ask::Eligibility { served: *e },
@@ -816,8 +824,13 @@ impl Service {
             triggered_by: actor.as_str().to_owned(),
             metadata: serde_json::json!({ "previous": current.state, "counts": self.cohort_counts() }),
         };
-        // the activation is what matters; a candidate changed meanwhile keeps its own event
-        let _ = self.observed(self.inner.store.append_candidate_event(Some(current.seq), &event)).await?;
+        // the activation is what matters: it is done and audited; a candidate changed
+        // meanwhile keeps its own event, and a failed write of this one is logged
+        match self.observed(self.inner.store.append_candidate_event(Some(current.seq), &event)).await {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::info!("the policy candidate changed while `{}` was promoted", current.sha256),
+            Err(e) => tracing::warn!("policy `{}` is active, but ending its candidate failed: {e}", current.sha256),
+        }
         self.reconcile_candidate().await;
         Ok(activated)
     }

@@ -32,6 +32,7 @@ const TOKEN: &str = "candidate-token-0123456";
 both_backends!(
     a_shadow_shows_exactly_the_rule_pair_the_candidate_changes,
     a_canary_that_traps_on_one_percent_is_reverted_within_one_health_check,
+    a_trapping_shadow_changes_nothing_for_callers,
     an_equal_candidate_is_promoted_through_every_step,
     two_instances_agree_on_every_cohort_assignment,
     bad_candidate_requests_name_the_field,
@@ -216,6 +217,41 @@ async fn a_canary_that_traps_on_one_percent_is_reverted_within_one_health_check(
     let after = route_all(&router, feature, &ids[..500], &json!({})).await;
     assert!(after.iter().all(|d| d["policy_version"]["sha256"] == serving.as_str()));
     assert!(after.iter().all(|d| d["rule"] != "policy_error"));
+}
+
+async fn a_trapping_shadow_changes_nothing_for_callers(db: &TestDatabase) {
+    let (router, service) = open(db).await;
+    let feature = "shadow-trap-1pct";
+    let (status, v) = send(&router, "POST", "/v1/features", Some(json!({"feature_name": feature}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    ok(&router, "PUT", &format!("/v1/features/{feature}/percentage"), Some(json!({"percentage": 100}))).await;
+    let serving = service.runtime().policy_version().unwrap().sha256;
+    let candidate = upload(&service, fixture("trap-1pct")).await;
+    ok(&router, "POST", &format!("/v1/policies/{candidate}/shadow"), Some(json!({"sample_rate": 1.0}))).await;
+    let ids: Vec<String> = (0..3000).map(repo).collect();
+    let traps = ids.iter().filter(|id| rollout_hostile::trap_1pct(id)).count();
+    assert!(traps >= 10, "only {traps} trapping ids: the test needs some");
+    let decisions = route_all(&router, feature, &ids, &json!({})).await;
+    for (id, d) in ids.iter().zip(&decisions) {
+        let want = reference(&service, feature, id, &Job::default()).await;
+        assert_eq!(d["rule"], want.rule.as_str(), "{id}: {d}");
+        assert_eq!(d["policy_version"]["sha256"], serving.as_str(), "{id}: {d}");
+    }
+    let mut status = Value::Null;
+    for _ in 0..600 {
+        status = shadow_status(&router).await;
+        if status["shadow"][feature]["evaluated"].as_u64() == Some(3000) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let f = &status["shadow"][feature];
+    assert_eq!(f["evaluated"], 3000, "{status}");
+    assert_eq!(f["candidate_errors"].as_u64(), Some(traps as u64), "{status}");
+    assert_eq!(f["matched"].as_u64(), Some(3000 - traps as u64), "{status}");
+    assert_eq!(f["mismatched"], 0, "{status}");
+    let m = status["mismatches"].as_array().unwrap().last().unwrap().clone();
+    assert!(m["candidate"].is_null() && m["candidate_error"].as_str().unwrap().contains("trap"), "{m}");
 }
 
 async fn an_equal_candidate_is_promoted_through_every_step(db: &TestDatabase) {
