@@ -111,7 +111,11 @@ pub async fn shadow(args: ShadowArgs, ctx: &Ctx) -> CliResult {
         .start_shadow(&sha, args.sample_rate, reason, &actor()?)
         .await
         .map_err(CliError::service(format!("cannot shadow policy `{sha}`")))?;
-    done(ctx, &status, &format!("policy {} in shadow on {} of decisions", short(sha.as_str()), args.sample_rate))
+    done(
+        ctx,
+        &status,
+        &format!("policy {} in shadow on {} % of decisions", short(sha.as_str()), args.sample_rate * 100.0),
+    )
 }
 
 /// Run `rollout policy canary`.
@@ -200,7 +204,7 @@ pub async fn status(args: StatusArgs, ctx: &Ctx) -> CliResult {
         return Ok(Exit::Ok);
     }
     match history.first().and_then(|e| e.state.as_ref()) {
-        Some(state) => outln!("candidate: {state}"),
+        Some(state) => outln!("{}", describe(state)),
         None => outln!("no policy candidate"),
     }
     for e in &history {
@@ -228,13 +232,42 @@ fn done(ctx: &Ctx, status: &CandidateStatus, text: &str) -> CliResult {
     Ok(Exit::Ok)
 }
 
+/// A stored candidate state in one line.
+fn describe(state: &serde_json::Value) -> String {
+    let sha = state.get("sha256").and_then(serde_json::Value::as_str).unwrap_or("");
+    let f = |k: &str| state.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    match state.get("mode").and_then(serde_json::Value::as_str) {
+        Some("shadow") => format!("candidate {} in shadow on {} % of decisions", short(sha), f("sample_rate") * 100.0),
+        Some("canary") => {
+            let steps: Vec<String> = state
+                .get("steps")
+                .and_then(serde_json::Value::as_array)
+                .map(|a| a.iter().map(|s| format!("{}", s.as_f64().unwrap_or(0.0))).collect())
+                .unwrap_or_default();
+            let schedule = if steps.is_empty() {
+                String::new()
+            } else {
+                format!(", then {} % every {} s", steps.join(", "), f("interval_seconds"))
+            };
+            format!(
+                "candidate {} serves a {} % canary{schedule} (guard: max fallback rate {}, max error rate delta {})",
+                short(sha),
+                f("percentage"),
+                f("max_fallback_rate"),
+                f("max_error_rate_delta")
+            )
+        }
+        _ => format!("candidate {state}"),
+    }
+}
+
 /// The shadow and canary counts of a server's answer, as text.
 fn print_live(v: &serde_json::Value) {
     let Some(state) = v.get("state").filter(|s| !s.is_null()) else {
         outln!("no policy candidate");
         return;
     };
-    outln!("candidate: {state}");
+    outln!("{}", describe(state));
     let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
     outln!("shadow: {} offered, {} dropped (queue full)", n(v, "shadow_offered"), n(v, "shadow_dropped"));
     if let Some(features) = v.get("shadow").and_then(serde_json::Value::as_object) {
@@ -267,7 +300,25 @@ fn print_live(v: &serde_json::Value) {
         }
     }
     if let Some(g) = v.get("guard").filter(|g| !g.is_null()) {
-        outln!("guard: {g}");
+        let text = |k: &str| g.get(k).and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+        let num = |k: &str| g.get(k).and_then(serde_json::Value::as_f64);
+        let line = match text("state").as_str() {
+            "satisfied" => {
+                let fallback = match (num("fallback_diff_lower"), num("fallback_diff_upper")) {
+                    (Some(l), Some(u)) => format!("fallback rate difference in [{l:.4}, {u:.4}]"),
+                    _ => String::new(),
+                };
+                let error = match (num("error_diff_lower"), num("error_diff_upper")) {
+                    (Some(l), Some(u)) => format!("error rate difference in [{l:.4}, {u:.4}]"),
+                    _ => text("error_reason"),
+                };
+                format!("satisfied after {} checks; {fallback}; {error}", n(v, "checks"))
+            }
+            "worse" => format!("worse: {}", text("detail")),
+            "waiting" => format!("waiting: {}", text("reason")),
+            _ => g.to_string(),
+        };
+        outln!("guard: {line}");
     }
 }
 
