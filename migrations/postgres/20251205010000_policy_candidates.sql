@@ -16,3 +16,15 @@ CREATE TABLE policy_candidate_events (
     metadata JSONB NOT NULL DEFAULT '{}',
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- Row level security as on every table: everyone reads, the service role appends. The
+-- service never updates or deletes an event; UPDATE is granted (matched by no policy, so
+-- it changes no row) because the store's compare-and-set takes `LOCK TABLE … SHARE ROW
+-- EXCLUSIVE`, which needs it.
+ALTER TABLE policy_candidate_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY policy_candidate_events_read ON policy_candidate_events FOR SELECT USING (true);
+CREATE POLICY policy_candidate_events_service_insert ON policy_candidate_events FOR INSERT TO rollout_service
+    WITH CHECK (true);
+GRANT SELECT ON policy_candidate_events TO PUBLIC;
+GRANT INSERT, UPDATE ON policy_candidate_events TO rollout_service;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO rollout_service;
