@@ -402,12 +402,20 @@ impl DecisionLog {
         true
     }
 
-    /// Take up to `max` entries, oldest first.
+    /// Take up to `max` entries, oldest first. When they are all taken the queue is swapped
+    /// for an empty one, so the lock is held for no copy (offers wait on it).
     fn take(&self, max: usize) -> Vec<(DecisionRecord, usize)> {
-        let mut q = self.lock();
-        let n = max.min(q.entries.len());
-        let batch: Vec<(DecisionRecord, usize)> = q.entries.drain(..n).collect();
-        q.bytes -= batch.iter().map(|(_, s)| s).sum::<usize>();
+        let batch: Vec<(DecisionRecord, usize)> = {
+            let mut q = self.lock();
+            if q.entries.len() <= max {
+                q.bytes = 0;
+                std::mem::take(&mut q.entries).into()
+            } else {
+                let batch: Vec<(DecisionRecord, usize)> = q.entries.drain(..max).collect();
+                q.bytes -= batch.iter().map(|(_, s)| s).sum::<usize>();
+                batch
+            }
+        };
         batch
     }
 

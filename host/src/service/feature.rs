@@ -430,7 +430,9 @@ impl Service {
         };
         log.offer(DecisionRecord {
             id,
-            time: Utc::now(),
+            // the id's millisecond: a time filter can then bound the id exactly (the log's
+            // primary key serves it, `store::decision_log::first_id_at`)
+            time: from_ms(crate::store::id_ms(id)).unwrap_or_else(Utc::now),
             feature: feature.name().to_owned(),
             kind,
             config_version: traced.config_version,

@@ -153,9 +153,7 @@ pub(super) mod sqlite {
     use sqlx::sqlite::{SqliteConnection, SqlitePool};
     use sqlx::Row;
 
-    fn ts(t: DateTime<Utc>) -> String {
-        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-    }
+    use crate::store::sqlite::ts;
 
     /// Keep the snapshot of `after` (the row as just written), in the writing transaction.
     pub(in crate::store) async fn insert(

@@ -190,8 +190,9 @@ mod sql {
     /// The decision $1.
     pub const ONE: &str = concat!("SELECT ", columns!(), " FROM rollout_decisions WHERE id = $1");
 
-    /// Delete the decisions made before $1.
-    pub const PRUNE_AGE: &str = "DELETE FROM rollout_decisions WHERE time < $1";
+    /// Delete the decisions whose id is below $1 (made before its millisecond: the primary
+    /// key serves it, [`super::first_id_at`]).
+    pub const PRUNE_AGE: &str = "DELETE FROM rollout_decisions WHERE id < $1";
     /// Outcome links recorded before $1.
     pub const PRUNE_LINKS: &str = "DELETE FROM rollout_decision_outcomes WHERE recorded_at < $1";
 
@@ -272,14 +273,55 @@ enum Arg<'a> {
     Int(i64),
 }
 
+/// The smallest UUIDv7 made at Unix millisecond `ms` or later: every id made before `ms`
+/// is smaller (ids sort by time, [`crate::service::decision_log::new_decision_id`]).
+pub fn first_id_at(ms: i64) -> Uuid {
+    Uuid::from_u128(u128::from(u64::try_from(ms).unwrap_or(0)) << 80)
+}
+
+/// The Unix millisecond a UUIDv7 was made at.
+pub fn id_ms(id: Uuid) -> i64 {
+    i64::try_from(id.as_u128() >> 80).unwrap_or(i64::MAX)
+}
+
+/// How far before a decision's time its id may have been made, for rows logged before a
+/// decision's time was its id's millisecond: the lower id bound of a time filter is this
+/// much earlier (the time condition stays exact).
+const ID_TIME_MARGIN_MS: i64 = 1_000;
+
+/// How [`select`] reaches the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// By the table's indexes.
+    Table,
+    /// SQLite, one repository: probe `rollout_decisions_repository_second` at every second
+    /// from `from` to `to` (Unix seconds, in that order; descending when `from > to`).
+    Seconds { from: i64, to: i64 },
+}
+
 /// The statement reading `filter` (with `$n` placeholders) and its arguments in order; `None`
 /// when it can match no row (`limit` 0).
-fn select(filter: &DecisionFilter) -> Option<(String, Vec<Arg<'_>>)> {
+///
+/// A time filter also bounds the id (ids are UUIDv7: their order is time order), so it is
+/// served by the primary key on every backend.
+fn select(filter: &DecisionFilter, scan: Scan) -> Option<(String, Vec<Arg<'_>>)> {
     if filter.limit == 0 {
         return None;
     }
     let mut args: Vec<Arg<'_>> = Vec::new();
     let mut conditions: Vec<String> = Vec::new();
+    let (with, from) = match scan {
+        Scan::Table => (String::new(), "rollout_decisions"),
+        Scan::Seconds { from, to } => {
+            let (step, stop) = if from > to { ("-", ">") } else { ("+", "<") };
+            args.push(Arg::Int(from));
+            args.push(Arg::Int(to));
+            let with =
+                format!("WITH RECURSIVE s(t) AS (SELECT $1 UNION ALL SELECT t {step} 1 FROM s WHERE t {stop} $2) ");
+            // `s` first (CROSS JOIN fixes the order): one index probe per second
+            (with, "s CROSS JOIN rollout_decisions ON substr(time, 1, 19) = strftime('%Y-%m-%dT%H:%M:%S', s.t, 'unixepoch')")
+        }
+    };
     // `{}` in a condition is its argument's placeholder
     let mut add = |condition: &str, arg| {
         args.push(arg);
@@ -293,9 +335,11 @@ fn select(filter: &DecisionFilter) -> Option<(String, Vec<Arg<'_>>)> {
     }
     if let Some(since) = filter.since {
         add("time >= {}", Arg::Time(since));
+        add("id >= {}", Arg::Id(first_id_at(since.timestamp_millis() - ID_TIME_MARGIN_MS)));
     }
     if let Some(until) = filter.until {
         add("time < {}", Arg::Time(until));
+        add("id < {}", Arg::Id(first_id_at(until.timestamp_millis() + 1)));
     }
     if let Some(rule) = &filter.rule {
         add("(rule = {} OR (kind = 'eligibility' AND reason = {}))", Arg::Text(rule));
@@ -306,7 +350,7 @@ fn select(filter: &DecisionFilter) -> Option<(String, Vec<Arg<'_>>)> {
     if let Some(after) = filter.after {
         add("id > {}", Arg::Id(after));
     }
-    let mut sql = format!("SELECT {} FROM rollout_decisions", sql::COLUMNS);
+    let mut sql = format!("{with}SELECT {} FROM {from}", sql::COLUMNS);
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
@@ -637,6 +681,67 @@ mod lite {
         Ok(inserted)
     }
 
+    /// Seconds probed per statement by [`by_repository`].
+    const SECONDS_PER_STATEMENT: i64 = 86_400;
+
+    /// The decisions of `filter.repository_id` (set), in `filter`'s order.
+    ///
+    /// SQLite's index is keyed by the second a decision was made, then the repository
+    /// (migration `20251206010000`), so an append touches only the newest seconds of the
+    /// index. Reading probes every second from the newest to the oldest of the window (the
+    /// log's own extent, narrowed by the filter), a day of seconds per statement, and stops
+    /// as soon as `filter.limit` rows are found: about 0.1 s per day of log searched in vain.
+    pub(super) async fn by_repository(pool: &SqlitePool, filter: &DecisionFilter) -> StoreResult<Vec<DecisionRecord>> {
+        let context =
+            || format!("list the decisions of repository `{}`", filter.repository_id.as_deref().unwrap_or(""));
+        let extent: (Option<String>, Option<String>) = sqlx::query_as("SELECT min(id), max(id) FROM rollout_decisions")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::db(context()))?;
+        let second = |id: Option<String>| -> StoreResult<Option<i64>> {
+            id.map(|id| Uuid::parse_str(&id).map(|id| id_ms(id).div_euclid(1000)).map_err(|e| corrupt("id", e)))
+                .transpose()
+        };
+        let (Some(mut lo), Some(mut hi)) = (second(extent.0)?, second(extent.1)?) else { return Ok(Vec::new()) };
+        // a row logged before a decision's time was its id's millisecond may be a second later
+        hi += 1;
+        if let Some(since) = filter.since {
+            lo = lo.max(since.timestamp());
+        }
+        if let Some(until) = filter.until {
+            hi = hi.min(until.timestamp());
+        }
+        if let Some(before) = filter.before {
+            hi = hi.min(id_ms(before).div_euclid(1000) + 1);
+        }
+        if let Some(after) = filter.after {
+            lo = lo.max(id_ms(after).div_euclid(1000));
+        }
+        let ascending = filter.after.is_some();
+        let mut out: Vec<DecisionRecord> = Vec::new();
+        let mut next = if ascending { lo } else { hi };
+        while lo <= hi && (lo..=hi).contains(&next) {
+            let remaining = filter.limit.saturating_sub(u32::try_from(out.len()).unwrap_or(u32::MAX));
+            let (from, to) = if ascending {
+                (next, next.saturating_add(SECONDS_PER_STATEMENT - 1).min(hi))
+            } else {
+                (next, next.saturating_sub(SECONDS_PER_STATEMENT - 1).max(lo))
+            };
+            let window = DecisionFilter { limit: remaining, ..filter.clone() };
+            let Some((sql, args)) = select(&window, Scan::Seconds { from, to }) else { break };
+            let sql = sql::lite(&sql);
+            let rows = bind(&sql, args).fetch_all(pool).await.map_err(StoreError::db(context()))?;
+            for row in &rows {
+                out.push(decode(row)?);
+            }
+            if out.len() >= filter.limit as usize {
+                break;
+            }
+            next = if ascending { to + 1 } else { to - 1 };
+        }
+        Ok(out)
+    }
+
     /// `sql` (with SQLite's placeholders) with `args` bound as SQLite keeps them.
     pub(super) fn bind<'q>(sql: &'q str, args: Vec<Arg<'q>>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
         args.into_iter().fold(sqlx::query(sql), |query, arg| match arg {
@@ -695,8 +800,14 @@ impl Store {
     ///
     /// `filter.rule` matches the routing rule, or the eligibility reason of eligibility
     /// decisions. At most `filter.limit` rows (none when it is 0); the caller caps the limit.
+    ///
+    /// On SQLite a repository's decisions are found by probing each second of the window
+    /// ([`lite::by_repository`]); elsewhere by the indexes.
     pub async fn decisions(&self, filter: &DecisionFilter) -> StoreResult<Vec<DecisionRecord>> {
-        let Some((sql, args)) = select(filter) else { return Ok(Vec::new()) };
+        if let (Store::Sqlite(pool), Some(_)) = (self, &filter.repository_id) {
+            return lite::by_repository(pool, filter).await;
+        }
+        let Some((sql, args)) = select(filter, Scan::Table) else { return Ok(Vec::new()) };
         self.read(&sql, args, "list decisions".to_owned(), pg::decode, lite::decode).await
     }
 
@@ -704,8 +815,8 @@ impl Store {
     /// `keep_rows`; how many were deleted. Outcome links recorded before `before` go too
     /// (not counted): a link outlives its decision by at most the retention.
     pub async fn prune_decisions(&self, before: DateTime<Utc>, keep_rows: u64) -> StoreResult<u64> {
-        let by_age =
-            self.write(sql::PRUNE_AGE, vec![Arg::Time(before)], format!("prune decisions made before `{before}`"));
+        let first_kept = Arg::Id(first_id_at(before.timestamp_millis()));
+        let by_age = self.write(sql::PRUNE_AGE, vec![first_kept], format!("prune decisions made before `{before}`"));
         let by_age = by_age.await?;
         self.write(
             sql::PRUNE_LINKS,
@@ -789,13 +900,13 @@ mod tests {
     #[test]
     fn the_filter_numbers_its_placeholders_in_the_order_of_its_arguments() {
         let plain = filter();
-        let (sql, args) = select(&plain).expect("a statement");
+        let (sql, args) = select(&plain, Scan::Table).expect("a statement");
         assert!(sql.ends_with("FROM rollout_decisions ORDER BY id DESC LIMIT $1"), "{sql}");
         assert_eq!(args, vec![Arg::Int(10)]);
 
         let id = Uuid::now_v7();
         let f = DecisionFilter { feature: Some("f".into()), rule: Some("r".into()), after: Some(id), ..filter() };
-        let (sql, args) = select(&f).expect("a statement");
+        let (sql, args) = select(&f, Scan::Table).expect("a statement");
         assert!(
             sql.ends_with(
                 "WHERE feature = $1 AND (rule = $2 OR (kind = 'eligibility' AND reason = $2)) AND id > $3 \
@@ -805,7 +916,47 @@ mod tests {
         );
         assert_eq!(args, vec![Arg::Text("f"), Arg::Text("r"), Arg::Id(id), Arg::Int(10)]);
         assert!(!sql::lite(&sql).contains('$'));
-        assert_eq!(select(&DecisionFilter { limit: 0, ..f }), None, "limit 0 reads nothing");
+        assert_eq!(select(&DecisionFilter { limit: 0, ..f }, Scan::Table), None, "limit 0 reads nothing");
+    }
+
+    #[test]
+    fn time_filters_bound_the_id_and_a_repository_on_sqlite_probes_seconds() {
+        let at = DateTime::parse_from_rfc3339("2026-12-03T18:00:00.250Z").map(|t| t.with_timezone(&Utc));
+        let at = at.expect("a time");
+        let ms = at.timestamp_millis();
+        // the bound sorts below every id of its millisecond and above every earlier one
+        let id = crate::service::decision_log::new_decision_id();
+        assert_eq!(id_ms(first_id_at(id_ms(id))), id_ms(id));
+        assert!(first_id_at(id_ms(id)) <= id && id < first_id_at(id_ms(id) + 1));
+        assert!(first_id_at(ms).to_string() < first_id_at(ms + 1).to_string(), "text order is id order");
+
+        let f = DecisionFilter { since: Some(at), until: Some(at), ..filter() };
+        let (sql, args) = select(&f, Scan::Table).expect("a statement");
+        assert!(
+            sql.ends_with("WHERE time >= $1 AND id >= $2 AND time < $3 AND id < $4 ORDER BY id DESC LIMIT $5"),
+            "{sql}"
+        );
+        assert_eq!(
+            args,
+            vec![
+                Arg::Time(at),
+                Arg::Id(first_id_at(ms - ID_TIME_MARGIN_MS)),
+                Arg::Time(at),
+                Arg::Id(first_id_at(ms + 1)),
+                Arg::Int(10)
+            ]
+        );
+
+        let f = DecisionFilter { repository_id: Some("r".into()), ..filter() };
+        let (sql, args) = select(&f, Scan::Seconds { from: 20, to: 10 }).expect("a statement");
+        assert!(
+            sql.starts_with("WITH RECURSIVE s(t) AS (SELECT $1 UNION ALL SELECT t - 1 FROM s WHERE t > $2) "),
+            "{sql}"
+        );
+        assert!(sql.ends_with("WHERE repository_id = $3 ORDER BY id DESC LIMIT $4"), "{sql}");
+        assert_eq!(args, vec![Arg::Int(20), Arg::Int(10), Arg::Text("r"), Arg::Int(10)]);
+        let (sql, _) = select(&f, Scan::Seconds { from: 10, to: 20 }).expect("a statement");
+        assert!(sql.contains("SELECT t + 1 FROM s WHERE t < $2"), "{sql}");
     }
 
     #[test]

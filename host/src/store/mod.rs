@@ -64,7 +64,9 @@ mod types;
 pub use backlog::BacklogReport;
 pub use candidate::{CandidateAction, CandidateEvent, NewCandidateEvent};
 pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planned, Skipped};
-pub use decision_log::{DecisionFilter, DecisionKind, DecisionOutcome, DecisionRecord, DecisionVersionOutcomes};
+pub use decision_log::{
+    first_id_at, id_ms, DecisionFilter, DecisionKind, DecisionOutcome, DecisionRecord, DecisionVersionOutcomes,
+};
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use listen::ChangeListener;
 pub use outbox::{AlertCounts, AlertEvent, AlertLevel, AlertState, DeliveryOutcome, NewAlertEvent};

@@ -30,7 +30,9 @@ const HISTORY_COLUMNS: &str =
 
 /// A timestamp as stored: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub(super) fn ts(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    // `%Y-%m-%dT%H:%M:%S%.6fZ` without parsing a format string per call (the decision log's
+    // writer formats one per row)
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn parse_ts(column: &'static str, s: &str) -> StoreResult<DateTime<Utc>> {

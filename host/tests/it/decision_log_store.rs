@@ -22,6 +22,7 @@ both_backends!(
     outcomes_are_split_by_the_policy_and_configuration_that_decided,
     a_logged_decision_cannot_be_updated,
     a_large_batch_is_inserted_whole,
+    a_repository_is_found_across_days_in_both_orders_and_within_a_window,
 );
 
 /// 2025-12-03T00:00:00.123456Z: a time with microseconds, the precision both databases keep.
@@ -379,4 +380,59 @@ async fn a_large_batch_is_inserted_whole(db: &TestDatabase) {
     let backend = if matches!(store, Store::Postgres(_)) { "postgres" } else { "sqlite" };
     eprintln!("decision log insert, {backend}: {:.0} rows/s", 20_000.0 / elapsed.as_secs_f64());
     assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 25_000);
+}
+
+/// SQLite finds a repository's decisions by probing its (second, repository) index a day of
+/// seconds per statement (migration `20251206010000`): decisions days apart, read a page at a
+/// time in both orders and within a time window, are each found once and in order, and the
+/// lookup uses the index rather than reading the table.
+async fn a_repository_is_found_across_days_in_both_orders_and_within_a_window(db: &TestDatabase) {
+    let store = &db.store;
+    // repo-x every 20 hours over 5 days, other repositories in between
+    let at = |hours: i64, n: u32| {
+        let mut r = record(n, FEATURE);
+        r.time = base() + TimeDelta::hours(hours) + TimeDelta::microseconds(i64::from(n));
+        let millis = u64::try_from(r.time.timestamp_millis()).unwrap();
+        let random: [u8; 10] = Uuid::new_v4().as_bytes()[..10].try_into().unwrap();
+        r.id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+        r
+    };
+    let mine: Vec<DecisionRecord> = (0..7)
+        .map(|k| {
+            let mut r = at(20 * k, u32::try_from(k).unwrap());
+            r.repository_id = "repo-x".into();
+            r
+        })
+        .collect();
+    let others: Vec<DecisionRecord> = (0..12).map(|k| at(11 * k + 1, 100 + u32::try_from(k).unwrap())).collect();
+    let all: Vec<DecisionRecord> = others.iter().chain(&mine).cloned().collect();
+    assert_eq!(store.insert_decisions(&all).await.unwrap(), 19);
+
+    let first = DecisionFilter { repository_id: Some("repo-x".into()), limit: 3, ..Default::default() };
+    let (sizes, seen) = pages(store, first.clone(), |f, last| f.before = Some(last)).await;
+    assert_eq!(sizes, vec![3, 3, 1, 0]);
+    assert_eq!(seen, newest_first(&mine));
+    let oldest = DecisionFilter { after: Some(Uuid::nil()), ..first.clone() };
+    let (sizes, seen) = pages(store, oldest, |f, last| f.after = Some(last)).await;
+    assert_eq!(sizes, vec![3, 3, 1, 0]);
+    assert_eq!(seen, ids(&mine));
+    // within [mine[2], mine[5]): 2, 3 and 4
+    let window = DecisionFilter { since: Some(mine[2].time), until: Some(mine[5].time), limit: 100, ..first.clone() };
+    assert_eq!(ids(&store.decisions(&window).await.unwrap()), newest_first(&mine[2..5]));
+    let whole = store.decisions(&DecisionFilter { limit: 100, ..first.clone() }).await.unwrap();
+    assert_eq!(whole, mine.iter().rev().cloned().collect::<Vec<_>>(), "whole records");
+    let nobody = DecisionFilter { repository_id: Some("nobody".into()), limit: 100, ..Default::default() };
+    assert!(store.decisions(&nobody).await.unwrap().is_empty());
+
+    if let Store::Sqlite(pool) = store {
+        let rows = sqlx::query(
+            "EXPLAIN QUERY PLAN SELECT id FROM rollout_decisions \
+             WHERE substr(time, 1, 19) = '2025-12-03T00:00:00' AND repository_id = 'repo-x'",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get::<String, _>(r, "detail")).collect();
+        assert!(plan.iter().any(|p| p.contains("rollout_decisions_repository_second")), "{plan:?}");
+    }
 }
