@@ -177,6 +177,8 @@ pub(crate) async fn open(ctx: &Ctx, needs: Needs) -> Result<(Service, Option<Pol
         overrides,
         audit_overrides: false,
         open_all: false,
+        // a command that decides is decided by the candidate for its cohort, as a server is
+        follow_candidate: matches!(needs, Needs::Policy),
         ..ServiceOptions::default()
     };
     let service = Service::open(store, runtime, options).await.map_err(CliError::service(format!(

@@ -535,3 +535,16 @@ mod tests {
         assert_eq!(Sha256::new(&"A".repeat(64)).unwrap().as_str(), "a".repeat(64));
     }
 }
+
+/// `n` units of time in seconds, for the duration forms the service and the CLI accept
+/// (`30s`, `10m`, `1h`, `1d`): `unit` is `s`, `m`, `h` or `d`. `None` for another unit or
+/// an overflow.
+pub fn unit_seconds(n: u64, unit: char) -> Option<u64> {
+    match unit {
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
+        _ => None,
+    }
+}

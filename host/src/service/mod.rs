@@ -85,6 +85,10 @@ pub struct ServiceOptions {
     /// Open every feature the database has at start (a server), or only the default one
     /// (a CLI command).
     pub open_all: bool,
+    /// Follow the stored policy candidate from the start (load and compile it: a server,
+    /// and a CLI command that decides), or only once a candidate command asks (a CLI
+    /// command that decides nothing need not compile it).
+    pub follow_candidate: bool,
     /// Most items in one batch (route batch, outcome batch, id lists; default 10,000).
     pub max_batch: usize,
     /// Most outcomes buffered per feature while the database is unreachable (default 100,000).
@@ -113,6 +117,7 @@ impl Default for ServiceOptions {
             overrides: EnvOverrides::default(),
             audit_overrides: true,
             open_all: true,
+            follow_candidate: true,
             max_batch: 10_000,
             outcome_buffer: 100_000,
             outcome_buffer_bytes: 64 << 20,
@@ -399,7 +404,9 @@ impl Service {
                 }
             }
         }
-        service.reconcile_candidate().await;
+        if service.inner.options.follow_candidate {
+            service.reconcile_candidate().await;
+        }
         Ok(service)
     }
 

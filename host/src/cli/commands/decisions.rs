@@ -37,14 +37,8 @@ pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         return Ok(midnight.and_utc());
     }
     let ago = t.char_indices().last().and_then(|(i, unit)| {
-        let n: i64 = t.get(..i)?.parse().ok().filter(|n| *n >= 0)?;
-        let seconds = match unit {
-            's' => Some(n),
-            'm' => n.checked_mul(60),
-            'h' => n.checked_mul(3600),
-            'd' => n.checked_mul(86_400),
-            _ => None,
-        }?;
+        let n: u64 = t.get(..i)?.parse().ok()?;
+        let seconds = i64::try_from(crate::input::values::unit_seconds(n, unit)?).ok()?;
         Utc::now().checked_sub_signed(chrono::TimeDelta::try_seconds(seconds)?)
     });
     ago.ok_or_else(|| format!("`{text}` is not a time: allowed {TIME_FORMS}"))
