@@ -475,6 +475,19 @@ pub fn opt_boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::E
     Ok(Option::<B>::deserialize(d)?.map(|b| b.0))
 }
 
+/// `n` units of time in seconds, for the duration forms the service and the CLI accept
+/// (`30s`, `10m`, `1h`, `1d`): `unit` is `s`, `m`, `h` or `d`. `None` for another unit or
+/// an overflow.
+pub fn unit_seconds(n: u64, unit: char) -> Option<u64> {
+    match unit {
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,18 +546,5 @@ mod tests {
         assert!(RepositoryUuid::new("octo/cat").unwrap_err().contains("not a UUID"));
         assert!(Sha256::new("xyz").unwrap_err().contains("64 hexadecimal"));
         assert_eq!(Sha256::new(&"A".repeat(64)).unwrap().as_str(), "a".repeat(64));
-    }
-}
-
-/// `n` units of time in seconds, for the duration forms the service and the CLI accept
-/// (`30s`, `10m`, `1h`, `1d`): `unit` is `s`, `m`, `h` or `d`. `None` for another unit or
-/// an overflow.
-pub fn unit_seconds(n: u64, unit: char) -> Option<u64> {
-    match unit {
-        's' => Some(n),
-        'm' => n.checked_mul(60),
-        'h' => n.checked_mul(3600),
-        'd' => n.checked_mul(86_400),
-        _ => None,
     }
 }
