@@ -424,6 +424,16 @@ async fn a_repository_is_found_across_days_in_both_orders_and_within_a_window(db
     let nobody = DecisionFilter { repository_id: Some("nobody".into()), limit: 100, ..Default::default() };
     assert!(store.decisions(&nobody).await.unwrap().is_empty());
 
+    // a row whose id is not a time (a UUID made elsewhere) is found by its time: the search
+    // spans the seconds logged, not the ids (from the ids, it spanned every second since 1970)
+    let mut foreign = at(30, 200);
+    foreign.id = Uuid::from_u128(7);
+    foreign.repository_id = "repo-y".into();
+    assert_eq!(store.insert_decisions(std::slice::from_ref(&foreign)).await.unwrap(), 1);
+    let repo_y = DecisionFilter { repository_id: Some("repo-y".into()), limit: 10, ..Default::default() };
+    let found = tokio::time::timeout(std::time::Duration::from_secs(60), store.decisions(&repo_y)).await;
+    assert_eq!(found.expect("found within a minute").unwrap(), vec![foreign]);
+
     if let Store::Sqlite(pool) = store {
         let rows = sqlx::query(
             "EXPLAIN QUERY PLAN SELECT id FROM rollout_decisions \
