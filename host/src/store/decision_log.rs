@@ -11,7 +11,6 @@
 //! the log to split outcomes by the policy and configuration that decided
 //! ([`Store::outcomes_by_decision_version`]).
 
-use super::types::to_u64;
 use super::{Store, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -156,55 +155,32 @@ mod sql {
         sql.replace('$', "?")
     }
 
-    /// The columns of `rollout_decisions`, in the order of [`super::DecisionRecord`]'s fields
-    /// (a macro, so the statements below can `concat!` it).
-    macro_rules! columns {
-        () => {
-            "id, time, feature, kind, config_version, overrides, policy_sha256, repository_id, masked, category, \
-             job, processor, rule, eligible, reason, bucket, fallback, duration_us"
-        };
-    }
+    /// Insert one segment: feature $1, first id $2, last id $3, rows $4, repositories $5,
+    /// rules $6, body $7.
+    pub const INSERT: &str = "INSERT INTO rollout_decision_segments \
+        (feature, first_id, last_id, rows, repositories, rules, body) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-    /// The columns of `rollout_decisions`, in the order of [`super::DecisionRecord`]'s fields.
-    pub const COLUMNS: &str = columns!();
+    /// What a read takes of a segment.
+    pub const SEGMENT: &str = "SELECT seq, first_id, last_id, body FROM rollout_decision_segments";
 
-    /// How many columns [`COLUMNS`] names (bind parameters per row of a multi-row insert).
-    pub const COLUMN_COUNT: usize = 18;
+    /// The segments that may hold an id from $1 to $2 (inclusive).
+    pub const OVERLAPPING: &str = "SELECT seq, first_id, last_id, body FROM rollout_decision_segments \
+        WHERE last_id >= $1 AND first_id <= $2";
 
-    /// Insert the rows given as one array per column ($1 … $18, in the order of
-    /// [`COLUMNS`]); a logged id is ignored (Postgres: one statement whatever the row count).
-    pub const PG_INSERT: &str = concat!(
-        "INSERT INTO rollout_decisions (",
-        columns!(),
-        ") SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[], $6::jsonb[], \
-        $7::text[], $8::text[], $9::bool[], $10::text[], $11::jsonb[], $12::text[], $13::text[], $14::bool[], \
-        $15::text[], $16::int2[], $17::text[], $18::int8[]) ON CONFLICT (id) DO NOTHING"
-    );
+    /// Delete the segments whose decisions were all made before id $1; the rows each held.
+    pub const PRUNE_BEFORE: &str = "DELETE FROM rollout_decision_segments WHERE last_id < $1 RETURNING rows";
 
-    /// The head of the SQLite multi-row insert (the `VALUES` rows follow).
-    pub const LITE_INSERT_HEAD: &str = concat!("INSERT INTO rollout_decisions (", columns!(), ") ");
+    /// Delete the segments whose decisions all have an id up to $1; the rows each held.
+    pub const PRUNE_THROUGH: &str = "DELETE FROM rollout_decision_segments WHERE last_id <= $1 RETURNING rows";
 
-    /// The tail of the SQLite multi-row insert of decisions.
-    pub const LITE_INSERT_TAIL: &str = " ON CONFLICT (id) DO NOTHING";
+    /// Delete segment $1 (to write it again, trimmed).
+    pub const DELETE_ONE: &str = "DELETE FROM rollout_decision_segments WHERE seq = $1";
 
-    /// SQLite: the Unix seconds of the first and the last second a decision was logged in
-    /// (`NULL`s when none), read from `rollout_decisions_repository_second`.
-    pub const LITE_SECONDS_LOGGED: &str = "SELECT \
-        CAST(strftime('%s', (SELECT min(substr(time, 1, 19)) FROM rollout_decisions)) AS INTEGER), \
-        CAST(strftime('%s', (SELECT max(substr(time, 1, 19)) FROM rollout_decisions)) AS INTEGER)";
+    /// How many decisions are logged.
+    pub const ROWS: &str = "SELECT CAST(coalesce(sum(rows), 0) AS BIGINT) FROM rollout_decision_segments";
 
-    /// The decision $1.
-    pub const ONE: &str = concat!("SELECT ", columns!(), " FROM rollout_decisions WHERE id = $1");
-
-    /// Delete the decisions whose id is below $1 (made before its millisecond: the primary
-    /// key serves it, [`super::first_id_at`]).
-    pub const PRUNE_AGE: &str = "DELETE FROM rollout_decisions WHERE id < $1";
     /// Outcome links recorded before $1.
     pub const PRUNE_LINKS: &str = "DELETE FROM rollout_decision_outcomes WHERE recorded_at < $1";
-
-    /// Delete all but the newest $1 decisions (nothing when there are no more than $1).
-    pub const PRUNE_ROWS: &str = "DELETE FROM rollout_decisions WHERE id <= \
-        (SELECT id FROM rollout_decisions ORDER BY id DESC LIMIT 1 OFFSET $1)";
 
     /// Link outcomes given as one array per column (decision ids $1, features $2, successes
     /// $3, times $4); a repeated (decision, time, success) is ignored.
@@ -222,36 +198,27 @@ mod sql {
     /// Bind parameters per outcome row.
     pub const LINK_COLUMN_COUNT: usize = 4;
 
-    /// Outcomes of feature $1 recorded at or after $2 whose decision is logged, per (policy,
-    /// configuration version) of the decision.
-    pub const BY_VERSION: &str = "SELECT d.policy_sha256, d.config_version, \
-        count(*) FILTER (WHERE o.success) AS successes, count(*) FILTER (WHERE NOT o.success) AS failures \
-        FROM rollout_decision_outcomes o JOIN rollout_decisions d ON d.id = o.decision_id \
-        WHERE o.feature = $1 AND o.recorded_at >= $2 \
-        GROUP BY d.policy_sha256, d.config_version ORDER BY d.config_version DESC, d.policy_sha256";
+    /// The outcomes of feature $1 recorded at or after $2: the decision each names and
+    /// whether it succeeded.
+    pub const LINKED: &str = "SELECT decision_id, success FROM rollout_decision_outcomes \
+        WHERE feature = $1 AND recorded_at >= $2";
 }
 
 /// Most bind parameters SQLite takes in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
 const SQLITE_MAX_VARIABLES: usize = 32_766;
 
-/// Most rows of one SQLite multi-row insert (a power of two; 128 × 18 columns stays far below
-/// [`SQLITE_MAX_VARIABLES`]).
+/// Most rows of one SQLite multi-row insert of outcome links (a power of two).
 const LITE_CHUNK_ROWS: usize = 128;
 const _: () = assert!(
-    LITE_CHUNK_ROWS.is_power_of_two()
-        && LITE_CHUNK_ROWS * sql::COLUMN_COUNT <= SQLITE_MAX_VARIABLES
-        && LITE_CHUNK_ROWS * sql::LINK_COLUMN_COUNT <= SQLITE_MAX_VARIABLES
+    LITE_CHUNK_ROWS.is_power_of_two() && LITE_CHUNK_ROWS * sql::LINK_COLUMN_COUNT <= SQLITE_MAX_VARIABLES
 );
 
 /// `items` in chunks whose lengths are powers of two no greater than `max` (a power of
 /// two), largest first: 1,000 rows are 7 × 128 + 64 + 32 + 8.
 ///
 /// Every multi-row statement's text depends on its row count, and sqlx prepares and caches
-/// one statement per text: cut at any length, a writer draining batches of every size from
-/// 1 to 1,000 prepared a new 18,000-parameter statement for almost every batch (SQLite parses
-/// the whole `VALUES` list each time) and kept up to 100 of them in the connection's cache.
-/// With power-of-two chunks there are at most `log2(max) + 1` statement shapes, each prepared
-/// once per connection.
+/// one statement per text: with power-of-two chunks there are at most `log2(max) + 1`
+/// statement shapes, each prepared once per connection.
 fn shaped_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
     let mut rest = items;
     std::iter::from_fn(move || {
@@ -266,14 +233,11 @@ fn shaped_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// Rows per Postgres insert statement (the arrays have no parameter limit; this bounds the
-/// size of one message).
-const PG_CHUNK_ROWS: usize = 10_000;
-
 /// A value bound to a statement, bound as each database stores it (`pg::bind`, `lite::bind`).
 #[derive(Debug, Clone, PartialEq)]
 enum Arg<'a> {
     Text(&'a str),
+    Owned(String),
     Time(DateTime<Utc>),
     Id(Uuid),
     Int(i64),
@@ -292,80 +256,225 @@ pub fn id_ms(id: Uuid) -> i64 {
 
 /// How far before a decision's time its id may have been made, for rows logged before a
 /// decision's time was its id's millisecond: the lower id bound of a time filter is this
-/// much earlier (the time condition stays exact).
+/// much earlier (the time condition itself is checked on every decision).
 const ID_TIME_MARGIN_MS: i64 = 1_000;
 
-/// How [`select`] reaches the rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scan {
-    /// By the table's indexes.
-    Table,
-    /// SQLite, one repository: probe `rollout_decisions_repository_second` at every second
-    /// from `from` to `to` (Unix seconds, in that order; descending when `from > to`).
-    Seconds { from: i64, to: i64 },
+/// The largest id.
+const MAX_ID: Uuid = Uuid::max();
+
+/// A segment: the decisions of one feature from one batch of the writer, in id order, as
+/// a JSON array of [`DecisionRecord`]s (migration `20251207010000_decision_log_segments`).
+#[derive(Debug, Clone, PartialEq)]
+struct Segment {
+    /// Its row.
+    seq: i64,
+    /// Its smallest decision id.
+    first_id: Uuid,
+    /// Its largest decision id.
+    last_id: Uuid,
+    /// Its decisions (a JSON array).
+    body: String,
 }
 
-/// The statement reading `filter` (with `$n` placeholders) and its arguments in order; `None`
-/// when it can match no row (`limit` 0).
-///
-/// A time filter also bounds the id (ids are UUIDv7: their order is time order), so it is
-/// served by the primary key on every backend.
-fn select(filter: &DecisionFilter, scan: Scan) -> Option<(String, Vec<Arg<'_>>)> {
-    if filter.limit == 0 {
-        return None;
+impl Segment {
+    /// The decisions of the segment, in id order.
+    fn decisions(&self) -> StoreResult<Vec<DecisionRecord>> {
+        let mut records: Vec<DecisionRecord> = decode(&self.body, self.seq)?;
+        records.sort_by_key(|r| r.id);
+        Ok(records)
     }
-    let mut args: Vec<Arg<'_>> = Vec::new();
-    let mut conditions: Vec<String> = Vec::new();
-    let (with, from) = match scan {
-        Scan::Table => (String::new(), "rollout_decisions"),
-        Scan::Seconds { from, to } => {
-            let (step, stop) = if from > to { ("-", ">") } else { ("+", "<") };
-            args.push(Arg::Int(from));
-            args.push(Arg::Int(to));
-            let with =
-                format!("WITH RECURSIVE s(t) AS (SELECT $1 UNION ALL SELECT t {step} 1 FROM s WHERE t {stop} $2) ");
-            // `s` first (CROSS JOIN fixes the order): one index probe per second
-            (with, "s CROSS JOIN rollout_decisions ON substr(time, 1, 19) = strftime('%Y-%m-%dT%H:%M:%S', s.t, 'unixepoch')")
+}
+
+/// The JSON array `body` of segment `seq`, or [`StoreError::Corrupt`] naming it.
+fn decode<T: serde::de::DeserializeOwned>(body: &str, seq: i64) -> StoreResult<Vec<T>> {
+    serde_json::from_str(body).map_err(|e| corrupt("body", format!("segment {seq}: {e}")))
+}
+
+/// The id of a decision, alone (the rest of its JSON is skipped, not kept).
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Uuid,
+}
+
+/// What [`Store::outcomes_by_decision_version`] needs of a decision.
+#[derive(Deserialize)]
+struct Version {
+    id: Uuid,
+    policy_sha256: String,
+    config_version: i64,
+}
+
+/// A segment about to be written: the columns of `rollout_decision_segments` but `seq`.
+#[derive(Debug, Clone, PartialEq)]
+struct NewSegment {
+    feature: String,
+    first_id: Uuid,
+    last_id: Uuid,
+    rows: i64,
+    repositories: String,
+    rules: String,
+    body: String,
+}
+
+/// The rule a decision is found by: the routing rule of a route decision, the eligibility
+/// reason of an eligibility one (a route decision without a rule has none).
+fn rule_of(r: &DecisionRecord) -> Option<&str> {
+    match r.kind {
+        DecisionKind::Route => r.rule.as_deref(),
+        DecisionKind::Eligibility => Some(&r.reason),
+    }
+}
+
+/// `values`, distinct, each followed by a newline after a leading one (`\na\nb\n`: a
+/// segment holds `x` when the text contains `\nx\n`).
+fn newline_set<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut out = String::from("\n");
+    for value in values {
+        if seen.insert(value) {
+            out.push_str(value);
+            out.push('\n');
         }
+    }
+    out
+}
+
+/// The text [`newline_set`] holds when it holds `value`.
+fn newline_member(value: &str) -> String {
+    format!("\n{value}\n")
+}
+
+/// The segment of `records` (one feature, in id order, at least one).
+fn encode(records: &[&DecisionRecord]) -> StoreResult<NewSegment> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Err(corrupt("body", "a segment of no decision"));
     };
-    // `{}` in a condition is its argument's placeholder
+    let mut body: Vec<u8> = Vec::with_capacity(records.len() * 320 + 2);
+    body.push(b'[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, r).map_err(|e| corrupt("body", format!("decision `{}`: {e}", r.id)))?;
+    }
+    body.push(b']');
+    Ok(NewSegment {
+        feature: first.feature.clone(),
+        first_id: first.id,
+        last_id: last.id,
+        rows: i64::try_from(records.len()).unwrap_or(i64::MAX),
+        repositories: newline_set(records.iter().map(|r| r.repository_id.as_str())),
+        rules: newline_set(records.iter().filter_map(|r| rule_of(r))),
+        body: String::from_utf8(body).map_err(|e| corrupt("body", e))?,
+    })
+}
+
+/// The statement writing `segment`.
+fn insert_statement(segment: NewSegment) -> (&'static str, Vec<Arg<'static>>) {
+    let args = vec![
+        Arg::Owned(segment.feature),
+        Arg::Id(segment.first_id),
+        Arg::Id(segment.last_id),
+        Arg::Int(segment.rows),
+        Arg::Owned(segment.repositories),
+        Arg::Owned(segment.rules),
+        Arg::Owned(segment.body),
+    ];
+    (sql::INSERT, args)
+}
+
+/// The segments of `records`: one per feature, each in id order.
+fn segments_of(records: &[&DecisionRecord]) -> StoreResult<Vec<NewSegment>> {
+    let mut by_feature: std::collections::BTreeMap<&str, Vec<&DecisionRecord>> = std::collections::BTreeMap::new();
+    for r in records {
+        by_feature.entry(r.feature.as_str()).or_default().push(r);
+    }
+    by_feature
+        .into_values()
+        .map(|mut of_feature| {
+            of_feature.sort_by_key(|r| r.id);
+            encode(&of_feature)
+        })
+        .collect()
+}
+
+/// Whether `r` is one of the decisions `filter` asks for (every condition but the limit).
+fn matches(filter: &DecisionFilter, r: &DecisionRecord) -> bool {
+    filter.feature.as_ref().is_none_or(|f| *f == r.feature)
+        && filter.repository_id.as_ref().is_none_or(|id| *id == r.repository_id)
+        && filter.since.is_none_or(|since| r.time >= since)
+        && filter.until.is_none_or(|until| r.time < until)
+        && filter.rule.as_deref().is_none_or(|rule| r.rule.as_deref() == Some(rule) || rule_of(r) == Some(rule))
+        && filter.before.is_none_or(|before| r.id < before)
+        && filter.after.is_none_or(|after| r.id > after)
+}
+
+/// The ids `filter` can match, inclusive: from its cursor and its time window (ids are
+/// UUIDv7, their order is time order).
+fn id_range(filter: &DecisionFilter) -> (Uuid, Uuid) {
+    let mut lo = filter.after.unwrap_or(Uuid::nil());
+    let mut hi = filter.before.unwrap_or(MAX_ID);
+    if let Some(since) = filter.since {
+        lo = lo.max(first_id_at(since.timestamp_millis() - ID_TIME_MARGIN_MS));
+    }
+    if let Some(until) = filter.until {
+        hi = hi.min(first_id_at(until.timestamp_millis() + 1));
+    }
+    (lo, hi)
+}
+
+/// The next segments `filter` may find decisions in (`$n` placeholders, `postgres` choosing
+/// the dialect), in the order it reads them (newest last id first, or oldest first id first
+/// when `filter.after` is set), after `cursor` (the sort key and `seq` of the last segment
+/// read), at most `page` of them.
+fn segment_page(
+    filter: &DecisionFilter,
+    cursor: Option<(Uuid, i64)>,
+    page: i64,
+    postgres: bool,
+) -> (String, Vec<Arg<'_>>) {
+    let (lo, hi) = id_range(filter);
+    let mut args: Vec<Arg<'_>> = vec![Arg::Id(lo), Arg::Id(hi)];
+    let mut sql = format!("{} WHERE last_id >= $1 AND first_id <= $2", sql::SEGMENT);
     let mut add = |condition: &str, arg| {
         args.push(arg);
-        conditions.push(condition.replace("{}", &format!("${}", args.len())));
+        sql.push_str(" AND ");
+        sql.push_str(&condition.replace("{}", &format!("${}", args.len())));
     };
     if let Some(feature) = &filter.feature {
         add("feature = {}", Arg::Text(feature));
     }
+    let contains = if postgres { "strpos(COLUMN, {}) > 0" } else { "instr(COLUMN, {}) > 0" };
     if let Some(repository_id) = &filter.repository_id {
-        add("repository_id = {}", Arg::Text(repository_id));
-    }
-    if let Some(since) = filter.since {
-        add("time >= {}", Arg::Time(since));
-        add("id >= {}", Arg::Id(first_id_at(since.timestamp_millis() - ID_TIME_MARGIN_MS)));
-    }
-    if let Some(until) = filter.until {
-        add("time < {}", Arg::Time(until));
-        add("id < {}", Arg::Id(first_id_at(until.timestamp_millis() + 1)));
+        add(&contains.replace("COLUMN", "repositories"), Arg::Owned(newline_member(repository_id)));
     }
     if let Some(rule) = &filter.rule {
-        add("(rule = {} OR (kind = 'eligibility' AND reason = {}))", Arg::Text(rule));
+        add(&contains.replace("COLUMN", "rules"), Arg::Owned(newline_member(rule)));
     }
-    if let Some(before) = filter.before {
-        add("id < {}", Arg::Id(before));
+    let ascending = filter.after.is_some();
+    let (key, compare, order) = if ascending { ("first_id", ">", "ASC") } else { ("last_id", "<", "DESC") };
+    if let Some((at, seq)) = cursor {
+        args.push(Arg::Id(at));
+        let n = args.len();
+        args.push(Arg::Int(seq));
+        sql.push_str(&format!(" AND ({key}, seq) {compare} (${n}, ${})", n + 1));
     }
-    if let Some(after) = filter.after {
-        add("id > {}", Arg::Id(after));
-    }
-    let mut sql = format!("{with}SELECT {} FROM {from}", sql::COLUMNS);
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    let order = if filter.after.is_some() { "ASC" } else { "DESC" };
-    args.push(Arg::Int(i64::from(filter.limit)));
-    sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", args.len()));
-    Some((sql, args))
+    args.push(Arg::Int(page));
+    sql.push_str(&format!(" ORDER BY {key} {order}, seq {order} LIMIT ${}", args.len()));
+    (sql, args)
 }
+
+/// Segments read per statement by [`Store::decisions`] at first (a page of the newest
+/// decisions is usually in the newest segment); each further statement reads twice as many,
+/// up to [`MAX_SEGMENT_PAGE`].
+const FIRST_SEGMENT_PAGE: i64 = 2;
+
+/// Most segments read per statement.
+const MAX_SEGMENT_PAGE: i64 = 64;
+
+/// Decisions deleted per round by [`Store::prune_decisions`] beyond the newest rows (each
+/// round reads them to find the last one).
+const PRUNE_ROUND: u64 = 100_000;
 
 fn corrupt(column: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { column, message: e.to_string() }
@@ -379,104 +488,6 @@ where
     T: Decode<'r, R::Database> + Type<R::Database>,
 {
     row.try_get(column).map_err(|e| corrupt(column, e))
-}
-
-/// The position of each column in [`sql::COLUMNS`]: every statement reading decisions selects
-/// them in that order, so a row is decoded by position (by name, each of the 18 columns of
-/// every row cost a hash lookup: a replay reads hundreds of thousands of rows).
-mod at {
-    pub const ID: usize = 0;
-    pub const TIME: usize = 1;
-    pub const FEATURE: usize = 2;
-    pub const KIND: usize = 3;
-    pub const CONFIG_VERSION: usize = 4;
-    pub const OVERRIDES: usize = 5;
-    pub const POLICY_SHA256: usize = 6;
-    pub const REPOSITORY_ID: usize = 7;
-    pub const MASKED: usize = 8;
-    pub const CATEGORY: usize = 9;
-    pub const JOB: usize = 10;
-    pub const PROCESSOR: usize = 11;
-    pub const RULE: usize = 12;
-    pub const ELIGIBLE: usize = 13;
-    pub const REASON: usize = 14;
-    pub const BUCKET: usize = 15;
-    pub const FALLBACK: usize = 16;
-    pub const DURATION_US: usize = 17;
-}
-
-/// The name of the column at `index` of [`sql::COLUMNS`], for messages.
-fn column_name(index: usize) -> &'static str {
-    sql::COLUMNS.split(", ").nth(index).unwrap_or("?")
-}
-
-/// Column `index` of [`sql::COLUMNS`] in `row`, or [`StoreError::Corrupt`] naming it.
-fn field<'r, R, T>(row: &'r R, index: usize) -> StoreResult<T>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    T: Decode<'r, R::Database> + Type<R::Database>,
-{
-    row.try_get(index).map_err(|e| corrupt(column_name(index), e))
-}
-
-/// A decision from `row`: the columns both databases decode alike, and the four whose
-/// encoding differs (`id`, `time`, `overrides`, `job`) decoded by the caller.
-fn record_from<'r, R>(
-    row: &'r R,
-    id: Uuid,
-    time: DateTime<Utc>,
-    overrides: Option<serde_json::Value>,
-    job: Option<serde_json::Value>,
-) -> StoreResult<DecisionRecord>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    &'r str: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    i16: Decode<'r, R::Database> + Type<R::Database>,
-    bool: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let kind: &str = field(row, at::KIND)?;
-    let bucket: i16 = field(row, at::BUCKET)?;
-    Ok(DecisionRecord {
-        id,
-        time,
-        feature: field(row, at::FEATURE)?,
-        kind: DecisionKind::parse(kind).ok_or_else(|| corrupt("kind", format!("`{kind}` is not a decision kind")))?,
-        config_version: field(row, at::CONFIG_VERSION)?,
-        overrides,
-        policy_sha256: field(row, at::POLICY_SHA256)?,
-        repository_id: field(row, at::REPOSITORY_ID)?,
-        masked: field(row, at::MASKED)?,
-        category: field(row, at::CATEGORY)?,
-        job,
-        processor: field(row, at::PROCESSOR)?,
-        rule: field(row, at::RULE)?,
-        eligible: field(row, at::ELIGIBLE)?,
-        reason: field(row, at::REASON)?,
-        bucket: u8::try_from(bucket).map_err(|_| corrupt("bucket", format!("`{bucket}` is out of range")))?,
-        fallback: field(row, at::FALLBACK)?,
-        duration_us: field(row, at::DURATION_US)?,
-    })
-}
-
-/// Outcome counts of one (policy, configuration version) from a row of [`sql::BY_VERSION`].
-fn version_outcomes_from<'r, R>(row: &'r R) -> StoreResult<DecisionVersionOutcomes>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(DecisionVersionOutcomes {
-        policy_sha256: column(row, "policy_sha256")?,
-        config_version: column(row, "config_version")?,
-        successes: to_u64("successes", column(row, "successes")?)?,
-        failures: to_u64("failures", column(row, "failures")?)?,
-    })
 }
 
 fn insert_context(records: &[DecisionRecord]) -> String {
@@ -509,96 +520,26 @@ mod pg {
     use sqlx::postgres::{PgArguments, PgPool, PgRow, Postgres};
     use sqlx::query::Query;
 
-    /// A decision from a row of `rollout_decisions`.
-    pub(super) fn decode(row: &PgRow) -> StoreResult<DecisionRecord> {
-        let (id, time) = (field(row, at::ID)?, field(row, at::TIME)?);
-        record_from(row, id, time, field(row, at::OVERRIDES)?, field(row, at::JOB)?)
+    /// A segment from a row of [`sql::SEGMENT`].
+    pub(super) fn segment(row: &PgRow) -> StoreResult<Segment> {
+        Ok(Segment {
+            seq: column(row, "seq")?,
+            first_id: column(row, "first_id")?,
+            last_id: column(row, "last_id")?,
+            body: column(row, "body")?,
+        })
     }
 
-    /// The statement inserting `chunk`, one array per column.
-    fn insert_query(chunk: &[DecisionRecord]) -> Query<'_, Postgres, PgArguments> {
-        let n = chunk.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut times = Vec::with_capacity(n);
-        let mut features = Vec::with_capacity(n);
-        let mut kinds = Vec::with_capacity(n);
-        let mut config_versions = Vec::with_capacity(n);
-        let mut overrides = Vec::with_capacity(n);
-        let mut policies = Vec::with_capacity(n);
-        let mut repositories = Vec::with_capacity(n);
-        let mut masked = Vec::with_capacity(n);
-        let mut categories = Vec::with_capacity(n);
-        let mut jobs = Vec::with_capacity(n);
-        let mut processors = Vec::with_capacity(n);
-        let mut rules = Vec::with_capacity(n);
-        let mut eligible = Vec::with_capacity(n);
-        let mut reasons = Vec::with_capacity(n);
-        let mut buckets = Vec::with_capacity(n);
-        let mut fallbacks = Vec::with_capacity(n);
-        let mut durations = Vec::with_capacity(n);
-        for r in chunk {
-            ids.push(r.id);
-            times.push(r.time);
-            features.push(r.feature.as_str());
-            kinds.push(r.kind.as_str());
-            config_versions.push(r.config_version);
-            overrides.push(r.overrides.as_ref());
-            policies.push(r.policy_sha256.as_str());
-            repositories.push(r.repository_id.as_str());
-            masked.push(r.masked);
-            categories.push(r.category.as_deref());
-            jobs.push(r.job.as_ref());
-            processors.push(r.processor.as_deref());
-            rules.push(r.rule.as_deref());
-            eligible.push(r.eligible);
-            reasons.push(r.reason.as_str());
-            buckets.push(i16::from(r.bucket));
-            fallbacks.push(r.fallback.as_deref());
-            durations.push(r.duration_us);
-        }
-        sqlx::query(sql::PG_INSERT)
-            .bind(ids)
-            .bind(times)
-            .bind(features)
-            .bind(kinds)
-            .bind(config_versions)
-            .bind(overrides)
-            .bind(policies)
-            .bind(repositories)
-            .bind(masked)
-            .bind(categories)
-            .bind(jobs)
-            .bind(processors)
-            .bind(rules)
-            .bind(eligible)
-            .bind(reasons)
-            .bind(buckets)
-            .bind(fallbacks)
-            .bind(durations)
-    }
-
-    /// Insert `records` as one array per column: one statement per [`PG_CHUNK_ROWS`] rows,
-    /// several in one transaction.
-    pub(super) async fn insert(pool: &PgPool, records: &[DecisionRecord]) -> StoreResult<u64> {
-        let context = || insert_context(records);
-        if records.len() <= PG_CHUNK_ROWS {
-            let done = insert_query(records).execute(pool).await.map_err(StoreError::db(context()))?;
-            return Ok(done.rows_affected());
-        }
-        let mut tx = pool.begin().await.map_err(StoreError::db(context()))?;
-        let mut inserted = 0;
-        for chunk in records.chunks(PG_CHUNK_ROWS) {
-            let done = insert_query(chunk).execute(&mut *tx).await.map_err(StoreError::db(context()))?;
-            inserted += done.rows_affected();
-        }
-        tx.commit().await.map_err(StoreError::db(context()))?;
-        Ok(inserted)
+    /// A linked outcome from a row of [`sql::LINKED`].
+    pub(super) fn linked(row: &PgRow) -> StoreResult<(Uuid, bool)> {
+        Ok((column(row, "decision_id")?, column(row, "success")?))
     }
 
     /// `sql` with `args` bound as Postgres keeps them.
     pub(super) fn bind<'q>(sql: &'q str, args: Vec<Arg<'q>>) -> Query<'q, Postgres, PgArguments> {
         args.into_iter().fold(sqlx::query(sql), |query, arg| match arg {
             Arg::Text(text) => query.bind(text),
+            Arg::Owned(text) => query.bind(text),
             Arg::Time(time) => query.bind(time),
             Arg::Id(id) => query.bind(id),
             Arg::Int(n) => query.bind(n),
@@ -631,122 +572,31 @@ mod lite {
     use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
     use sqlx::QueryBuilder;
 
-    fn parse_time(column: &'static str, text: &str) -> StoreResult<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| corrupt(column, format!("`{text}` is not a timestamp: {e}")))
+    fn id(row: &SqliteRow, name: &'static str) -> StoreResult<Uuid> {
+        let text: &str = column(row, name)?;
+        Uuid::parse_str(text).map_err(|e| corrupt(name, format!("`{text}`: {e}")))
     }
 
-    fn json(row: &SqliteRow, index: usize) -> StoreResult<Option<serde_json::Value>> {
-        field::<_, Option<&str>>(row, index)?
-            .map(|text| serde_json::from_str(text).map_err(|e| corrupt(column_name(index), e)))
-            .transpose()
+    /// A segment from a row of [`sql::SEGMENT`].
+    pub(super) fn segment(row: &SqliteRow) -> StoreResult<Segment> {
+        Ok(Segment {
+            seq: column(row, "seq")?,
+            first_id: id(row, "first_id")?,
+            last_id: id(row, "last_id")?,
+            body: column(row, "body")?,
+        })
     }
 
-    /// A decision from a row of `rollout_decisions`.
-    pub(super) fn decode(row: &SqliteRow) -> StoreResult<DecisionRecord> {
-        let id: &str = field(row, at::ID)?;
-        let id = Uuid::parse_str(id).map_err(|e| corrupt("id", format!("`{id}`: {e}")))?;
-        let time = parse_time("time", field(row, at::TIME)?)?;
-        record_from(row, id, time, json(row, at::OVERRIDES)?, json(row, at::JOB)?)
-    }
-
-    /// Insert `records` with multi-row `VALUES` in [`shaped_chunks`] of at most
-    /// [`LITE_CHUNK_ROWS`] rows, all in one transaction.
-    pub(super) async fn insert(pool: &SqlitePool, records: &[DecisionRecord]) -> StoreResult<u64> {
-        let context = || insert_context(records);
-        let mut tx = pool.begin().await.map_err(StoreError::db(context()))?;
-        let mut inserted = 0;
-        for chunk in shaped_chunks(records, LITE_CHUNK_ROWS) {
-            let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(sql::LITE_INSERT_HEAD);
-            query.push_values(chunk, |mut row, r| {
-                row.push_bind(r.id.to_string())
-                    .push_bind(ts(r.time))
-                    .push_bind(r.feature.as_str())
-                    .push_bind(r.kind.as_str())
-                    .push_bind(r.config_version)
-                    .push_bind(r.overrides.as_ref().map(|v| v.to_string()))
-                    .push_bind(r.policy_sha256.as_str())
-                    .push_bind(r.repository_id.as_str())
-                    .push_bind(r.masked)
-                    .push_bind(r.category.as_deref())
-                    .push_bind(r.job.as_ref().map(|v| v.to_string()))
-                    .push_bind(r.processor.as_deref())
-                    .push_bind(r.rule.as_deref())
-                    .push_bind(r.eligible)
-                    .push_bind(r.reason.as_str())
-                    .push_bind(i16::from(r.bucket))
-                    .push_bind(r.fallback.as_deref())
-                    .push_bind(r.duration_us);
-            });
-            query.push(sql::LITE_INSERT_TAIL);
-            let done = query.build().execute(&mut *tx).await.map_err(StoreError::db(context()))?;
-            inserted += done.rows_affected();
-        }
-        tx.commit().await.map_err(StoreError::db(context()))?;
-        Ok(inserted)
-    }
-
-    /// Seconds probed per statement by [`by_repository`].
-    const SECONDS_PER_STATEMENT: i64 = 86_400;
-
-    /// The decisions of `filter.repository_id` (set), in `filter`'s order.
-    ///
-    /// SQLite's index is keyed by the second a decision was made, then the repository
-    /// (migration `20251206010000`), so an append touches only the newest seconds of the
-    /// index. Reading probes every second from the newest to the oldest of the window (the
-    /// log's own extent, narrowed by the filter), a day of seconds per statement, and stops
-    /// as soon as `filter.limit` rows are found: about 0.1 s per day of log searched in vain.
-    /// The window comes from the times logged (not the ids), so a row whatever its id bounds
-    /// the search to the log's real extent.
-    pub(super) async fn by_repository(pool: &SqlitePool, filter: &DecisionFilter) -> StoreResult<Vec<DecisionRecord>> {
-        let context =
-            || format!("list the decisions of repository `{}`", filter.repository_id.as_deref().unwrap_or(""));
-        // the first and last second logged, from the index itself (two index seeks)
-        let extent: (Option<i64>, Option<i64>) =
-            sqlx::query_as(sql::LITE_SECONDS_LOGGED).fetch_one(pool).await.map_err(StoreError::db(context()))?;
-        let (Some(mut lo), Some(mut hi)) = extent else { return Ok(Vec::new()) };
-        if let Some(since) = filter.since {
-            lo = lo.max(since.timestamp());
-        }
-        if let Some(until) = filter.until {
-            hi = hi.min(until.timestamp());
-        }
-        if let Some(before) = filter.before {
-            hi = hi.min(id_ms(before).div_euclid(1000) + 1);
-        }
-        if let Some(after) = filter.after {
-            lo = lo.max(id_ms(after).div_euclid(1000));
-        }
-        let ascending = filter.after.is_some();
-        let mut out: Vec<DecisionRecord> = Vec::new();
-        let mut next = if ascending { lo } else { hi };
-        while lo <= hi && (lo..=hi).contains(&next) {
-            let remaining = filter.limit.saturating_sub(u32::try_from(out.len()).unwrap_or(u32::MAX));
-            let (from, to) = if ascending {
-                (next, next.saturating_add(SECONDS_PER_STATEMENT - 1).min(hi))
-            } else {
-                (next, next.saturating_sub(SECONDS_PER_STATEMENT - 1).max(lo))
-            };
-            let window = DecisionFilter { limit: remaining, ..filter.clone() };
-            let Some((sql, args)) = select(&window, Scan::Seconds { from, to }) else { break };
-            let sql = sql::lite(&sql);
-            let rows = bind(&sql, args).fetch_all(pool).await.map_err(StoreError::db(context()))?;
-            for row in &rows {
-                out.push(decode(row)?);
-            }
-            if out.len() >= filter.limit as usize {
-                break;
-            }
-            next = if ascending { to + 1 } else { to - 1 };
-        }
-        Ok(out)
+    /// A linked outcome from a row of [`sql::LINKED`].
+    pub(super) fn linked(row: &SqliteRow) -> StoreResult<(Uuid, bool)> {
+        Ok((id(row, "decision_id")?, column(row, "success")?))
     }
 
     /// `sql` (with SQLite's placeholders) with `args` bound as SQLite keeps them.
     pub(super) fn bind<'q>(sql: &'q str, args: Vec<Arg<'q>>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
         args.into_iter().fold(sqlx::query(sql), |query, arg| match arg {
             Arg::Text(text) => query.bind(text),
+            Arg::Owned(text) => query.bind(text),
             Arg::Time(time) => query.bind(ts(time)),
             Arg::Id(id) => query.bind(id.to_string()),
             Arg::Int(n) => query.bind(n),
@@ -773,28 +623,41 @@ mod lite {
 }
 
 impl Store {
-    /// Insert a batch of decisions in one statement (or one transaction); an id already
-    /// logged is ignored. How many rows were new.
+    /// Log a batch of decisions: one segment per feature, all in one transaction. An id
+    /// already logged, or repeated in the batch, is ignored. How many decisions were new.
     ///
-    /// Postgres binds one array per column (`INSERT … SELECT * FROM UNNEST(…)`), one statement
-    /// per 10,000 rows; SQLite sends multi-row `VALUES`, at most 128 rows per statement in
-    /// power-of-two chunks (a few statement shapes, each prepared once). Several statements
-    /// run in one transaction. An empty
-    /// batch makes no round trip.
+    /// The segments already holding ids within the batch's range are read first, to leave
+    /// out what they hold: for a batch of new decisions there are none (its ids are newer
+    /// than every segment's), so the check is one index seek. An empty batch makes no
+    /// round trip.
     pub async fn insert_decisions(&self, records: &[DecisionRecord]) -> StoreResult<u64> {
-        if records.is_empty() {
+        let (Some(lo), Some(hi)) = (records.iter().map(|r| r.id).min(), records.iter().map(|r| r.id).max()) else {
+            return Ok(0);
+        };
+        let context = || insert_context(records);
+        let overlapping = self.segments(sql::OVERLAPPING, vec![Arg::Id(lo), Arg::Id(hi)], context()).await?;
+        let mut known: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+        for segment in &overlapping {
+            known.extend(decode::<IdOnly>(&segment.body, segment.seq)?.into_iter().map(|r| r.id));
+        }
+        let fresh: Vec<&DecisionRecord> = records.iter().filter(|r| known.insert(r.id)).collect();
+        if fresh.is_empty() {
             return Ok(0);
         }
-        match self {
-            Store::Postgres(pool) => pg::insert(pool, records).await,
-            Store::Sqlite(pool) => lite::insert(pool, records).await,
-        }
+        let statements = segments_of(&fresh)?.into_iter().map(insert_statement).collect();
+        self.write_all(statements, context()).await?;
+        Ok(u64::try_from(fresh.len()).unwrap_or(u64::MAX))
     }
 
     /// The decision `id`, if logged.
     pub async fn decision(&self, id: Uuid) -> StoreResult<Option<DecisionRecord>> {
-        let rows = self.read(sql::ONE, vec![Arg::Id(id)], format!("read decision `{id}`"), pg::decode, lite::decode);
-        Ok(rows.await?.into_iter().next())
+        let context = format!("read decision `{id}`");
+        for segment in self.segments(sql::OVERLAPPING, vec![Arg::Id(id), Arg::Id(id)], context).await? {
+            if let Some(found) = segment.decisions()?.into_iter().find(|r| r.id == id) {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     /// Decisions matching `filter`: newest first, or oldest first when `filter.after` is set.
@@ -802,33 +665,124 @@ impl Store {
     /// `filter.rule` matches the routing rule, or the eligibility reason of eligibility
     /// decisions. At most `filter.limit` rows (none when it is 0); the caller caps the limit.
     ///
-    /// On SQLite a repository's decisions are found by probing each second of the window
-    /// ([`lite::by_repository`]); elsewhere by the indexes.
+    /// Segments are read in the order asked (by last id down, or by first id up), skipping
+    /// those whose feature, repositories or rules cannot match, and their decisions
+    /// filtered; reading stops once `filter.limit` decisions are found and the next segment
+    /// can hold none that sorts before the last of them.
     pub async fn decisions(&self, filter: &DecisionFilter) -> StoreResult<Vec<DecisionRecord>> {
-        if let (Store::Sqlite(pool), Some(_)) = (self, &filter.repository_id) {
-            return lite::by_repository(pool, filter).await;
+        let limit = filter.limit as usize;
+        let ascending = filter.after.is_some();
+        let mut found: Vec<DecisionRecord> = Vec::new();
+        if limit == 0 {
+            return Ok(found);
         }
-        let Some((sql, args)) = select(filter, Scan::Table) else { return Ok(Vec::new()) };
-        self.read(&sql, args, "list decisions".to_owned(), pg::decode, lite::decode).await
+        let postgres = matches!(self, Store::Postgres(_));
+        let mut cursor = None;
+        let mut page = FIRST_SEGMENT_PAGE;
+        loop {
+            let (sql, args) = segment_page(filter, cursor, page, postgres);
+            let segments = self.segments(&sql, args, "list decisions".to_owned()).await?;
+            for segment in &segments {
+                if let Some(edge) = found.get(limit - 1) {
+                    let done = if ascending { segment.first_id > edge.id } else { segment.last_id < edge.id };
+                    if done {
+                        return Ok(found);
+                    }
+                }
+                cursor = Some((if ascending { segment.first_id } else { segment.last_id }, segment.seq));
+                found.extend(segment.decisions()?.into_iter().filter(|r| matches(filter, r)));
+                if ascending {
+                    found.sort_unstable_by_key(|r| r.id);
+                } else {
+                    found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+                }
+                found.truncate(limit);
+            }
+            if i64::try_from(segments.len()).unwrap_or(i64::MAX) < page {
+                return Ok(found);
+            }
+            page = (page * 2).min(MAX_SEGMENT_PAGE);
+        }
     }
 
     /// Delete decisions decided before `before`, then the oldest beyond the newest
     /// `keep_rows`; how many were deleted. Outcome links recorded before `before` go too
     /// (not counted): a link outlives its decision by at most the retention.
+    ///
+    /// Whole segments are deleted; a segment holding decisions on both sides of the line
+    /// is written again with the decisions kept.
     pub async fn prune_decisions(&self, before: DateTime<Utc>, keep_rows: u64) -> StoreResult<u64> {
-        let first_kept = Arg::Id(first_id_at(before.timestamp_millis()));
-        let by_age = self.write(sql::PRUNE_AGE, vec![first_kept], format!("prune decisions made before `{before}`"));
-        let by_age = by_age.await?;
-        self.write(
-            sql::PRUNE_LINKS,
-            vec![Arg::Time(before)],
+        let first_kept = first_id_at(before.timestamp_millis());
+        let by_age = self.prune_ids(first_kept, false, format!("prune decisions made before `{before}`")).await?;
+        self.write_all(
+            vec![(sql::PRUNE_LINKS, vec![Arg::Time(before)])],
             format!("prune outcome links recorded before `{before}`"),
         )
         .await?;
-        let keep = Arg::Int(i64::try_from(keep_rows).unwrap_or(i64::MAX));
-        let by_rows =
-            self.write(sql::PRUNE_ROWS, vec![keep], format!("prune decisions beyond the newest `{keep_rows}`")).await?;
+        let context = || format!("prune decisions beyond the newest `{keep_rows}`");
+        let mut by_rows = 0;
+        loop {
+            let logged = self.rows(context()).await?;
+            let excess = logged.saturating_sub(keep_rows).min(PRUNE_ROUND);
+            if excess == 0 {
+                break;
+            }
+            let oldest = DecisionFilter {
+                after: Some(Uuid::nil()),
+                limit: u32::try_from(excess).unwrap_or(u32::MAX),
+                ..DecisionFilter::default()
+            };
+            let Some(last) = self.decisions(&oldest).await?.last().map(|r| r.id) else { break };
+            let deleted = self.prune_ids(last, true, context()).await?;
+            by_rows += deleted;
+            if deleted == 0 {
+                break;
+            }
+        }
         Ok(by_age + by_rows)
+    }
+
+    /// Delete the decisions with an id below `line` (through it when `through`); how many.
+    async fn prune_ids(&self, line: Uuid, through: bool, context: String) -> StoreResult<u64> {
+        let whole = if through { sql::PRUNE_THROUGH } else { sql::PRUNE_BEFORE };
+        let deleted: Vec<i64> = match self {
+            Store::Postgres(pool) => {
+                let rows = pg::bind(whole, vec![Arg::Id(line)]).fetch_all(pool).await;
+                let rows = rows.map_err(StoreError::db(context.clone()))?;
+                rows.iter().map(|row| column(row, "rows")).collect::<StoreResult<_>>()?
+            }
+            Store::Sqlite(pool) => {
+                let sql = sql::lite(whole);
+                let rows = lite::bind(&sql, vec![Arg::Id(line)]).fetch_all(pool).await;
+                let rows = rows.map_err(StoreError::db(context.clone()))?;
+                rows.iter().map(|row| column(row, "rows")).collect::<StoreResult<_>>()?
+            }
+        };
+        let mut count: u64 = deleted.iter().map(|&n| u64::try_from(n).unwrap_or(0)).sum();
+        // the segments across the line (their first id is before it, their last after)
+        let keep = |id: Uuid| if through { id > line } else { id >= line };
+        let across = self.segments(sql::OVERLAPPING, vec![Arg::Id(line), Arg::Id(line)], context.clone()).await?;
+        for segment in across.iter().filter(|s| keep(s.last_id) && !keep(s.first_id)) {
+            let decisions = segment.decisions()?;
+            let kept: Vec<&DecisionRecord> = decisions.iter().filter(|r| keep(r.id)).collect();
+            let mut statements = vec![(sql::DELETE_ONE, vec![Arg::Int(segment.seq)])];
+            statements.extend(segments_of(&kept)?.into_iter().map(insert_statement));
+            // a segment another process trimmed first is left to it
+            if self.write_first(statements, context.clone()).await? {
+                count += u64::try_from(decisions.len() - kept.len()).unwrap_or(0);
+            }
+        }
+        Ok(count)
+    }
+
+    /// How many decisions are logged.
+    async fn rows(&self, context: String) -> StoreResult<u64> {
+        let n: i64 = match self {
+            Store::Postgres(pool) => sqlx::query_scalar(sql::ROWS).fetch_one(pool).await,
+            Store::Sqlite(pool) => sqlx::query_scalar(sql::ROWS).fetch_one(pool).await,
+        }
+        .map_err(StoreError::db(context))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Record outcomes that name their decision (a repeated (decision, recorded_at, success)
@@ -845,48 +799,123 @@ impl Store {
 
     /// Outcomes of `feature` recorded since `since` whose decision is logged, per (policy,
     /// configuration version) that made the decision, newest configuration first.
+    ///
+    /// The decisions are looked up in the segments that span the linked ids; only the
+    /// policy and configuration version of each are decoded.
     pub async fn outcomes_by_decision_version(
         &self,
         feature: &str,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DecisionVersionOutcomes>> {
-        let context = format!("count the outcomes of `{feature}` by deciding version");
+        let context = || format!("count the outcomes of `{feature}` by deciding version");
         let args = vec![Arg::Text(feature), Arg::Time(since)];
-        let pg_decode = |row: &sqlx::postgres::PgRow| version_outcomes_from(row);
-        let lite_decode = |row: &sqlx::sqlite::SqliteRow| version_outcomes_from(row);
-        self.read(sql::BY_VERSION, args, context, pg_decode, lite_decode).await
+        let linked: Vec<(Uuid, bool)> = match self {
+            Store::Postgres(pool) => {
+                let rows = pg::bind(sql::LINKED, args).fetch_all(pool).await.map_err(StoreError::db(context()))?;
+                rows.iter().map(pg::linked).collect::<StoreResult<_>>()?
+            }
+            Store::Sqlite(pool) => {
+                let sql = sql::lite(sql::LINKED);
+                let rows = lite::bind(&sql, args).fetch_all(pool).await.map_err(StoreError::db(context()))?;
+                rows.iter().map(lite::linked).collect::<StoreResult<_>>()?
+            }
+        };
+        let mut wanted: Vec<Uuid> = linked.iter().map(|(id, _)| *id).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let (Some(&lo), Some(&hi)) = (wanted.first(), wanted.last()) else { return Ok(Vec::new()) };
+        let mut versions: std::collections::HashMap<Uuid, (String, i64)> = std::collections::HashMap::new();
+        for segment in self.segments(sql::OVERLAPPING, vec![Arg::Id(lo), Arg::Id(hi)], context()).await? {
+            // a segment none of whose ids is wanted is not decoded
+            let from = wanted.partition_point(|id| *id < segment.first_id);
+            if wanted.get(from).is_none_or(|id| *id > segment.last_id) {
+                continue;
+            }
+            for v in decode::<Version>(&segment.body, segment.seq)? {
+                if wanted.binary_search(&v.id).is_ok() {
+                    versions.insert(v.id, (v.policy_sha256, v.config_version));
+                }
+            }
+        }
+        let mut counts: std::collections::BTreeMap<(std::cmp::Reverse<i64>, String), (u64, u64)> =
+            std::collections::BTreeMap::new();
+        for (id, success) in linked {
+            let Some((policy, version)) = versions.get(&id) else { continue };
+            let entry = counts.entry((std::cmp::Reverse(*version), policy.clone())).or_default();
+            if success {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((version, policy_sha256), (successes, failures))| DecisionVersionOutcomes {
+                policy_sha256,
+                config_version: version.0,
+                successes,
+                failures,
+            })
+            .collect())
     }
 
-    /// The rows of `sql` (`$n` placeholders) with `args`, each decoded by the backend's
-    /// decoder; `context` names what was being read.
-    async fn read<T>(
-        &self,
-        sql: &str,
-        args: Vec<Arg<'_>>,
-        context: String,
-        pg_decode: fn(&sqlx::postgres::PgRow) -> StoreResult<T>,
-        lite_decode: fn(&sqlx::sqlite::SqliteRow) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
+    /// The segments `sql` (`$n` placeholders, selecting [`sql::SEGMENT`]'s columns) reads
+    /// with `args`; `context` names what was being read.
+    async fn segments(&self, sql: &str, args: Vec<Arg<'_>>, context: String) -> StoreResult<Vec<Segment>> {
         match self {
             Store::Postgres(pool) => {
                 let rows = pg::bind(sql, args).fetch_all(pool).await.map_err(StoreError::db(context))?;
-                rows.iter().map(pg_decode).collect()
+                rows.iter().map(pg::segment).collect()
             }
             Store::Sqlite(pool) => {
                 let sql = sql::lite(sql);
                 let rows = lite::bind(&sql, args).fetch_all(pool).await.map_err(StoreError::db(context))?;
-                rows.iter().map(lite_decode).collect()
+                rows.iter().map(lite::segment).collect()
             }
         }
     }
 
-    /// Run `sql` (`$n` placeholders) with `args`; how many rows it changed.
-    async fn write(&self, sql: &str, args: Vec<Arg<'_>>, context: String) -> StoreResult<u64> {
-        let done = match self {
-            Store::Postgres(pool) => pg::bind(sql, args).execute(pool).await.map(|d| d.rows_affected()),
-            Store::Sqlite(pool) => lite::bind(&sql::lite(sql), args).execute(pool).await.map(|d| d.rows_affected()),
-        };
-        done.map_err(StoreError::db(context))
+    /// Run `statements` (`$n` placeholders) in one transaction (a single one alone).
+    async fn write_all(&self, statements: Vec<(&str, Vec<Arg<'_>>)>, context: String) -> StoreResult<()> {
+        self.run(statements, false, context).await.map(|_| ())
+    }
+
+    /// Run `statements` in one transaction if the first changes a row; whether it did (when
+    /// it did not, nothing is written).
+    async fn write_first(&self, statements: Vec<(&str, Vec<Arg<'_>>)>, context: String) -> StoreResult<bool> {
+        self.run(statements, true, context).await
+    }
+
+    /// Run `statements` in one transaction; with `first_must_change`, roll back (and answer
+    /// false) when the first changes no row.
+    async fn run(&self, statements: Vec<(&str, Vec<Arg<'_>>)>, first_must_change: bool, context: String) -> StoreResult<bool> {
+        let err = || StoreError::db(context.clone());
+        match self {
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(err())?;
+                for (i, (sql, args)) in statements.into_iter().enumerate() {
+                    let done = pg::bind(sql, args).execute(&mut *tx).await.map_err(err())?;
+                    if i == 0 && first_must_change && done.rows_affected() == 0 {
+                        tx.rollback().await.map_err(err())?;
+                        return Ok(false);
+                    }
+                }
+                tx.commit().await.map_err(err())?;
+            }
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(err())?;
+                for (i, (sql, args)) in statements.into_iter().enumerate() {
+                    let sql = sql::lite(sql);
+                    let done = lite::bind(&sql, args).execute(&mut *tx).await.map_err(err())?;
+                    if i == 0 && first_must_change && done.rows_affected() == 0 {
+                        tx.rollback().await.map_err(err())?;
+                        return Ok(false);
+                    }
+                }
+                tx.commit().await.map_err(err())?;
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -899,29 +928,50 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_numbers_its_placeholders_in_the_order_of_its_arguments() {
-        let plain = filter();
-        let (sql, args) = select(&plain, Scan::Table).expect("a statement");
-        assert!(sql.ends_with("FROM rollout_decisions ORDER BY id DESC LIMIT $1"), "{sql}");
-        assert_eq!(args, vec![Arg::Int(10)]);
+    fn a_segment_page_numbers_its_placeholders_in_the_order_of_its_arguments() {
+        let (sql, args) = segment_page(&filter(), None, 2, true);
+        assert!(
+            sql.ends_with("WHERE last_id >= $1 AND first_id <= $2 ORDER BY last_id DESC, seq DESC LIMIT $3"),
+            "{sql}"
+        );
+        assert_eq!(args, vec![Arg::Id(Uuid::nil()), Arg::Id(MAX_ID), Arg::Int(2)]);
 
         let id = Uuid::now_v7();
-        let f = DecisionFilter { feature: Some("f".into()), rule: Some("r".into()), after: Some(id), ..filter() };
-        let (sql, args) = select(&f, Scan::Table).expect("a statement");
+        let f = DecisionFilter {
+            feature: Some("f".into()),
+            repository_id: Some("r".into()),
+            rule: Some("u".into()),
+            after: Some(id),
+            ..filter()
+        };
+        let (sql, args) = segment_page(&f, Some((id, 7)), 4, false);
         assert!(
             sql.ends_with(
-                "WHERE feature = $1 AND (rule = $2 OR (kind = 'eligibility' AND reason = $2)) AND id > $3 \
-                 ORDER BY id ASC LIMIT $4"
+                "WHERE last_id >= $1 AND first_id <= $2 AND feature = $3 AND instr(repositories, $4) > 0 \
+                 AND instr(rules, $5) > 0 AND (first_id, seq) > ($6, $7) ORDER BY first_id ASC, seq ASC LIMIT $8"
             ),
             "{sql}"
         );
-        assert_eq!(args, vec![Arg::Text("f"), Arg::Text("r"), Arg::Id(id), Arg::Int(10)]);
+        assert_eq!(
+            args,
+            vec![
+                Arg::Id(id),
+                Arg::Id(MAX_ID),
+                Arg::Text("f"),
+                Arg::Owned("\nr\n".into()),
+                Arg::Owned("\nu\n".into()),
+                Arg::Id(id),
+                Arg::Int(7),
+                Arg::Int(4)
+            ]
+        );
         assert!(!sql::lite(&sql).contains('$'));
-        assert_eq!(select(&DecisionFilter { limit: 0, ..f }, Scan::Table), None, "limit 0 reads nothing");
+        let (sql, _) = segment_page(&f, None, 4, true);
+        assert!(sql.contains("strpos(repositories, $4) > 0 AND strpos(rules, $5) > 0"), "{sql}");
     }
 
     #[test]
-    fn time_filters_bound_the_id_and_a_repository_on_sqlite_probes_seconds() {
+    fn time_filters_bound_the_ids() {
         let at = DateTime::parse_from_rfc3339("2026-12-03T18:00:00.250Z").map(|t| t.with_timezone(&Utc));
         let at = at.expect("a time");
         let ms = at.timestamp_millis();
@@ -932,68 +982,62 @@ mod tests {
         assert!(first_id_at(ms).to_string() < first_id_at(ms + 1).to_string(), "text order is id order");
 
         let f = DecisionFilter { since: Some(at), until: Some(at), ..filter() };
-        let (sql, args) = select(&f, Scan::Table).expect("a statement");
-        assert!(
-            sql.ends_with("WHERE time >= $1 AND id >= $2 AND time < $3 AND id < $4 ORDER BY id DESC LIMIT $5"),
-            "{sql}"
-        );
-        assert_eq!(
-            args,
-            vec![
-                Arg::Time(at),
-                Arg::Id(first_id_at(ms - ID_TIME_MARGIN_MS)),
-                Arg::Time(at),
-                Arg::Id(first_id_at(ms + 1)),
-                Arg::Int(10)
-            ]
-        );
-
-        let f = DecisionFilter { repository_id: Some("r".into()), ..filter() };
-        let (sql, args) = select(&f, Scan::Seconds { from: 20, to: 10 }).expect("a statement");
-        assert!(
-            sql.starts_with("WITH RECURSIVE s(t) AS (SELECT $1 UNION ALL SELECT t - 1 FROM s WHERE t > $2) "),
-            "{sql}"
-        );
-        assert!(sql.ends_with("WHERE repository_id = $3 ORDER BY id DESC LIMIT $4"), "{sql}");
-        assert_eq!(args, vec![Arg::Int(20), Arg::Int(10), Arg::Text("r"), Arg::Int(10)]);
-        let (sql, _) = select(&f, Scan::Seconds { from: 10, to: 20 }).expect("a statement");
-        assert!(sql.contains("SELECT t + 1 FROM s WHERE t < $2"), "{sql}");
+        assert_eq!(id_range(&f), (first_id_at(ms - ID_TIME_MARGIN_MS), first_id_at(ms + 1)));
+        let (before, after) = (first_id_at(ms - 5), first_id_at(ms - 9_000));
+        let f = DecisionFilter { before: Some(before), after: Some(after), ..f };
+        assert_eq!(id_range(&f), (first_id_at(ms - ID_TIME_MARGIN_MS), before));
     }
 
     #[test]
-    fn the_column_lists_agree() {
-        assert_eq!(sql::COLUMNS.split(", ").count(), sql::COLUMN_COUNT);
-        let positions = [
-            (at::ID, "id"),
-            (at::TIME, "time"),
-            (at::FEATURE, "feature"),
-            (at::KIND, "kind"),
-            (at::CONFIG_VERSION, "config_version"),
-            (at::OVERRIDES, "overrides"),
-            (at::POLICY_SHA256, "policy_sha256"),
-            (at::REPOSITORY_ID, "repository_id"),
-            (at::MASKED, "masked"),
-            (at::CATEGORY, "category"),
-            (at::JOB, "job"),
-            (at::PROCESSOR, "processor"),
-            (at::RULE, "rule"),
-            (at::ELIGIBLE, "eligible"),
-            (at::REASON, "reason"),
-            (at::BUCKET, "bucket"),
-            (at::FALLBACK, "fallback"),
-            (at::DURATION_US, "duration_us"),
+    fn a_segment_names_its_repositories_and_rules_once_each() {
+        let record = |i: u8, kind, rule: Option<&str>, reason: &str| DecisionRecord {
+            id: Uuid::from_u128(u128::from(i)),
+            time: DateTime::from_timestamp(1_764_720_000, 0).expect("a time"),
+            feature: "f".into(),
+            kind,
+            config_version: 1,
+            overrides: None,
+            policy_sha256: "native".into(),
+            repository_id: format!("repo-{}", i % 2),
+            masked: false,
+            category: None,
+            job: None,
+            processor: None,
+            rule: rule.map(str::to_owned),
+            eligible: true,
+            reason: reason.into(),
+            bucket: i,
+            fallback: None,
+            duration_us: 1,
+        };
+        let records = [
+            record(1, DecisionKind::Route, Some("a"), "percentage"),
+            record(2, DecisionKind::Eligibility, None, "whitelist"),
+            record(3, DecisionKind::Route, None, "percentage"),
+            record(4, DecisionKind::Route, Some("a"), "percentage"),
         ];
-        for (index, name) in positions {
-            assert_eq!(column_name(index), name, "position {index}");
-        }
+        let refs: Vec<&DecisionRecord> = records.iter().collect();
+        let segment = encode(&refs).expect("a segment");
+        assert_eq!(segment.repositories, "\nrepo-1\nrepo-0\n");
+        assert_eq!(segment.rules, "\na\nwhitelist\n", "a route decision is found by its rule, not its reason");
+        assert_eq!((segment.first_id, segment.last_id, segment.rows), (records[0].id, records[3].id, 4));
+        let back = Segment { seq: 1, first_id: segment.first_id, last_id: segment.last_id, body: segment.body };
+        assert_eq!(back.decisions().expect("decoded"), records.to_vec());
+        assert!(segment.repositories.contains(&newline_member("repo-1")));
+        assert!(!segment.repositories.contains(&newline_member("repo")));
+
+        let rule_b = DecisionFilter { rule: Some("whitelist".into()), ..filter() };
+        assert!(matches(&rule_b, &records[1]) && !matches(&rule_b, &records[0]));
+        assert!(encode(&[]).is_err(), "no empty segment");
+    }
+
+    #[test]
+    fn outcome_links_are_written_in_few_statement_shapes() {
         let lengths = |n: usize| shaped_chunks(&vec![0u8; n], 128).map(<[u8]>::len).collect::<Vec<_>>();
         assert_eq!(lengths(1000), vec![128, 128, 128, 128, 128, 128, 128, 64, 32, 8]);
         assert_eq!(lengths(1), vec![1]);
         assert!(lengths(0).is_empty());
         let shapes: std::collections::BTreeSet<usize> = (1..=2000).flat_map(lengths).collect();
         assert_eq!(shapes.into_iter().collect::<Vec<_>>(), vec![1, 2, 4, 8, 16, 32, 64, 128]);
-        assert!(sql::ONE.contains(sql::COLUMNS));
-        assert!(sql::PG_INSERT.contains(&format!("${}::", sql::COLUMN_COUNT)));
-        assert!(!sql::PG_INSERT.contains(&format!("${}", sql::COLUMN_COUNT + 1)));
     }
 }

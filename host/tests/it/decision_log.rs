@@ -321,7 +321,7 @@ async fn a_database_outage_drops_log_entries_never_decisions() {
     let (router, service) = fixture(&db, options).await;
     set_log(&router, json!({"sample_rate": 1})).await;
     // the outage: the log table is gone (every insert fails) while decisions read memory
-    sqlx::query("ALTER TABLE rollout_decisions RENAME TO rollout_decisions_away")
+    sqlx::query("ALTER TABLE rollout_decision_segments RENAME TO rollout_decision_segments_away")
         .execute(match service.store() {
             rollout::store::Store::Sqlite(pool) => pool,
             rollout::store::Store::Postgres(_) => unreachable!(),
@@ -341,7 +341,7 @@ async fn a_database_outage_drops_log_entries_never_decisions() {
     let metrics = metrics.as_str().unwrap_or_default().to_owned();
     assert!(metrics.contains(r#"rollout_decision_log_dropped_total{reason="queue_full"} 10"#), "{metrics}");
 
-    sqlx::query("ALTER TABLE rollout_decisions_away RENAME TO rollout_decisions")
+    sqlx::query("ALTER TABLE rollout_decision_segments_away RENAME TO rollout_decision_segments")
         .execute(match service.store() {
             rollout::store::Store::Sqlite(pool) => pool,
             rollout::store::Store::Postgres(_) => unreachable!(),

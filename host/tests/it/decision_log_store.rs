@@ -23,6 +23,8 @@ both_backends!(
     a_logged_decision_cannot_be_updated,
     a_large_batch_is_inserted_whole,
     a_repository_is_found_across_days_in_both_orders_and_within_a_window,
+    interleaved_segments_read_and_prune_in_id_order,
+    the_segments_migration_keeps_every_decision_logged_before_it,
 );
 
 /// 2025-12-03T00:00:00.123456Z: a time with microseconds, the precision both databases keep.
@@ -329,7 +331,7 @@ async fn a_logged_decision_cannot_be_updated(db: &TestDatabase) {
     store.insert_decisions(std::slice::from_ref(&r)).await.unwrap();
     let linked = DecisionOutcome { decision_id: r.id, feature: FEATURE.into(), success: true, recorded_at: base() };
     store.link_outcomes(&[linked]).await.unwrap();
-    let update = "UPDATE rollout_decisions SET reason = 'forged'";
+    let update = "UPDATE rollout_decision_segments SET body = '[]'";
     match store {
         Store::Sqlite(pool) => {
             let err = sqlx::query(update).execute(pool).await.unwrap_err();
@@ -351,7 +353,7 @@ async fn a_logged_decision_cannot_be_updated(db: &TestDatabase) {
             tx.rollback().await.unwrap();
             let mut tx = pool.begin().await.unwrap();
             sqlx::query("SET LOCAL ROLE rollout_service").execute(&mut *tx).await.unwrap();
-            let done = sqlx::query("DELETE FROM rollout_decisions").execute(&mut *tx).await.unwrap();
+            let done = sqlx::query("DELETE FROM rollout_decision_segments").execute(&mut *tx).await.unwrap();
             assert_eq!(done.rows_affected(), 1, "the service role prunes");
             tx.rollback().await.unwrap();
         }
@@ -382,10 +384,9 @@ async fn a_large_batch_is_inserted_whole(db: &TestDatabase) {
     assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 25_000);
 }
 
-/// SQLite finds a repository's decisions by probing its (second, repository) index a day of
-/// seconds per statement (migration `20251206010000`): decisions days apart, read a page at a
-/// time in both orders and within a time window, are each found once and in order, and the
-/// lookup uses the index rather than reading the table.
+/// A repository's decisions, days apart and logged in batches whose id ranges overlap, read a
+/// page at a time in both orders and within a time window, are each found once and in order;
+/// on SQLite the segments are read through their index, in order, without a sort.
 async fn a_repository_is_found_across_days_in_both_orders_and_within_a_window(db: &TestDatabase) {
     let store = &db.store;
     // repo-x every 20 hours over 5 days, other repositories in between
@@ -406,7 +407,11 @@ async fn a_repository_is_found_across_days_in_both_orders_and_within_a_window(db
         .collect();
     let others: Vec<DecisionRecord> = (0..12).map(|k| at(11 * k + 1, 100 + u32::try_from(k).unwrap())).collect();
     let all: Vec<DecisionRecord> = others.iter().chain(&mine).cloned().collect();
-    assert_eq!(store.insert_decisions(&all).await.unwrap(), 19);
+    // batches of 4: the last ones hold `mine`, spanning the same days as the first ones
+    for batch in all.chunks(4) {
+        assert_eq!(store.insert_decisions(batch).await.unwrap(), batch.len() as u64);
+    }
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_segments").await, 5);
 
     let first = DecisionFilter { repository_id: Some("repo-x".into()), limit: 3, ..Default::default() };
     let (sizes, seen) = pages(store, first.clone(), |f, last| f.before = Some(last)).await;
@@ -435,14 +440,113 @@ async fn a_repository_is_found_across_days_in_both_orders_and_within_a_window(db
     assert_eq!(found.expect("found within a minute").unwrap(), vec![foreign]);
 
     if let Store::Sqlite(pool) = store {
+        // segments are read newest first by their index, skipping by the repositories they name
         let rows = sqlx::query(
-            "EXPLAIN QUERY PLAN SELECT id FROM rollout_decisions \
-             WHERE substr(time, 1, 19) = '2025-12-03T00:00:00' AND repository_id = 'repo-x'",
+            "EXPLAIN QUERY PLAN SELECT seq, body FROM rollout_decision_segments \
+             WHERE last_id >= '0' AND first_id <= 'f' AND instr(repositories, 'x') > 0 \
+             AND (last_id, seq) < ('f', 9) ORDER BY last_id DESC, seq DESC LIMIT 4",
         )
         .fetch_all(pool)
         .await
         .unwrap();
         let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get::<String, _>(r, "detail")).collect();
-        assert!(plan.iter().any(|p| p.contains("rollout_decisions_repository_second")), "{plan:?}");
+        assert!(plan.iter().any(|p| p.contains("rollout_decision_segments_last")), "{plan:?}");
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "no sort: {plan:?}");
     }
+}
+
+/// Two writers (two instances) log batches whose id ranges interleave, of two features: every
+/// read merges them in id order, and pruning by rows and by age deletes exactly the oldest,
+/// writing again the segments it cuts through.
+async fn interleaved_segments_read_and_prune_in_id_order(db: &TestDatabase) {
+    let store = &db.store;
+    let records: Vec<DecisionRecord> =
+        (0..20).map(|i| record(i, if i % 3 == 0 { OTHER } else { FEATURE })).collect();
+    let even: Vec<DecisionRecord> = records.iter().step_by(2).cloned().collect();
+    let odd: Vec<DecisionRecord> = records.iter().skip(1).step_by(2).cloned().collect();
+    assert_eq!(store.insert_decisions(&even).await.unwrap(), 10);
+    assert_eq!(store.insert_decisions(&odd).await.unwrap(), 10);
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_segments").await, 4, "a segment per feature");
+    // the same batch again from a retrying writer: nothing new
+    assert_eq!(store.insert_decisions(&odd).await.unwrap(), 0);
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 20);
+
+    let first = DecisionFilter { limit: 3, ..Default::default() };
+    let (sizes, seen) = pages(store, first.clone(), |f, last| f.before = Some(last)).await;
+    assert_eq!(sizes, vec![3, 3, 3, 3, 3, 3, 2, 0]);
+    assert_eq!(seen, newest_first(&records));
+    let oldest = DecisionFilter { after: Some(Uuid::nil()), ..first.clone() };
+    let (_, seen) = pages(store, oldest, |f, last| f.after = Some(last)).await;
+    assert_eq!(seen, ids(&records));
+    let mine = DecisionFilter { feature: Some(FEATURE.into()), limit: 4, ..Default::default() };
+    let (_, seen) = pages(store, mine, |f, last| f.before = Some(last)).await;
+    let of_feature: Vec<DecisionRecord> = records.iter().filter(|r| r.feature == FEATURE).cloned().collect();
+    assert_eq!(seen, newest_first(&of_feature));
+
+    let everything = DecisionFilter { limit: 100, ..Default::default() };
+    let long_ago = base() - TimeDelta::days(30);
+    assert_eq!(store.prune_decisions(long_ago, 5).await.unwrap(), 15);
+    assert_eq!(ids(&store.decisions(&everything).await.unwrap()), newest_first(&records[15..]));
+    assert_eq!(store.prune_decisions(records[17].time, 100).await.unwrap(), 2);
+    assert_eq!(ids(&store.decisions(&everything).await.unwrap()), newest_first(&records[17..]));
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 3);
+    for r in &records[17..] {
+        assert_eq!(store.decision(r.id).await.unwrap().as_ref(), Some(r), "kept whole: {}", r.id);
+    }
+    assert_eq!(store.decision(records[16].id).await.unwrap(), None, "pruned");
+}
+
+async fn exec(store: &Store, sql: &str) {
+    match store {
+        Store::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
+        Store::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Migration `20251207010000_decision_log_segments` turns the rows of the old table into
+/// segments (a segment per feature and thousand decisions): every decision reads back exactly
+/// as logged. The old table is rebuilt from the view that replaced it (the view spells every
+/// column as the table did), then the migration's conversion runs on it.
+async fn the_segments_migration_keeps_every_decision_logged_before_it(db: &TestDatabase) {
+    let store = &db.store;
+    let mut records: Vec<DecisionRecord> =
+        (0..1_010).map(|i| record(i, if i < 1_005 { FEATURE } else { OTHER })).collect();
+    records[0].overrides = Some(serde_json::json!({ "a": [1, 2.5, null, true], "b": { "c": "\"q\" é" } }));
+    records[0].reason = "it's \"quoted\" — é".to_owned();
+    records[0].duration_us = i64::MAX;
+    records[0].config_version = i64::MAX;
+    for batch in records.chunks(7) {
+        store.insert_decisions(batch).await.unwrap();
+    }
+    exec(
+        store,
+        "CREATE TABLE legacy AS SELECT * FROM rollout_decisions; DELETE FROM rollout_decision_segments; \
+         DROP VIEW rollout_decisions; ALTER TABLE legacy RENAME TO rollout_decisions;",
+    )
+    .await;
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 1_010);
+    assert_eq!(store.decision(records[0].id).await.unwrap(), None, "the segments are gone");
+
+    let migration = match store {
+        Store::Postgres(_) => include_str!("../../../migrations/postgres/20251207010000_decision_log_segments.sql"),
+        Store::Sqlite(_) => include_str!("../../../migrations/sqlite/20251207010000_decision_log_segments.sql"),
+    };
+    let start = migration.find("-- The decisions already logged").unwrap();
+    let end = migration[start..].find("\n-- Immutable").or_else(|| migration[start..].find("\n-- Segments are immutable"));
+    exec(store, &migration[start..start + end.unwrap()]).await;
+
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_segments").await, 3, "1,000 + 5 and 5");
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 1_010);
+    for r in records.iter().step_by(101).chain([&records[1_004], &records[1_009]]) {
+        assert_eq!(store.decision(r.id).await.unwrap().as_ref(), Some(r), "decision {}", r.id);
+    }
+    let all = DecisionFilter { after: Some(Uuid::nil()), limit: 2_000, ..Default::default() };
+    assert_eq!(store.decisions(&all).await.unwrap(), records, "every decision, whole, in id order");
+    let repo = DecisionFilter { repository_id: Some("repo-3".into()), rule: Some("rule_b".into()), limit: 2_000, ..Default::default() };
+    let want: Vec<Uuid> = newest_first(
+        &records.iter().filter(|r| r.repository_id == "repo-3" && r.rule.as_deref() == Some("rule_b")).cloned().collect::<Vec<_>>(),
+    );
+    assert!(!want.is_empty());
+    assert_eq!(ids(&store.decisions(&repo).await.unwrap()), want, "found through the segments' repositories and rules");
 }
