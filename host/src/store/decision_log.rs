@@ -929,7 +929,8 @@ mod tests {
 
     #[test]
     fn a_segment_page_numbers_its_placeholders_in_the_order_of_its_arguments() {
-        let (sql, args) = segment_page(&filter(), None, 2, true);
+        let plain = filter();
+        let (sql, args) = segment_page(&plain, None, 2, true);
         assert!(
             sql.ends_with("WHERE last_id >= $1 AND first_id <= $2 ORDER BY last_id DESC, seq DESC LIMIT $3"),
             "{sql}"
