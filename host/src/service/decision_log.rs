@@ -51,14 +51,11 @@ pub struct DecisionLogOptions {
     /// Most bytes of entries waiting for the writer (default 64 MiB; each entry counts an
     /// estimate of its size in memory).
     pub queue_bytes: usize,
-    /// Entries per insert (default 10,000).
+    /// Entries per insert (default 10,000): one transaction, writing one segment per feature
+    /// and 1,000 decisions ([`crate::store::Store::insert_decisions`]).
     ///
-    /// Large on purpose: each batch is one transaction, and the index on `repository_id`
-    /// receives its keys in random order, so a transaction dirties about one index page per
-    /// row until rows start sharing pages. Measured on SQLite (release, every decision of
-    /// a 32-connection route load logged, 10 s): batches of 1,000 every 200 ms cost the
-    /// writer's thread 35–36 µs of CPU per row and fell behind (60,000 rows still queued 2 s
-    /// after the load); batches of 10,000 every 500 ms cost 24–25 µs and kept up.
+    /// Large, so the writer wakes seldom under load; a segment costs one row whatever its
+    /// size, so the cost per decision is the encoding (measured in `docs/operations.md` §6).
     pub batch: usize,
     /// How long the writer waits for a batch to fill (default 500 ms).
     pub flush_every: Duration,

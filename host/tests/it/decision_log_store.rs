@@ -368,6 +368,7 @@ async fn a_large_batch_is_inserted_whole(db: &TestDatabase) {
     let batch: Vec<DecisionRecord> = (0..5_000).map(|i| record(i, FEATURE)).collect();
     assert_eq!(store.insert_decisions(&batch).await.unwrap(), 5_000);
     assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 5_000);
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_segments").await, 5, "1,000 decisions a segment");
     let last = store.decisions(&DecisionFilter { limit: 1, ..Default::default() }).await.unwrap();
     assert_eq!(last.first(), batch.last());
 
