@@ -163,9 +163,18 @@ mod sql {
     /// What a read takes of a segment.
     pub const SEGMENT: &str = "SELECT seq, first_id, last_id, body FROM rollout_decision_segments";
 
-    /// The segments that may hold an id from $1 to $2 (inclusive).
+    /// The segments that may hold an id from $1 to $2 (inclusive). Ordered by last id, so
+    /// SQLite seeks its index from $1 up (by `first_id` it read every older segment: new
+    /// decisions, the common case, have no segment at or after them).
     pub const OVERLAPPING: &str = "SELECT seq, first_id, last_id, body FROM rollout_decision_segments \
-        WHERE last_id >= $1 AND first_id <= $2";
+        WHERE last_id >= $1 AND first_id <= $2 ORDER BY last_id";
+
+    /// [`OVERLAPPING`] without the bodies (an empty one each).
+    pub const OVERLAPPING_HEADS: &str = "SELECT seq, first_id, last_id, '' AS body FROM rollout_decision_segments \
+        WHERE last_id >= $1 AND first_id <= $2 ORDER BY last_id";
+
+    /// Segment $1.
+    pub const ONE: &str = "SELECT seq, first_id, last_id, body FROM rollout_decision_segments WHERE seq = $1";
 
     /// Delete the segments whose decisions were all made before id $1; the rows each held.
     pub const PRUNE_BEFORE: &str = "DELETE FROM rollout_decision_segments WHERE last_id < $1 RETURNING rows";
@@ -209,9 +218,8 @@ const SQLITE_MAX_VARIABLES: usize = 32_766;
 
 /// Most rows of one SQLite multi-row insert of outcome links (a power of two).
 const LITE_CHUNK_ROWS: usize = 128;
-const _: () = assert!(
-    LITE_CHUNK_ROWS.is_power_of_two() && LITE_CHUNK_ROWS * sql::LINK_COLUMN_COUNT <= SQLITE_MAX_VARIABLES
-);
+const _: () =
+    assert!(LITE_CHUNK_ROWS.is_power_of_two() && LITE_CHUNK_ROWS * sql::LINK_COLUMN_COUNT <= SQLITE_MAX_VARIABLES);
 
 /// `items` in chunks whose lengths are powers of two no greater than `max` (a power of
 /// two), largest first: 1,000 rows are 7 × 128 + 64 + 32 + 8.
@@ -641,11 +649,18 @@ impl Store {
         };
         let context = || insert_context(records);
         let overlapping = self.segments(sql::OVERLAPPING, vec![Arg::Id(lo), Arg::Id(hi)], context()).await?;
-        let mut known: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
-        for segment in &overlapping {
-            known.extend(decode::<IdOnly>(&segment.body, segment.seq)?.into_iter().map(|r| r.id));
-        }
-        let fresh: Vec<&DecisionRecord> = records.iter().filter(|r| known.insert(r.id)).collect();
+        let mut ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
+        ids.sort_unstable();
+        let fresh: Vec<&DecisionRecord> = if overlapping.is_empty() && ids.windows(2).all(|w| w[0] < w[1]) {
+            // the common case: new ids, each once (no set to build, per decision)
+            records.iter().collect()
+        } else {
+            let mut known: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+            for segment in &overlapping {
+                known.extend(decode::<IdOnly>(&segment.body, segment.seq)?.into_iter().map(|r| r.id));
+            }
+            records.iter().filter(|r| known.insert(r.id)).collect()
+        };
         if fresh.is_empty() {
             return Ok(0);
         }
@@ -830,15 +845,17 @@ impl Store {
         wanted.dedup();
         let (Some(&lo), Some(&hi)) = (wanted.first(), wanted.last()) else { return Ok(Vec::new()) };
         let mut versions: std::collections::HashMap<Uuid, (String, i64)> = std::collections::HashMap::new();
-        for segment in self.segments(sql::OVERLAPPING, vec![Arg::Id(lo), Arg::Id(hi)], context()).await? {
-            // a segment none of whose ids is wanted is not decoded
-            let from = wanted.partition_point(|id| *id < segment.first_id);
-            if wanted.get(from).is_none_or(|id| *id > segment.last_id) {
+        for head in self.segments(sql::OVERLAPPING_HEADS, vec![Arg::Id(lo), Arg::Id(hi)], context()).await? {
+            // a segment none of whose ids is wanted is not read
+            let from = wanted.partition_point(|id| *id < head.first_id);
+            if wanted.get(from).is_none_or(|id| *id > head.last_id) {
                 continue;
             }
-            for v in decode::<Version>(&segment.body, segment.seq)? {
-                if wanted.binary_search(&v.id).is_ok() {
-                    versions.insert(v.id, (v.policy_sha256, v.config_version));
+            for segment in self.segments(sql::ONE, vec![Arg::Int(head.seq)], context()).await? {
+                for v in decode::<Version>(&segment.body, segment.seq)? {
+                    if wanted.binary_search(&v.id).is_ok() {
+                        versions.insert(v.id, (v.policy_sha256, v.config_version));
+                    }
                 }
             }
         }
@@ -893,7 +910,12 @@ impl Store {
 
     /// Run `statements` in one transaction; with `first_must_change`, roll back (and answer
     /// false) when the first changes no row.
-    async fn run(&self, statements: Vec<(&str, Vec<Arg<'_>>)>, first_must_change: bool, context: String) -> StoreResult<bool> {
+    async fn run(
+        &self,
+        statements: Vec<(&str, Vec<Arg<'_>>)>,
+        first_must_change: bool,
+        context: String,
+    ) -> StoreResult<bool> {
         let err = || StoreError::db(context.clone());
         match self {
             Store::Postgres(pool) => {

@@ -453,6 +453,17 @@ async fn a_repository_is_found_across_days_in_both_orders_and_within_a_window(db
         let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get::<String, _>(r, "detail")).collect();
         assert!(plan.iter().any(|p| p.contains("rollout_decision_segments_last")), "{plan:?}");
         assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "no sort: {plan:?}");
+        // the segments that may hold an id (the writer asks it of every batch) are found from
+        // the last ids at or after it, not from every first id before it
+        let rows = sqlx::query(
+            "EXPLAIN QUERY PLAN SELECT seq, first_id, last_id, body FROM rollout_decision_segments \
+             WHERE last_id >= 'a' AND first_id <= 'b' ORDER BY last_id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get::<String, _>(r, "detail")).collect();
+        assert!(plan.iter().any(|p| p.contains("rollout_decision_segments_last (last_id>?)")), "{plan:?}");
     }
 }
 
@@ -461,8 +472,7 @@ async fn a_repository_is_found_across_days_in_both_orders_and_within_a_window(db
 /// writing again the segments it cuts through.
 async fn interleaved_segments_read_and_prune_in_id_order(db: &TestDatabase) {
     let store = &db.store;
-    let records: Vec<DecisionRecord> =
-        (0..20).map(|i| record(i, if i % 3 == 0 { OTHER } else { FEATURE })).collect();
+    let records: Vec<DecisionRecord> = (0..20).map(|i| record(i, if i % 3 == 0 { OTHER } else { FEATURE })).collect();
     let even: Vec<DecisionRecord> = records.iter().step_by(2).cloned().collect();
     let odd: Vec<DecisionRecord> = records.iter().skip(1).step_by(2).cloned().collect();
     assert_eq!(store.insert_decisions(&even).await.unwrap(), 10);
@@ -534,7 +544,8 @@ async fn the_segments_migration_keeps_every_decision_logged_before_it(db: &TestD
         Store::Sqlite(_) => include_str!("../../../migrations/sqlite/20251207010000_decision_log_segments.sql"),
     };
     let start = migration.find("-- The decisions already logged").unwrap();
-    let end = migration[start..].find("\n-- Immutable").or_else(|| migration[start..].find("\n-- Segments are immutable"));
+    let end =
+        migration[start..].find("\n-- Immutable").or_else(|| migration[start..].find("\n-- Segments are immutable"));
     exec(store, &migration[start..start + end.unwrap()]).await;
 
     assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_segments").await, 3, "1,000 + 5 and 5");
@@ -544,9 +555,18 @@ async fn the_segments_migration_keeps_every_decision_logged_before_it(db: &TestD
     }
     let all = DecisionFilter { after: Some(Uuid::nil()), limit: 2_000, ..Default::default() };
     assert_eq!(store.decisions(&all).await.unwrap(), records, "every decision, whole, in id order");
-    let repo = DecisionFilter { repository_id: Some("repo-3".into()), rule: Some("rule_b".into()), limit: 2_000, ..Default::default() };
+    let repo = DecisionFilter {
+        repository_id: Some("repo-3".into()),
+        rule: Some("rule_b".into()),
+        limit: 2_000,
+        ..Default::default()
+    };
     let want: Vec<Uuid> = newest_first(
-        &records.iter().filter(|r| r.repository_id == "repo-3" && r.rule.as_deref() == Some("rule_b")).cloned().collect::<Vec<_>>(),
+        &records
+            .iter()
+            .filter(|r| r.repository_id == "repo-3" && r.rule.as_deref() == Some("rule_b"))
+            .cloned()
+            .collect::<Vec<_>>(),
     );
     assert!(!want.is_empty());
     assert_eq!(ids(&store.decisions(&repo).await.unwrap()), want, "found through the segments' repositories and rules");
