@@ -4,9 +4,13 @@
 -- One row per decision cost the database more than the whole budget: an insert into a
 -- table with a primary key and two indexes, per decision, measured at 6 µs of CPU in
 -- SQLite's own code alone, against 5 µs allowed for everything logging does. The log is
--- now written as segments: one row per batch the writer drains and per feature, holding
--- the batch's decisions as a JSON array (each element the `DecisionRecord` JSON that
--- `rollout decisions export` writes) in id order, with what a read needs to skip it:
+-- now written as segments: one row per batch the writer drains, per feature and per 1,000
+-- decisions, holding them as a JSON array in id order, with what a read needs to skip it.
+-- Each decision is itself an array, its fields by position (no names: a third less to
+-- write): [id, time in Unix microseconds, kind, config_version, overrides, policy_sha256,
+-- repository_id, masked, category, job, processor, rule, eligible, reason, bucket,
+-- fallback, duration_us] (`store::decision_log::Packed`; the view below names them).
+-- Besides the body a segment has:
 --
 -- * `first_id` / `last_id`: the smallest and the largest decision id in it (UUIDv7, so a
 --   time window and the cursors are id ranges);
@@ -41,12 +45,10 @@ INSERT INTO rollout_decision_segments (feature, first_id, last_id, rows, reposit
 SELECT feature, (array_agg(id ORDER BY id))[1], (array_agg(id ORDER BY id DESC))[1], count(*),
     E'\n' || string_agg(repository_id, E'\n' ORDER BY id) || E'\n',
     E'\n' || coalesce(string_agg(CASE kind WHEN 'route' THEN rule ELSE reason END, E'\n' ORDER BY id), '') || E'\n',
-    '[' || string_agg(json_strip_nulls(json_build_object(
-        'id', id, 'time', time, 'feature', feature, 'kind', kind, 'config_version', config_version,
-        'overrides', overrides, 'policy_sha256', policy_sha256, 'repository_id', repository_id,
-        'masked', masked, 'category', category, 'job', job, 'processor', processor, 'rule', rule,
-        'eligible', eligible, 'reason', reason, 'bucket', bucket, 'fallback', fallback,
-        'duration_us', duration_us))::text, ',' ORDER BY id) || ']'
+    '[' || string_agg(json_build_array(
+        id, (extract(epoch FROM time) * 1000000)::bigint, kind, config_version, overrides, policy_sha256,
+        repository_id, masked, category, job, processor, rule, eligible, reason, bucket, fallback,
+        duration_us)::text, ',' ORDER BY id) || ']'
 FROM (
     SELECT *, (row_number() OVER (PARTITION BY feature ORDER BY id) - 1) / 1000 AS segment
     FROM rollout_decisions
@@ -57,13 +59,27 @@ DROP TABLE rollout_decisions;
 
 -- The old table's columns, one row per logged decision (read only).
 CREATE VIEW rollout_decisions AS
-SELECT d.*
+SELECT
+    (d->>0)::uuid AS id,
+    'epoch'::timestamptz + (d->>1)::bigint * interval '1 microsecond' AS time,
+    s.feature AS feature,
+    d->>2 AS kind,
+    (d->>3)::bigint AS config_version,
+    NULLIF(d->4, 'null'::jsonb) AS overrides,
+    d->>5 AS policy_sha256,
+    d->>6 AS repository_id,
+    (d->>7)::boolean AS masked,
+    d->>8 AS category,
+    NULLIF(d->9, 'null'::jsonb) AS job,
+    d->>10 AS processor,
+    d->>11 AS rule,
+    (d->>12)::boolean AS eligible,
+    d->>13 AS reason,
+    (d->>14)::smallint AS bucket,
+    d->>15 AS fallback,
+    (d->>16)::bigint AS duration_us
 FROM rollout_decision_segments s
-CROSS JOIN LATERAL jsonb_to_recordset(s.body::jsonb) AS d(
-    id UUID, time TIMESTAMPTZ, feature TEXT, kind TEXT, config_version BIGINT, overrides JSONB,
-    policy_sha256 TEXT, repository_id TEXT, masked BOOLEAN, category TEXT, job JSONB, processor TEXT,
-    rule TEXT, eligible BOOLEAN, reason TEXT, bucket SMALLINT, fallback TEXT, duration_us BIGINT
-);
+CROSS JOIN LATERAL jsonb_array_elements(s.body::jsonb) AS e(d);
 
 -- Immutable as the table was: the service role inserts and deletes segments (retention
 -- rewrites a segment it trims as a delete and an insert), never updates.

@@ -1,6 +1,7 @@
 -- The decision log stored as segments (issue 14: logging every decision costs at most 15 %
 -- of throughput). See the Postgres migration of the same name for the reasons and the
--- meaning of every column; here UUIDs are canonical lowercase text (text order is id order).
+-- meaning of every column and of a decision's position in `body`; here UUIDs are canonical
+-- lowercase text (text order is id order).
 CREATE TABLE rollout_decision_segments (
     seq INTEGER PRIMARY KEY,
     feature TEXT NOT NULL,
@@ -22,13 +23,12 @@ INSERT INTO rollout_decision_segments (feature, first_id, last_id, rows, reposit
 SELECT feature, min(id), max(id), count(*),
     char(10) || group_concat(repository_id, char(10)) || char(10),
     char(10) || coalesce(group_concat(CASE kind WHEN 'route' THEN rule ELSE reason END, char(10)), '') || char(10),
-    '[' || group_concat(json_object(
-        'id', id, 'time', time, 'feature', feature, 'kind', kind, 'config_version', config_version,
-        'overrides', json(overrides), 'policy_sha256', policy_sha256, 'repository_id', repository_id,
-        'masked', json(CASE masked WHEN 1 THEN 'true' ELSE 'false' END), 'category', category,
-        'job', json(job), 'processor', processor, 'rule', rule,
-        'eligible', json(CASE eligible WHEN 1 THEN 'true' ELSE 'false' END), 'reason', reason,
-        'bucket', bucket, 'fallback', fallback, 'duration_us', duration_us), ',') || ']'
+    '[' || group_concat(json_array(
+        id,
+        CAST(strftime('%s', substr(time, 1, 19)) AS INTEGER) * 1000000 + CAST(substr(time, 21, 6) AS INTEGER),
+        kind, config_version, json(overrides), policy_sha256, repository_id,
+        json(CASE masked WHEN 1 THEN 'true' ELSE 'false' END), category, json(job), processor, rule,
+        json(CASE eligible WHEN 1 THEN 'true' ELSE 'false' END), reason, bucket, fallback, duration_us), ',') || ']'
 FROM (
     SELECT *, (row_number() OVER (PARTITION BY feature ORDER BY id) - 1) / 1000 AS segment
     FROM rollout_decisions ORDER BY feature, id
@@ -40,24 +40,25 @@ DROP TABLE rollout_decisions;
 -- The old table's columns, one row per logged decision (read only).
 CREATE VIEW rollout_decisions AS
 SELECT
-    json_extract(d.value, '$.id') AS id,
-    json_extract(d.value, '$.time') AS time,
-    json_extract(d.value, '$.feature') AS feature,
-    json_extract(d.value, '$.kind') AS kind,
-    json_extract(d.value, '$.config_version') AS config_version,
-    json_extract(d.value, '$.overrides') AS overrides,
-    json_extract(d.value, '$.policy_sha256') AS policy_sha256,
-    json_extract(d.value, '$.repository_id') AS repository_id,
-    json_extract(d.value, '$.masked') AS masked,
-    json_extract(d.value, '$.category') AS category,
-    json_extract(d.value, '$.job') AS job,
-    json_extract(d.value, '$.processor') AS processor,
-    json_extract(d.value, '$.rule') AS rule,
-    json_extract(d.value, '$.eligible') AS eligible,
-    json_extract(d.value, '$.reason') AS reason,
-    json_extract(d.value, '$.bucket') AS bucket,
-    json_extract(d.value, '$.fallback') AS fallback,
-    json_extract(d.value, '$.duration_us') AS duration_us
+    json_extract(d.value, '$[0]') AS id,
+    strftime('%Y-%m-%dT%H:%M:%S', json_extract(d.value, '$[1]') / 1000000, 'unixepoch')
+        || printf('.%06dZ', json_extract(d.value, '$[1]') % 1000000) AS time,
+    s.feature AS feature,
+    json_extract(d.value, '$[2]') AS kind,
+    json_extract(d.value, '$[3]') AS config_version,
+    json_extract(d.value, '$[4]') AS overrides,
+    json_extract(d.value, '$[5]') AS policy_sha256,
+    json_extract(d.value, '$[6]') AS repository_id,
+    json_extract(d.value, '$[7]') AS masked,
+    json_extract(d.value, '$[8]') AS category,
+    json_extract(d.value, '$[9]') AS job,
+    json_extract(d.value, '$[10]') AS processor,
+    json_extract(d.value, '$[11]') AS rule,
+    json_extract(d.value, '$[12]') AS eligible,
+    json_extract(d.value, '$[13]') AS reason,
+    json_extract(d.value, '$[14]') AS bucket,
+    json_extract(d.value, '$[15]') AS fallback,
+    json_extract(d.value, '$[16]') AS duration_us
 FROM rollout_decision_segments s, json_each(s.body) d;
 
 -- Segments are immutable (retention rewrites a segment it trims as a delete and an insert).
