@@ -300,11 +300,15 @@ async fn decision_log_write_us() -> f64 {
                             config_version: 7,
                             overrides: None,
                             policy_sha256: "ab".repeat(32),
-                            repository_id: uuid::Uuid::from_u128(0x9e37_79b9_7f4a_7c15_u128.wrapping_mul(n as u128 + 1))
-                                .to_string(),
+                            repository_id: uuid::Uuid::from_u128(
+                                0x9e37_79b9_7f4a_7c15_u128.wrapping_mul(n as u128 + 1),
+                            )
+                            .to_string(),
                             masked: false,
                             category: Some(["small", "large"][n % 2].to_owned()),
-                            job: Some(serde_json::json!({"time_range_days": DAYS[n % 3], "trigger_source": "scheduled"})),
+                            job: Some(
+                                serde_json::json!({"time_range_days": DAYS[n % 3], "trigger_source": "scheduled"}),
+                            ),
                             processor: Some("inngest".to_owned()),
                             rule: Some("percentage_rollout".to_owned()),
                             eligible: true,

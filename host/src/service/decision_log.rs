@@ -1,5 +1,5 @@
 //! The decision log's writing side: which decisions are logged, the bounded queue they wait
-//! in, and the background writer that drains it into `rollout_decisions` (issue 14).
+//! in, and the background writer that drains it into the store's segments (issue 14).
 //!
 //! Never on a decision's critical path:
 //! - every decision gets a UUIDv7 id ([`new_decision_id`]); whether it is logged is a pure

@@ -1,10 +1,15 @@
-//! The decision log (`rollout_decisions`): decisions served over HTTP, as the policy received
-//! and answered them, so any one can be found, explained and replayed (issue 14).
+//! The decision log: decisions served over HTTP, as the policy received and answered them,
+//! so any one can be found, explained and replayed (issue 14).
 //!
-//! A row is written by the service's background writer ([`crate::service::decision_log`]) in
-//! batches, never on a decision's path; rows are immutable (the service role may insert and
-//! delete, never update). Decision ids are UUIDv7, so their order is their time order and a
-//! page of newest-first results continues after the last id it showed ([`DecisionFilter::before`]).
+//! The service's background writer ([`crate::service::decision_log`]) logs decisions in
+//! batches, never on a decision's path, as *segments* (`rollout_decision_segments`): one row
+//! per feature and per 1,000 decisions of a batch, holding them as a JSON array (`Packed`)
+//! with their id range, repositories and rules, so a read skips what cannot match and
+//! decodes the rest. A row per decision cost more than the whole logging budget (issue 14:
+//! at most 15 % of throughput); see migration `20251207010000_decision_log_segments`.
+//! Segments are immutable (the service role may insert and delete, never update). Decision
+//! ids are UUIDv7, so their order is their time order and a page of newest-first results
+//! continues after the last id it showed ([`DecisionFilter::before`]).
 //!
 //! Outcomes that name the decision they followed (`POST …/outcomes` with `decision_id`) are
 //! kept in `rollout_decision_outcomes` ([`Store::link_outcomes`]); statistics join them with
@@ -170,7 +175,8 @@ mod sql {
         WHERE last_id >= $1 AND first_id <= $2 ORDER BY last_id";
 
     /// [`OVERLAPPING`] without the bodies (an empty one each).
-    pub const OVERLAPPING_HEADS: &str = "SELECT seq, feature, first_id, last_id, '' AS body FROM rollout_decision_segments \
+    pub const OVERLAPPING_HEADS: &str =
+        "SELECT seq, feature, first_id, last_id, '' AS body FROM rollout_decision_segments \
         WHERE last_id >= $1 AND first_id <= $2 ORDER BY last_id";
 
     /// Segment $1.
@@ -824,7 +830,7 @@ impl Store {
                 if ascending {
                     found.sort_unstable_by_key(|r| r.id);
                 } else {
-                    found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+                    found.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
                 }
                 found.truncate(limit);
             }

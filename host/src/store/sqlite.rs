@@ -30,8 +30,7 @@ const HISTORY_COLUMNS: &str =
 
 /// A timestamp as stored: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub(super) fn ts(t: DateTime<Utc>) -> String {
-    // `%Y-%m-%dT%H:%M:%S%.6fZ` without parsing a format string per call (the decision log's
-    // writer formats one per row)
+    // `%Y-%m-%dT%H:%M:%S%.6fZ` without parsing a format string per call
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 

@@ -1,4 +1,4 @@
-//! `rollout decisions list|show|export`: the decision log (`rollout_decisions`, issue 14).
+//! `rollout decisions list|show|export`: the decision log (issue 14).
 //!
 //! - `list [filters] [--limit N] [--cursor ID]`: newest first, a table (or `--json`: the
 //!   records and the cursor of the next page);
