@@ -97,6 +97,35 @@ pub fn job_to_json(job: &Job) -> serde_json::Value {
     serde_json::Value::Object(o)
 }
 
+/// `job` as the JSON [`job_to_json`] makes of it, serialised straight from the job (no
+/// [`serde_json::Value`] built: the decision log encodes one per logged route decision).
+#[derive(Debug, Clone, Copy)]
+pub struct JobJson<'a>(pub &'a Job);
+
+impl serde::Serialize for JobJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let job = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(t) = &job.job_type {
+            map.serialize_entry("job_type", t)?;
+        }
+        if let Some(d) = job.time_range_days {
+            map.serialize_entry("time_range_days", &d)?;
+        }
+        if !job.pr_numbers.is_empty() {
+            map.serialize_entry("pr_numbers", &job.pr_numbers)?;
+        }
+        if let Some(t) = job.trigger_source {
+            map.serialize_entry("trigger_source", t.as_str())?;
+        }
+        if let Some(m) = job.max_items {
+            map.serialize_entry("max_items", &m)?;
+        }
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::from_json;
@@ -117,6 +146,10 @@ mod tests {
         for job in jobs {
             let back: JobInput = serde_json::from_value(job_to_json(&job)).expect("reads back");
             assert_eq!(back.into_job(), job);
+            // serialised straight from the job: the same JSON
+            let direct: serde_json::Value =
+                serde_json::from_str(&serde_json::to_string(&JobJson(&job)).expect("serialised")).expect("JSON");
+            assert_eq!(direct, job_to_json(&job));
         }
     }
 

@@ -25,7 +25,7 @@ pub mod config;
 mod job;
 pub mod values;
 
-pub use job::{job_to_json, JobInput};
+pub use job::{job_to_json, JobInput, JobJson};
 
 use serde::de::DeserializeOwned;
 

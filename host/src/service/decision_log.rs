@@ -22,7 +22,7 @@
 //! asked to mask without a key logs nothing for that feature (counted, `no_mask_key`) rather
 //! than store the ids it was told not to.
 
-use crate::store::{DecisionRecord, Store};
+use crate::store::{DecisionRecord, PackedDecision, Store};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::cell::Cell;
@@ -217,30 +217,12 @@ pub fn mask(key: &[u8], repository_id: &str) -> String {
 }
 
 /// An estimate of an entry's size in memory, for the byte bound.
-fn entry_bytes(r: &DecisionRecord) -> usize {
-    std::mem::size_of::<DecisionRecord>()
+fn entry_bytes(r: &PackedDecision) -> usize {
+    std::mem::size_of::<PackedDecision>()
         + r.feature.len()
-        + r.policy_sha256.len()
         + r.repository_id.len()
-        + r.reason.len()
-        + r.category.as_ref().map_or(0, String::len)
-        + r.processor.as_ref().map_or(0, String::len)
-        + r.rule.as_ref().map_or(0, String::len)
-        + r.fallback.as_ref().map_or(0, String::len)
-        + r.job.as_ref().map_or(0, json_bytes)
-        + r.overrides.as_ref().map_or(0, json_bytes)
-}
-
-/// An estimate of the memory a JSON value holds, without serialising it (this runs for
-/// every logged decision): a fixed cost per node plus its strings.
-fn json_bytes(v: &serde_json::Value) -> usize {
-    const NODE: usize = std::mem::size_of::<serde_json::Value>() + 16;
-    match v {
-        serde_json::Value::String(s) => NODE + s.len(),
-        serde_json::Value::Array(a) => NODE + a.iter().map(json_bytes).sum::<usize>(),
-        serde_json::Value::Object(o) => NODE + o.iter().map(|(k, v)| k.len() + 32 + json_bytes(v)).sum::<usize>(),
-        _ => NODE,
-    }
+        + r.rule.as_ref().map_or(0, |rule| rule.len())
+        + r.json.len()
 }
 
 /// Why an entry was not logged.
@@ -306,7 +288,7 @@ impl DecisionLogFigures {
 
 #[derive(Default)]
 struct Queue {
-    entries: VecDeque<(DecisionRecord, usize)>,
+    entries: VecDeque<(PackedDecision, usize)>,
     bytes: usize,
 }
 
@@ -378,9 +360,20 @@ impl DecisionLog {
         }
     }
 
-    /// Queue `record` for the writer; `false` (counted) when the queue is at its bound.
-    /// Never waits.
+    /// Queue `record` for the writer ([`DecisionLog::offer_packed`] of it, encoded).
     pub fn offer(&self, record: DecisionRecord) -> bool {
+        match PackedDecision::of(&record) {
+            Ok(packed) => self.offer_packed(packed),
+            Err(_) => {
+                self.drop_entry(DropReason::WriteFailed, 1);
+                false
+            }
+        }
+    }
+
+    /// Queue an encoded decision for the writer; `false` (counted) when the queue is at its
+    /// bound. Never waits.
+    pub fn offer_packed(&self, record: PackedDecision) -> bool {
         let size = entry_bytes(&record);
         let wake = {
             let mut q = self.lock();
@@ -401,14 +394,14 @@ impl DecisionLog {
 
     /// Take up to `max` entries, oldest first. When they are all taken the queue is swapped
     /// for an empty one, so the lock is held for no copy (offers wait on it).
-    fn take(&self, max: usize) -> Vec<(DecisionRecord, usize)> {
-        let batch: Vec<(DecisionRecord, usize)> = {
+    fn take(&self, max: usize) -> Vec<(PackedDecision, usize)> {
+        let batch: Vec<(PackedDecision, usize)> = {
             let mut q = self.lock();
             if q.entries.len() <= max {
                 q.bytes = 0;
                 std::mem::take(&mut q.entries).into()
             } else {
-                let batch: Vec<(DecisionRecord, usize)> = q.entries.drain(..max).collect();
+                let batch: Vec<(PackedDecision, usize)> = q.entries.drain(..max).collect();
                 q.bytes -= batch.iter().map(|(_, s)| s).sum::<usize>();
                 batch
             }
@@ -418,7 +411,7 @@ impl DecisionLog {
 
     /// Put a refused batch back at the front while it fits the bounds; the rest is dropped
     /// (counted).
-    fn put_back(&self, batch: Vec<(DecisionRecord, usize)>) {
+    fn put_back(&self, batch: Vec<(PackedDecision, usize)>) {
         let mut lost = 0u64;
         {
             let mut q = self.lock();
@@ -445,8 +438,8 @@ impl DecisionLog {
             if batch.is_empty() {
                 return Ok(total);
             }
-            let (records, sizes): (Vec<DecisionRecord>, Vec<usize>) = batch.into_iter().unzip();
-            match store.insert_decisions(&records).await {
+            let (records, sizes): (Vec<PackedDecision>, Vec<usize>) = batch.into_iter().unzip();
+            match store.insert_packed(&records).await {
                 Ok(_) => {
                     let n = records.len() as u64;
                     self.written.fetch_add(n, Relaxed);
@@ -615,7 +608,7 @@ mod tests {
         let f = log.figures();
         assert_eq!((f.queued, f.dropped(DropReason::QueueFull)), (3, 2));
 
-        let one = entry_bytes(&record(0));
+        let one = entry_bytes(&PackedDecision::of(&record(0)).expect("encoded"));
         let log = DecisionLog::new(DecisionLogOptions { queue_bytes: one * 2 + 1, ..DecisionLogOptions::default() });
         assert!(log.offer(record(1)) && log.offer(record(2)));
         assert!(!log.offer(record(3)));

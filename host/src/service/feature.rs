@@ -7,7 +7,7 @@ use super::outcomes::OutcomeBuffer;
 use super::Service;
 use crate::input::values::RepositoryUuid;
 use crate::manager::{HealthReport, Manager, Participation};
-use crate::store::{DecisionKind, DecisionRecord};
+use crate::store::{DecisionFields, DecisionKind, PackedDecision};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Eligibility, Job, Repository, RouteDecision};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -418,38 +418,52 @@ impl Service {
             return false;
         };
         let overrides = feature.manager.overrides();
+        let overrides = (!overrides.is_empty()).then(|| serde_json::to_value(overrides).unwrap_or_default());
         let (kind, eligibility, job, processor, rule) = match answer {
             Answer::Eligibility(e) => (DecisionKind::Eligibility, *e, None, None, None),
             Answer::Route(job, d) => (
                 DecisionKind::Route,
                 d.eligibility,
-                Some(crate::input::job_to_json(job)),
-                Some(d.processor.as_str().to_owned()),
-                Some(d.rule.as_str().to_owned()),
+                Some(crate::input::JobJson(job)),
+                Some(d.processor.as_str()),
+                Some(d.rule.as_str()),
             ),
         };
-        log.offer(DecisionRecord {
+        let reason = eligibility.reason.as_str();
+        // the rule the decision is found by (`store::PackedDecision::rule`)
+        let found_by = match kind {
+            DecisionKind::Route => rule,
+            DecisionKind::Eligibility => Some(reason),
+        };
+        let fields = DecisionFields {
             id,
-            // the id's millisecond: a time filter can then bound the id exactly (the log's
-            // primary key serves it, `store::decision_log::first_id_at`)
-            time: from_ms(crate::store::id_ms(id)).unwrap_or_else(Utc::now),
-            feature: feature.name().to_owned(),
+            // the id's millisecond: a time filter then bounds the id exactly
+            // (`store::decision_log::first_id_at`)
+            time_us: crate::store::id_ms(id).saturating_mul(1000),
             kind,
             config_version: traced.config_version,
-            overrides: (!overrides.is_empty()).then(|| serde_json::to_value(overrides).unwrap_or_default()),
-            policy_sha256: policy.map_or_else(|| "none".to_owned(), |p| p.sha256),
-            repository_id,
+            overrides: overrides.as_ref(),
+            policy_sha256: policy.as_ref().map_or("none", |p| p.sha256.as_str()),
+            repository_id: &repository_id,
             masked,
-            category: repo.category.map(|c| c.as_str().to_owned()),
+            category: repo.category.map(|c| c.as_str()),
             job,
             processor,
             rule,
             eligible: eligibility.eligible,
-            reason: eligibility.reason.as_str().to_owned(),
+            reason,
             bucket: eligibility.bucket,
-            fallback: traced.fallback.clone(),
+            fallback: traced.fallback.as_deref(),
             duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
-        })
+        };
+        match PackedDecision::new(feature.name(), found_by.map(std::borrow::Cow::Borrowed), &fields) {
+            Ok(packed) => log.offer_packed(packed),
+            Err(_) => {
+                // (a decision's fields always serialise; counted rather than lost unseen)
+                log.drop_entry(DropReason::WriteFailed, 1);
+                false
+            }
+        }
     }
 }
 

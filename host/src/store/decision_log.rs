@@ -332,49 +332,132 @@ struct Packed(
     i64,
 );
 
-/// [`Packed`], borrowed from the record it writes.
-#[derive(Serialize)]
-struct PackedRef<'a>(
-    &'a Uuid,
-    i64,
-    DecisionKind,
-    i64,
-    Option<&'a serde_json::Value>,
-    &'a str,
-    &'a str,
-    bool,
-    Option<&'a str>,
-    Option<&'a serde_json::Value>,
-    Option<&'a str>,
-    Option<&'a str>,
-    bool,
-    &'a str,
-    u8,
-    Option<&'a str>,
-    i64,
-);
+/// A decision's fields as a segment stores them ([`PackedDecision::new`] writes them as the
+/// JSON array `Packed` reads back), borrowed from wherever they are: a [`DecisionRecord`]
+/// ([`PackedDecision::of`]) or, on a decision's path, the decision itself (no record is
+/// built: `J` is the job in any form that serialises to the same JSON).
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionFields<'a, J> {
+    /// The decision id.
+    pub id: Uuid,
+    /// When it was decided, in Unix microseconds.
+    pub time_us: i64,
+    /// Which decision function answered.
+    pub kind: DecisionKind,
+    /// [`DecisionRecord::config_version`].
+    pub config_version: i64,
+    /// [`DecisionRecord::overrides`].
+    pub overrides: Option<&'a serde_json::Value>,
+    /// [`DecisionRecord::policy_sha256`].
+    pub policy_sha256: &'a str,
+    /// [`DecisionRecord::repository_id`].
+    pub repository_id: &'a str,
+    /// [`DecisionRecord::masked`].
+    pub masked: bool,
+    /// [`DecisionRecord::category`].
+    pub category: Option<&'a str>,
+    /// [`DecisionRecord::job`], in a form that serialises to its JSON.
+    pub job: Option<J>,
+    /// [`DecisionRecord::processor`].
+    pub processor: Option<&'a str>,
+    /// [`DecisionRecord::rule`].
+    pub rule: Option<&'a str>,
+    /// [`DecisionRecord::eligible`].
+    pub eligible: bool,
+    /// [`DecisionRecord::reason`].
+    pub reason: &'a str,
+    /// [`DecisionRecord::bucket`].
+    pub bucket: u8,
+    /// [`DecisionRecord::fallback`].
+    pub fallback: Option<&'a str>,
+    /// [`DecisionRecord::duration_us`].
+    pub duration_us: i64,
+}
 
-impl<'a> PackedRef<'a> {
-    fn of(r: &'a DecisionRecord) -> PackedRef<'a> {
-        PackedRef(
-            &r.id,
-            r.time.timestamp_micros(),
-            r.kind,
-            r.config_version,
-            r.overrides.as_ref(),
-            &r.policy_sha256,
-            &r.repository_id,
-            r.masked,
-            r.category.as_deref(),
-            r.job.as_ref(),
-            r.processor.as_deref(),
-            r.rule.as_deref(),
-            r.eligible,
-            &r.reason,
-            r.bucket,
-            r.fallback.as_deref(),
-            r.duration_us,
-        )
+impl<J: Serialize> Serialize for DecisionFields<'_, J> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = serializer.serialize_tuple(17)?;
+        t.serialize_element(&self.id)?;
+        t.serialize_element(&self.time_us)?;
+        t.serialize_element(&self.kind)?;
+        t.serialize_element(&self.config_version)?;
+        t.serialize_element(&self.overrides)?;
+        t.serialize_element(self.policy_sha256)?;
+        t.serialize_element(self.repository_id)?;
+        t.serialize_element(&self.masked)?;
+        t.serialize_element(&self.category)?;
+        t.serialize_element(&self.job)?;
+        t.serialize_element(&self.processor)?;
+        t.serialize_element(&self.rule)?;
+        t.serialize_element(&self.eligible)?;
+        t.serialize_element(self.reason)?;
+        t.serialize_element(&self.bucket)?;
+        t.serialize_element(&self.fallback)?;
+        t.serialize_element(&self.duration_us)?;
+        t.end()
+    }
+}
+
+/// A decision encoded for the log, as the writer's queue holds it: its JSON as a segment
+/// stores it, and what the writer needs to place it (its id, feature, repository and rule).
+/// One allocation for the JSON instead of a record's dozen strings and JSON nodes, each
+/// allocated on the decision's path and freed by the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedDecision {
+    /// The decision id.
+    pub id: Uuid,
+    /// The feature.
+    pub feature: String,
+    /// The repository id as logged.
+    pub repository_id: String,
+    /// The rule the decision is found by: the routing rule of a route decision, the
+    /// eligibility reason of an eligibility one.
+    pub rule: Option<std::borrow::Cow<'static, str>>,
+    /// The JSON array of its fields (`DecisionFields`).
+    pub json: String,
+}
+
+impl PackedDecision {
+    /// `fields` of a decision of `feature`, encoded; `rule` as [`PackedDecision::rule`].
+    pub fn new<J: Serialize>(
+        feature: &str,
+        rule: Option<std::borrow::Cow<'static, str>>,
+        fields: &DecisionFields<'_, J>,
+    ) -> StoreResult<PackedDecision> {
+        let json = serde_json::to_string(fields)
+            .map_err(|e| corrupt("body", format!("decision `{}`: {e}", fields.id)))?;
+        Ok(PackedDecision {
+            id: fields.id,
+            feature: feature.to_owned(),
+            repository_id: fields.repository_id.to_owned(),
+            rule,
+            json,
+        })
+    }
+
+    /// `record`, encoded.
+    pub fn of(r: &DecisionRecord) -> StoreResult<PackedDecision> {
+        let fields = DecisionFields {
+            id: r.id,
+            time_us: r.time.timestamp_micros(),
+            kind: r.kind,
+            config_version: r.config_version,
+            overrides: r.overrides.as_ref(),
+            policy_sha256: &r.policy_sha256,
+            repository_id: &r.repository_id,
+            masked: r.masked,
+            category: r.category.as_deref(),
+            job: r.job.as_ref(),
+            processor: r.processor.as_deref(),
+            rule: r.rule.as_deref(),
+            eligible: r.eligible,
+            reason: &r.reason,
+            bucket: r.bucket,
+            fallback: r.fallback.as_deref(),
+            duration_us: r.duration_us,
+        };
+        PackedDecision::new(&r.feature, rule_of(r).map(|rule| rule.to_owned().into()), &fields)
     }
 }
 
@@ -466,28 +549,27 @@ fn newline_member(value: &str) -> String {
 }
 
 /// The segment of `records` (one feature, in id order, at least one).
-fn encode(records: &[&DecisionRecord]) -> StoreResult<NewSegment> {
+fn encode(records: &[&PackedDecision]) -> StoreResult<NewSegment> {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Err(corrupt("body", "a segment of no decision"));
     };
-    let mut body: Vec<u8> = Vec::with_capacity(records.len() * 320 + 2);
-    body.push(b'[');
+    let mut body = String::with_capacity(records.iter().map(|r| r.json.len() + 1).sum::<usize>() + 2);
+    body.push('[');
     for (i, r) in records.iter().enumerate() {
         if i > 0 {
-            body.push(b',');
+            body.push(',');
         }
-        serde_json::to_writer(&mut body, &PackedRef::of(r))
-            .map_err(|e| corrupt("body", format!("decision `{}`: {e}", r.id)))?;
+        body.push_str(&r.json);
     }
-    body.push(b']');
+    body.push(']');
     Ok(NewSegment {
         feature: first.feature.clone(),
         first_id: first.id,
         last_id: last.id,
         rows: i64::try_from(records.len()).unwrap_or(i64::MAX),
         repositories: newline_set(records.iter().map(|r| r.repository_id.as_str())),
-        rules: newline_set(records.iter().filter_map(|r| rule_of(r))),
-        body: String::from_utf8(body).map_err(|e| corrupt("body", e))?,
+        rules: newline_set(records.iter().filter_map(|r| r.rule.as_deref())),
+        body,
     })
 }
 
@@ -510,8 +592,8 @@ fn insert_statement(segment: NewSegment) -> (&'static str, Vec<Arg<'static>>) {
 const SEGMENT_ROWS: usize = 1_000;
 
 /// The segments of `records`: per feature, in id order, [`SEGMENT_ROWS`] at most each.
-fn segments_of(records: &[&DecisionRecord]) -> StoreResult<Vec<NewSegment>> {
-    let mut by_feature: std::collections::BTreeMap<&str, Vec<&DecisionRecord>> = std::collections::BTreeMap::new();
+fn segments_of(records: &[&PackedDecision]) -> StoreResult<Vec<NewSegment>> {
+    let mut by_feature: std::collections::BTreeMap<&str, Vec<&PackedDecision>> = std::collections::BTreeMap::new();
     for r in records {
         by_feature.entry(r.feature.as_str()).or_default().push(r);
     }
@@ -615,16 +697,6 @@ where
     T: Decode<'r, R::Database> + Type<R::Database>,
 {
     row.try_get(column).map_err(|e| corrupt(column, e))
-}
-
-fn insert_context(records: &[DecisionRecord]) -> String {
-    match (records.first(), records.last()) {
-        (Some(first), Some(last)) if records.len() > 1 => {
-            format!("log {} decisions (`{}` … `{}`)", records.len(), first.id, last.id)
-        }
-        (Some(first), _) => format!("log decision `{}`", first.id),
-        _ => "log no decision".to_owned(),
-    }
 }
 
 fn link_context(outcomes: &[DecisionOutcome]) -> String {
@@ -752,22 +824,34 @@ mod lite {
 }
 
 impl Store {
-    /// Log a batch of decisions: one segment per feature, all in one transaction. An id
-    /// already logged, or repeated in the batch, is ignored. How many decisions were new.
+    /// Log a batch of decisions: one segment per feature (and 1,000 decisions), all in one
+    /// transaction. An id already logged, or repeated in the batch, is ignored. How many
+    /// decisions were new. ([`Store::insert_packed`] of the records, encoded.)
+    pub async fn insert_decisions(&self, records: &[DecisionRecord]) -> StoreResult<u64> {
+        let packed = records.iter().map(PackedDecision::of).collect::<StoreResult<Vec<_>>>()?;
+        self.insert_packed(&packed).await
+    }
+
+    /// Log a batch of encoded decisions, as [`Store::insert_decisions`] does.
     ///
     /// The segments already holding ids within the batch's range are read first, to leave
     /// out what they hold: for a batch of new decisions there are none (its ids are newer
     /// than every segment's), so the check is one index seek. An empty batch makes no
     /// round trip.
-    pub async fn insert_decisions(&self, records: &[DecisionRecord]) -> StoreResult<u64> {
+    pub async fn insert_packed(&self, records: &[PackedDecision]) -> StoreResult<u64> {
         let (Some(lo), Some(hi)) = (records.iter().map(|r| r.id).min(), records.iter().map(|r| r.id).max()) else {
             return Ok(0);
         };
-        let context = || insert_context(records);
+        let context = || match (records.first(), records.last()) {
+            (Some(first), Some(last)) if records.len() > 1 => {
+                format!("log {} decisions (`{}` … `{}`)", records.len(), first.id, last.id)
+            }
+            _ => format!("log decision `{lo}`"),
+        };
         let overlapping = self.segments(sql::OVERLAPPING, vec![Arg::Id(lo), Arg::Id(hi)], context()).await?;
         let mut ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
         ids.sort_unstable();
-        let fresh: Vec<&DecisionRecord> = if overlapping.is_empty() && ids.windows(2).all(|w| w[0] < w[1]) {
+        let fresh: Vec<&PackedDecision> = if overlapping.is_empty() && ids.windows(2).all(|w| w[0] < w[1]) {
             // the common case: new ids, each once (no set to build, per decision)
             records.iter().collect()
         } else {
@@ -900,9 +984,10 @@ impl Store {
         let across = self.segments(sql::OVERLAPPING, vec![Arg::Id(line), Arg::Id(line)], context.clone()).await?;
         for segment in across.iter().filter(|s| keep(s.last_id) && !keep(s.first_id)) {
             let decisions = segment.decisions()?;
-            let kept: Vec<&DecisionRecord> = decisions.iter().filter(|r| keep(r.id)).collect();
+            let kept = decisions.iter().filter(|r| keep(r.id)).map(PackedDecision::of);
+            let kept = kept.collect::<StoreResult<Vec<_>>>()?;
             let mut statements = vec![(sql::DELETE_ONE, vec![Arg::Int(segment.seq)])];
-            statements.extend(segments_of(&kept)?.into_iter().map(insert_statement));
+            statements.extend(segments_of(&kept.iter().collect::<Vec<_>>())?.into_iter().map(insert_statement));
             // a segment another process trimmed first is left to it
             if self.write_first(statements, context.clone()).await? {
                 count += u64::try_from(decisions.len() - kept.len()).unwrap_or(0);
@@ -1160,8 +1245,8 @@ mod tests {
             record(3, DecisionKind::Route, None, "percentage"),
             record(4, DecisionKind::Route, Some("a"), "percentage"),
         ];
-        let refs: Vec<&DecisionRecord> = records.iter().collect();
-        let segment = encode(&refs).expect("a segment");
+        let packed: Vec<PackedDecision> = records.iter().map(|r| PackedDecision::of(r).expect("encoded")).collect();
+        let segment = encode(&packed.iter().collect::<Vec<_>>()).expect("a segment");
         assert_eq!(segment.repositories, "\nrepo-1\nrepo-0\n");
         assert_eq!(segment.rules, "\na\nwhitelist\n", "a route decision is found by its rule, not its reason");
         assert_eq!((segment.first_id, segment.last_id, segment.rows), (records[0].id, records[3].id, 4));

@@ -65,7 +65,8 @@ pub use backlog::BacklogReport;
 pub use candidate::{CandidateAction, CandidateEvent, NewCandidateEvent};
 pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planned, Skipped};
 pub use decision_log::{
-    first_id_at, id_ms, DecisionFilter, DecisionKind, DecisionOutcome, DecisionRecord, DecisionVersionOutcomes,
+    first_id_at, id_ms, DecisionFields, DecisionFilter, DecisionKind, DecisionOutcome, DecisionRecord,
+    DecisionVersionOutcomes, PackedDecision,
 };
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use listen::ChangeListener;
