@@ -425,8 +425,8 @@ impl PackedDecision {
         rule: Option<std::borrow::Cow<'static, str>>,
         fields: &DecisionFields<'_, J>,
     ) -> StoreResult<PackedDecision> {
-        let json = serde_json::to_string(fields)
-            .map_err(|e| corrupt("body", format!("decision `{}`: {e}", fields.id)))?;
+        let json =
+            serde_json::to_string(fields).map_err(|e| corrupt("body", format!("decision `{}`: {e}", fields.id)))?;
         Ok(PackedDecision {
             id: fields.id,
             feature: feature.to_owned(),
