@@ -430,11 +430,7 @@ impl Service {
             ),
         };
         let reason = eligibility.reason.as_str();
-        // the rule the decision is found by (`store::PackedDecision::rule`)
-        let found_by = match kind {
-            DecisionKind::Route => rule,
-            DecisionKind::Eligibility => Some(reason),
-        };
+        let found_by = kind.found_by(rule, reason);
         let fields = DecisionFields {
             id,
             // the id's millisecond: a time filter then bounds the id exactly

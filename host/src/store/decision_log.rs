@@ -41,6 +41,16 @@ impl DecisionKind {
         }
     }
 
+    /// The rule a decision of this kind is found by (the `rule` filter, a segment's rules):
+    /// the routing rule of a route decision, the eligibility reason of an eligibility one (a
+    /// route decision without a rule has none).
+    pub fn found_by<'a>(self, rule: Option<&'a str>, reason: &'a str) -> Option<&'a str> {
+        match self {
+            DecisionKind::Route => rule,
+            DecisionKind::Eligibility => Some(reason),
+        }
+    }
+
     /// The kind of a column value.
     pub fn parse(text: &str) -> Option<DecisionKind> {
         match text {
@@ -520,13 +530,9 @@ struct NewSegment {
     body: String,
 }
 
-/// The rule a decision is found by: the routing rule of a route decision, the eligibility
-/// reason of an eligibility one (a route decision without a rule has none).
+/// The rule `r` is found by ([`DecisionKind::found_by`]).
 fn rule_of(r: &DecisionRecord) -> Option<&str> {
-    match r.kind {
-        DecisionKind::Route => r.rule.as_deref(),
-        DecisionKind::Eligibility => Some(&r.reason),
-    }
+    r.kind.found_by(r.rule.as_deref(), &r.reason)
 }
 
 /// `values`, distinct, each followed by a newline after a leading one (`\na\nb\n`: a
