@@ -163,6 +163,12 @@ pub struct Explanation {
 pub trait Policy: Send + Sync {
     /// The policy answering now; `None` when none is loaded.
     fn version(&self) -> Option<PolicyVersion>;
+    /// [`Policy::version`] as a shared handle: what a logged decision names, taken per
+    /// decision without copying the version's strings (a policy that keeps its version in
+    /// an `Arc` hands out a clone of it).
+    fn version_shared(&self) -> Option<Arc<PolicyVersion>> {
+        self.version().map(Arc::new)
+    }
     /// Eligibility of one repository.
     fn is_eligible(&self, config: &Arc<ConfigSnapshot>, repository: &Repository) -> CallResult<Eligibility>;
     /// Eligibility of many repositories, in order.

@@ -154,6 +154,10 @@ macro_rules! policy_through_instances {
     ($t:ty, $version:expr, $read_batch:expr) => {
         impl $crate::engine::Policy for $t {
             fn version(&self) -> Option<$crate::engine::PolicyVersion> {
+                ($version)(self).map(|v: std::sync::Arc<$crate::engine::PolicyVersion>| (*v).clone())
+            }
+
+            fn version_shared(&self) -> Option<std::sync::Arc<$crate::engine::PolicyVersion>> {
                 ($version)(self)
             }
 

@@ -109,6 +109,9 @@ impl AtomicCounts {
 pub(crate) struct Version {
     pub compiled: CompiledPolicy,
     pub info: PolicyVersion,
+    /// `info` as a shared handle ([`crate::engine::Policy::version_shared`]): taken per
+    /// logged decision without copying its strings.
+    pub shared: std::sync::Arc<PolicyVersion>,
     pub source: String,
     pub loaded_at: DateTime<Utc>,
     /// Decisions checked by the safety contract, once it passed in this process (or the
@@ -127,6 +130,7 @@ impl Version {
         };
         Version {
             compiled,
+            shared: std::sync::Arc::new(info.clone()),
             info,
             source: source.to_owned(),
             loaded_at: Utc::now(),

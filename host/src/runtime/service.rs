@@ -761,11 +761,15 @@ impl Candidate {
     }
 }
 
-super::policy_through_instances!(Candidate, Candidate::policy_version);
+super::policy_through_instances!(Candidate, |c: &Candidate| Some(c.serving.version.shared.clone()));
 
-super::policy_through_instances!(Runtime, Runtime::policy_version, |r: &Runtime, config, repositories: &[_]| {
+super::policy_through_instances!(
+    Runtime,
+    |r: &Runtime| r.inner.active.load().as_ref().map(|s| s.version.shared.clone()),
+    |r: &Runtime, config, repositories: &[_]| {
     if repositories.is_empty() {
         return Ok(Vec::new());
     }
     r.call_with(repositories.len() as u64, false, |i| i.is_eligible_batch(config, repositories))
-});
+    }
+);

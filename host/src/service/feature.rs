@@ -36,6 +36,8 @@ pub struct Feature {
     counting: AtomicBool,
     /// Buffered outcomes the database refused, most recent last (at most [`DEAD_LETTERS`]).
     dead_letters: Mutex<std::collections::VecDeque<super::outcomes::DeadLetter>>,
+    /// The name as each of its logged decisions carries it (shared, not copied per entry).
+    log_name: Arc<str>,
 }
 
 /// Refused outcomes a feature keeps for the status.
@@ -50,7 +52,6 @@ impl std::fmt::Debug for Feature {
 impl Feature {
     pub(crate) fn new(manager: Manager, counters: Arc<DecisionCounters>) -> Feature {
         Feature {
-            manager,
             counters,
             buffer: OutcomeBuffer::default(),
             loaded_at_ms: AtomicI64::new(now_ms()),
@@ -60,6 +61,8 @@ impl Feature {
             participation: arc_swap::ArcSwapOption::empty(),
             counting: AtomicBool::new(false),
             dead_letters: Mutex::new(std::collections::VecDeque::new()),
+            log_name: Arc::from(manager.feature()),
+            manager,
         }
     }
 
@@ -209,6 +212,15 @@ pub struct Logged<T> {
     pub canary: Option<crate::engine::PolicyVersion>,
 }
 
+/// Whether two handles name the same policy version (the same `Arc`, or equal versions).
+fn same_version(a: Option<&Arc<crate::engine::PolicyVersion>>, b: Option<&Arc<crate::engine::PolicyVersion>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// What a logged decision answered, for [`Service::log_decision`].
 enum Answer<'a> {
     Eligibility(&'a Eligibility),
@@ -244,7 +256,7 @@ impl Service {
                     feature,
                     &settings,
                     decision_id,
-                    Some(c.version.clone()),
+                    Some(Arc::new(c.version.clone())),
                     false,
                     repo,
                     &traced,
@@ -258,7 +270,7 @@ impl Service {
             feature.counters.eligibility(&decision);
             Logged { decision, id: decision_id, logged: false, canary: None }
         } else {
-            let policy = self.inner.policy.version();
+            let policy = self.inner.policy.version_shared();
             let start = Instant::now();
             let traced = feature.manager.decide_eligibility_traced(repo);
             let took = start.elapsed();
@@ -299,7 +311,7 @@ impl Service {
                     feature,
                     &settings,
                     decision_id,
-                    Some(c.version.clone()),
+                    Some(Arc::new(c.version.clone())),
                     false,
                     repo,
                     &traced,
@@ -313,7 +325,7 @@ impl Service {
             feature.counters.route(&decision);
             Logged { decision, id: decision_id, logged: false, canary: None }
         } else {
-            let policy = self.inner.policy.version();
+            let policy = self.inner.policy.version_shared();
             let start = Instant::now();
             let traced = feature.manager.decide_route_traced(repo, job);
             let took = start.elapsed();
@@ -343,7 +355,7 @@ impl Service {
             return self.route_batch_plain(feature, &requests, &ids);
         }
         let live = self.inner.candidates.current();
-        let policy = self.inner.policy.version();
+        let policy = self.inner.policy.version_shared();
         let start = Instant::now();
         let traced = feature.manager.decide_routes_traced(&requests);
         let took = start.elapsed() / u32::try_from(requests.len().max(1)).unwrap_or(u32::MAX);
@@ -362,7 +374,7 @@ impl Service {
                         feature,
                         &settings,
                         id,
-                        Some(c.version.clone()),
+                        Some(Arc::new(c.version.clone())),
                         false,
                         repo,
                         &one,
@@ -402,7 +414,7 @@ impl Service {
         feature: &Arc<Feature>,
         settings: &LogSettings,
         id: uuid::Uuid,
-        policy: Option<crate::engine::PolicyVersion>,
+        policy: Option<Arc<crate::engine::PolicyVersion>>,
         serving: bool,
         repo: &Repository,
         traced: &crate::manager::Traced<T>,
@@ -410,7 +422,7 @@ impl Service {
         took: std::time::Duration,
     ) -> bool {
         let log = &self.inner.decision_log;
-        if serving && self.inner.policy.version() != policy {
+        if serving && !same_version(self.inner.policy.version_shared().as_ref(), policy.as_ref()) {
             log.drop_entry(DropReason::PolicySwapped, 1);
             return false;
         }
@@ -452,8 +464,14 @@ impl Service {
             fallback: traced.fallback.as_deref(),
             duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
         };
-        match PackedDecision::new(feature.name(), found_by.map(std::borrow::Cow::Borrowed), &fields) {
-            Ok(packed) => log.offer_packed(packed),
+        match fields.encode() {
+            Ok(json) => log.offer_packed(PackedDecision {
+                id,
+                feature: feature.log_name.clone(),
+                repository_id,
+                rule: found_by.map(std::borrow::Cow::Borrowed),
+                json,
+            }),
             Err(_) => {
                 // (a decision's fields always serialise; counted rather than lost unseen)
                 log.drop_entry(DropReason::WriteFailed, 1);

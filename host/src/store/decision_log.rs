@@ -417,8 +417,8 @@ impl<J: Serialize> Serialize for DecisionFields<'_, J> {
 pub struct PackedDecision {
     /// The decision id.
     pub id: Uuid,
-    /// The feature.
-    pub feature: String,
+    /// The feature (shared by every entry of it).
+    pub feature: std::sync::Arc<str>,
     /// The repository id as logged.
     pub repository_id: String,
     /// The rule the decision is found by: the routing rule of a route decision, the
@@ -428,21 +428,28 @@ pub struct PackedDecision {
     pub json: String,
 }
 
+impl<J: Serialize> DecisionFields<'_, J> {
+    /// The JSON array a segment stores for this decision ([`PackedDecision::json`]).
+    pub fn encode(&self) -> StoreResult<String> {
+        serde_json::to_string(self).map_err(|e| corrupt("body", format!("decision `{}`: {e}", self.id)))
+    }
+}
+
 impl PackedDecision {
     /// `fields` of a decision of `feature`, encoded; `rule` as [`PackedDecision::rule`].
+    /// (On a decision's path the service builds the entry itself from
+    /// [`DecisionFields::encode`], moving the repository id it owns rather than copying it.)
     pub fn new<J: Serialize>(
         feature: &str,
         rule: Option<std::borrow::Cow<'static, str>>,
         fields: &DecisionFields<'_, J>,
     ) -> StoreResult<PackedDecision> {
-        let json =
-            serde_json::to_string(fields).map_err(|e| corrupt("body", format!("decision `{}`: {e}", fields.id)))?;
         Ok(PackedDecision {
             id: fields.id,
-            feature: feature.to_owned(),
+            feature: feature.into(),
             repository_id: fields.repository_id.to_owned(),
             rule,
-            json,
+            json: fields.encode()?,
         })
     }
 
@@ -569,7 +576,7 @@ fn encode(records: &[&PackedDecision]) -> StoreResult<NewSegment> {
     }
     body.push(']');
     Ok(NewSegment {
-        feature: first.feature.clone(),
+        feature: first.feature.to_string(),
         first_id: first.id,
         last_id: last.id,
         rows: i64::try_from(records.len()).unwrap_or(i64::MAX),
@@ -601,7 +608,7 @@ const SEGMENT_ROWS: usize = 1_000;
 fn segments_of(records: &[&PackedDecision]) -> StoreResult<Vec<NewSegment>> {
     let mut by_feature: std::collections::BTreeMap<&str, Vec<&PackedDecision>> = std::collections::BTreeMap::new();
     for r in records {
-        by_feature.entry(r.feature.as_str()).or_default().push(r);
+        by_feature.entry(&r.feature).or_default().push(r);
     }
     let mut segments = Vec::new();
     for mut of_feature in by_feature.into_values() {
