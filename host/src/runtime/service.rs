@@ -767,9 +767,9 @@ super::policy_through_instances!(
     Runtime,
     |r: &Runtime| r.inner.active.load().as_ref().map(|s| s.version.shared.clone()),
     |r: &Runtime, config, repositories: &[_]| {
-    if repositories.is_empty() {
-        return Ok(Vec::new());
-    }
-    r.call_with(repositories.len() as u64, false, |i| i.is_eligible_batch(config, repositories))
+        if repositories.is_empty() {
+            return Ok(Vec::new());
+        }
+        r.call_with(repositories.len() as u64, false, |i| i.is_eligible_batch(config, repositories))
     }
 );

@@ -175,6 +175,28 @@ mod sql {
     pub const INSERT: &str = "INSERT INTO rollout_decision_segments \
         (feature, first_id, last_id, rows, repositories, rules, body) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+    /// [`INSERT`] of `n` segments in one statement, the arguments of each in turn.
+    pub fn insert_many(n: usize) -> String {
+        let mut sql = INSERT.trim_end_matches("($1, $2, $3, $4, $5, $6, $7)").to_owned();
+        for i in 0..n {
+            let at = i * 7;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                at + 1,
+                at + 2,
+                at + 3,
+                at + 4,
+                at + 5,
+                at + 6,
+                at + 7
+            ));
+        }
+        sql
+    }
+
     /// What a read takes of a segment.
     pub const SEGMENT: &str = "SELECT seq, feature, first_id, last_id, body FROM rollout_decision_segments";
 
@@ -313,6 +335,20 @@ impl Segment {
             .collect::<StoreResult<Vec<_>>>()?;
         records.sort_by_key(|r| r.id);
         Ok(records)
+    }
+
+    /// Whether decision `id` may be in the segment: `false` only when it is not (the id is
+    /// outside its range, or its quoted text appears nowhere in the body), so a writer
+    /// decodes a segment it overlaps only when it may repeat one of its decisions.
+    fn may_hold(&self, id: Uuid) -> bool {
+        if id < self.first_id || id > self.last_id {
+            return false;
+        }
+        let mut quoted = [b'"'; 38];
+        if let Some(text) = quoted.get_mut(1..37) {
+            id.hyphenated().encode_lower(text);
+        }
+        std::str::from_utf8(&quoted).is_ok_and(|q| self.body.contains(q))
     }
 }
 
@@ -588,7 +624,12 @@ fn encode(records: &[&PackedDecision]) -> StoreResult<NewSegment> {
 
 /// The statement writing `segment`.
 fn insert_statement(segment: NewSegment) -> (&'static str, Vec<Arg<'static>>) {
-    let args = vec![
+    (sql::INSERT, insert_args(segment))
+}
+
+/// The arguments of [`sql::INSERT`] for `segment`.
+fn insert_args(segment: NewSegment) -> Vec<Arg<'static>> {
+    vec![
         Arg::Owned(segment.feature),
         Arg::Id(segment.first_id),
         Arg::Id(segment.last_id),
@@ -596,9 +637,12 @@ fn insert_statement(segment: NewSegment) -> (&'static str, Vec<Arg<'static>>) {
         Arg::Owned(segment.repositories),
         Arg::Owned(segment.rules),
         Arg::Owned(segment.body),
-    ];
-    (sql::INSERT, args)
+    ]
 }
+
+/// Most segments one statement of [`Store::insert_packed`] writes (7 arguments each: far
+/// under SQLite's 32,766 and Postgres's 65,535).
+const SEGMENTS_PER_STATEMENT: usize = 64;
 
 /// Most decisions in one segment: a read decodes whole segments, so a page of the newest
 /// decisions decodes at most this many per segment it touches (about 2 ms in release).
@@ -868,17 +912,30 @@ impl Store {
             // the common case: new ids, each once (no set to build, per decision)
             records.iter().collect()
         } else {
+            // a batch overlaps the last one written whenever two threads queued their
+            // decisions out of id order: only a segment that may hold one of the batch's ids
+            // is decoded (a retried batch's, or another writer's)
             let mut known: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
             for segment in &overlapping {
-                known.extend(segment.decisions()?.into_iter().map(|r| r.id));
+                if ids.iter().any(|id| segment.may_hold(*id)) {
+                    known.extend(segment.decisions()?.into_iter().map(|r| r.id));
+                }
             }
             records.iter().filter(|r| known.insert(r.id)).collect()
         };
         if fresh.is_empty() {
             return Ok(0);
         }
-        let statements = segments_of(&fresh)?.into_iter().map(insert_statement).collect();
-        self.write_all(statements, context()).await?;
+        // one statement per [`SEGMENTS_PER_STATEMENT`] segments: a round trip to the
+        // database's connection each, not one per segment
+        let mut segments = segments_of(&fresh)?;
+        let (mut texts, mut args): (Vec<String>, Vec<Vec<Arg<'static>>>) = (Vec::new(), Vec::new());
+        while !segments.is_empty() {
+            let rest = segments.split_off(segments.len().min(SEGMENTS_PER_STATEMENT));
+            texts.push(sql::insert_many(segments.len()));
+            args.push(std::mem::replace(&mut segments, rest).into_iter().flat_map(insert_args).collect());
+        }
+        self.write_all(texts.iter().map(String::as_str).zip(args).collect(), context()).await?;
         Ok(u64::try_from(fresh.len()).unwrap_or(u64::MAX))
     }
 
@@ -1213,6 +1270,14 @@ mod tests {
     }
 
     #[test]
+    fn many_segments_are_inserted_by_one_statement_numbering_their_arguments_in_turn() {
+        assert_eq!(sql::insert_many(1), sql::INSERT);
+        let two = sql::insert_many(2);
+        assert!(two.ends_with("VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"), "{two}");
+        assert!(sql::lite(&two).ends_with("(?8, ?9, ?10, ?11, ?12, ?13, ?14)"));
+    }
+
+    #[test]
     fn time_filters_bound_the_ids() {
         let at = DateTime::parse_from_rfc3339("2026-12-03T18:00:00.250Z").map(|t| t.with_timezone(&Utc));
         let at = at.expect("a time");
@@ -1271,6 +1336,19 @@ mod tests {
             body: segment.body.clone(),
         };
         assert_eq!(back.decisions().expect("decoded"), records.to_vec());
+        // the writer's overlap check: an id in the range that the body names may be held;
+        // one outside the range, or inside it but named nowhere, is not
+        assert!(records.iter().all(|r| back.may_hold(r.id)));
+        assert!(!back.may_hold(Uuid::from_u128(5)), "outside the range");
+        let wider = Segment {
+            seq: 2,
+            feature: "f".into(),
+            first_id: back.first_id,
+            last_id: Uuid::from_u128(9),
+            body: back.body.clone(),
+        };
+        assert!(!wider.may_hold(Uuid::from_u128(6)), "inside the range, named nowhere");
+        assert!(wider.may_hold(records[2].id));
         assert!(segment.repositories.contains(&newline_member("repo-1")));
         assert!(!segment.repositories.contains(&newline_member("repo")));
 
