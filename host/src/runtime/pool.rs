@@ -108,10 +108,9 @@ impl AtomicCounts {
 #[derive(Debug)]
 pub(crate) struct Version {
     pub compiled: CompiledPolicy,
-    pub info: PolicyVersion,
-    /// `info` as a shared handle ([`crate::engine::Policy::version_shared`]): taken per
-    /// logged decision without copying its strings.
-    pub shared: std::sync::Arc<PolicyVersion>,
+    /// Name, version and sha256, shared: a logged decision takes a handle
+    /// ([`crate::engine::Policy::version_shared`]) without copying its strings.
+    pub info: std::sync::Arc<PolicyVersion>,
     pub source: String,
     pub loaded_at: DateTime<Utc>,
     /// Decisions checked by the safety contract, once it passed in this process (or the
@@ -130,8 +129,7 @@ impl Version {
         };
         Version {
             compiled,
-            shared: std::sync::Arc::new(info.clone()),
-            info,
+            info: std::sync::Arc::new(info),
             source: source.to_owned(),
             loaded_at: Utc::now(),
             validated: OnceLock::new(),

@@ -63,4 +63,4 @@ impl Sandbox {
     }
 }
 
-super::policy_through_instances!(Sandbox, |s: &Sandbox| Some(s.serving.version.shared.clone()));
+super::policy_through_instances!(Sandbox, |s: &Sandbox| Some(s.serving.version.info.clone()));

@@ -374,8 +374,8 @@ impl Runtime {
         if let Some(serving) = self.inner.active.load().as_ref() {
             if serving.version.info.sha256 == sha256 {
                 return Ok(SwapReport {
-                    version: serving.version.info.clone(),
-                    previous: lock(&self.inner.control).previous.as_ref().map(|v| v.info.clone()),
+                    version: PolicyVersion::clone(&serving.version.info),
+                    previous: lock(&self.inner.control).previous.as_ref().map(|v| PolicyVersion::clone(&v.info)),
                     source: source.to_owned(),
                     compiled: CompileSource::Memory,
                     validated_decisions: None,
@@ -389,13 +389,13 @@ impl Runtime {
             self.prepare(bytes, &sha256, source).map_err(|e| self.refuse(source, e))?;
         let previous = self.activate(version.clone(), warm, true);
         self.emit(RuntimeEvent::Activated {
-            version: version.info.clone(),
+            version: PolicyVersion::clone(&version.info),
             previous: previous.clone(),
             source: source.to_owned(),
             at: Utc::now(),
         });
         Ok(SwapReport {
-            version: version.info.clone(),
+            version: PolicyVersion::clone(&version.info),
             previous,
             source: source.to_owned(),
             compiled,
@@ -435,7 +435,7 @@ impl Runtime {
     /// quick.
     pub fn validate_bytes(&self, bytes: &[u8], source: &str) -> Result<PolicyVersion, SwapError> {
         let sha256 = sha256_hex(bytes);
-        self.prepare(bytes, &sha256, source).map(|(v, ..)| v.info.clone())
+        self.prepare(bytes, &sha256, source).map(|(v, ..)| PolicyVersion::clone(&v.info))
     }
 
     /// Compile (or find), check and validate a version.
@@ -549,7 +549,7 @@ impl Runtime {
         }
         drop(control);
         // `old` drops here or when its last in-flight call finishes.
-        previous.map(|v| v.info.clone())
+        previous.map(|v| PolicyVersion::clone(&v.info))
     }
 
     /// Make the previous version serve again; the version serving now becomes the previous
@@ -561,13 +561,13 @@ impl Runtime {
         };
         let previous = self.activate(target.clone(), None, false);
         self.emit(RuntimeEvent::Activated {
-            version: target.info.clone(),
+            version: PolicyVersion::clone(&target.info),
             previous: previous.clone(),
             source: "revert".to_owned(),
             at: Utc::now(),
         });
         Ok(SwapReport {
-            version: target.info.clone(),
+            version: PolicyVersion::clone(&target.info),
             previous,
             source: "revert".to_owned(),
             compiled: CompileSource::Memory,
@@ -590,7 +590,7 @@ impl Runtime {
         let reverted_to = target.map(|t| {
             self.activate(t.clone(), None, false);
             lock(&self.inner.control).auto_reverts += 1;
-            t.info.clone()
+            PolicyVersion::clone(&t.info)
         });
         let info = &failing.version.info;
         let message = format!(
@@ -606,7 +606,7 @@ impl Runtime {
         tracing::warn!("{message}");
         self.record_error("auto-revert", message);
         self.emit(RuntimeEvent::ProbationFailed {
-            version: info.clone(),
+            version: PolicyVersion::clone(info),
             calls,
             failed_calls: failed,
             reverted_to,
@@ -660,7 +660,7 @@ impl Runtime {
             c
         };
         let status_of = |v: &Arc<Version>| VersionStatus {
-            policy: v.info.clone(),
+            policy: PolicyVersion::clone(&v.info),
             source: v.source.clone(),
             loaded_at: v.loaded_at,
             counts: counts(v),
@@ -704,7 +704,7 @@ impl Runtime {
     /// The version serving now; `None` before the first load (the same as
     /// [`crate::engine::Policy::version`], callable without the trait in scope).
     pub fn policy_version(&self) -> Option<PolicyVersion> {
-        self.inner.active.load().as_ref().map(|s| s.version.info.clone())
+        self.inner.active.load().as_ref().map(|s| PolicyVersion::clone(&s.version.info))
     }
 
     /// The contract version of the serving component (`None` with none serving).
@@ -742,7 +742,7 @@ impl Candidate {
     /// The candidate's name, semver and sha256 (always `Some`; the shape of
     /// [`Runtime::policy_version`]).
     pub fn policy_version(&self) -> Option<PolicyVersion> {
-        Some(self.serving.version.info.clone())
+        Some(PolicyVersion::clone(&self.serving.version.info))
     }
 
     /// The candidate's sha256.
@@ -761,11 +761,11 @@ impl Candidate {
     }
 }
 
-super::policy_through_instances!(Candidate, |c: &Candidate| Some(c.serving.version.shared.clone()));
+super::policy_through_instances!(Candidate, |c: &Candidate| Some(c.serving.version.info.clone()));
 
 super::policy_through_instances!(
     Runtime,
-    |r: &Runtime| r.inner.active.load().as_ref().map(|s| s.version.shared.clone()),
+    |r: &Runtime| r.inner.active.load().as_ref().map(|s| s.version.info.clone()),
     |r: &Runtime, config, repositories: &[_]| {
         if repositories.is_empty() {
             return Ok(Vec::new());

@@ -212,15 +212,6 @@ pub struct Logged<T> {
     pub canary: Option<crate::engine::PolicyVersion>,
 }
 
-/// Whether two handles name the same policy version (the same `Arc`, or equal versions).
-fn same_version(a: Option<&Arc<crate::engine::PolicyVersion>>, b: Option<&Arc<crate::engine::PolicyVersion>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 /// What a logged decision answered, for [`Service::log_decision`].
 enum Answer<'a> {
     Eligibility(&'a Eligibility),
@@ -422,7 +413,7 @@ impl Service {
         took: std::time::Duration,
     ) -> bool {
         let log = &self.inner.decision_log;
-        if serving && !same_version(self.inner.policy.version_shared().as_ref(), policy.as_ref()) {
+        if serving && self.inner.policy.version_shared() != policy {
             log.drop_entry(DropReason::PolicySwapped, 1);
             return false;
         }

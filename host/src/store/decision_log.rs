@@ -928,12 +928,12 @@ impl Store {
         }
         // one statement per [`SEGMENTS_PER_STATEMENT`] segments: a round trip to the
         // database's connection each, not one per segment
-        let mut segments = segments_of(&fresh)?;
+        let mut segments = segments_of(&fresh)?.into_iter().peekable();
         let (mut texts, mut args): (Vec<String>, Vec<Vec<Arg<'static>>>) = (Vec::new(), Vec::new());
-        while !segments.is_empty() {
-            let rest = segments.split_off(segments.len().min(SEGMENTS_PER_STATEMENT));
-            texts.push(sql::insert_many(segments.len()));
-            args.push(std::mem::replace(&mut segments, rest).into_iter().flat_map(insert_args).collect());
+        while segments.peek().is_some() {
+            let chunk: Vec<NewSegment> = segments.by_ref().take(SEGMENTS_PER_STATEMENT).collect();
+            texts.push(sql::insert_many(chunk.len()));
+            args.push(chunk.into_iter().flat_map(insert_args).collect());
         }
         self.write_all(texts.iter().map(String::as_str).zip(args).collect(), context()).await?;
         Ok(u64::try_from(fresh.len()).unwrap_or(u64::MAX))
