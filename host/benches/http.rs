@@ -23,6 +23,7 @@
 //!   logging costs at most 15 %), with the entries dropped because the queue was full
 //!   (`decision_log_dropped`; a ratio bought by dropping is not a ratio). Pairs rather than
 //!   rounds: rounds seconds apart on a shared 2-core machine differ by ±20 %.
+//!   `HTTP_BENCH_ONLY=logged` runs these pairs alone (no SUMMARY lines), e.g. under `perf`.
 //!
 //! - **policy candidate**, in each round the same route load with a candidate version (the
 //!   reference policy as built for contract 0.1.0: the same rules, another sha256) in
@@ -101,6 +102,17 @@ fn start_server(db: &std::path::Path) -> ServerProcess {
             return ServerProcess { child, addr };
         }
     }
+}
+
+/// The CPU time process `pid` has used (user and system, all threads), in µs: fields 14
+/// and 15 of `/proc/PID/stat`, in USER_HZ (100 per second on Linux).
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // field n of the file is fields[n - 3] here (pid and name before)
+    (ticks(11) + ticks(12)) * 10_000.0
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {
@@ -452,9 +464,19 @@ fn main() {
     let routes = route_requests();
     let healthz = vec![b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n".to_vec()];
     rt.block_on(load(server.addr, connections, Duration::from_millis(if bench { 1000 } else { 100 }), &routes));
-    let rounds = if bench { 3 } else { 1 };
+    // `HTTP_BENCH_ONLY=logged`: only the logged pairs (to study the logging cost, e.g.
+    // under perf); none of the SUMMARY lines is printed
+    let only_logged = std::env::var("HTTP_BENCH_ONLY").is_ok_and(|v| v == "logged");
+    let rounds = if only_logged {
+        0
+    } else if bench {
+        3
+    } else {
+        1
+    };
     let (mut route_rps, mut healthz_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut logged_rps, mut logged_ratios) = (Vec::new(), Vec::new());
+    let mut cpu_per_decision: Vec<(f64, f64)> = Vec::new();
     let mut ofrep_rps = Vec::new();
     let ofrep = ofrep_requests();
     let mut route_latencies = Vec::new();
@@ -502,31 +524,55 @@ fn main() {
     let pairs = if bench { 8 } else { 1 };
     let slice = if bench { duration.mul_f64(0.6) } else { duration };
     for pair in 0..pairs {
+        // (the rate, and the server's CPU time per decision: a logged slice's including the
+        // drain after it, so what the writer does after the slice is charged to it)
         let unlogged = |rt: &tokio::runtime::Runtime| {
+            let cpu = cpu_us(pid);
             let u = rt.block_on(load(server.addr, connections, slice, &routes));
-            u.decisions as f64 / u.elapsed.as_secs_f64()
+            (u.decisions as f64 / u.elapsed.as_secs_f64(), (cpu_us(pid) - cpu) / u.decisions.max(1) as f64)
         };
         let logged = |rt: &tokio::runtime::Runtime| {
             rt.block_on(set_sample_rate(server.addr, 1.0));
+            let cpu = cpu_us(pid);
             let l = rt.block_on(load(server.addr, connections, slice, &routes));
             rt.block_on(set_sample_rate(server.addr, 0.0));
             rt.block_on(drained(server.addr));
-            l.decisions as f64 / l.elapsed.as_secs_f64()
+            (l.decisions as f64 / l.elapsed.as_secs_f64(), (cpu_us(pid) - cpu) / l.decisions.max(1) as f64)
         };
-        let (ur, lr) = if pair % 2 == 0 {
-            let ur = unlogged(&rt);
-            (ur, logged(&rt))
+        let ((ur, ucpu), (lr, lcpu)) = if pair % 2 == 0 {
+            let u = unlogged(&rt);
+            (u, logged(&rt))
         } else {
-            let lr = logged(&rt);
-            (unlogged(&rt), lr)
+            let l = logged(&rt);
+            (unlogged(&rt), l)
         };
         logged_rps.push(lr);
         logged_ratios.push(lr / ur);
+        cpu_per_decision.push((ucpu, lcpu));
     }
     let loaded_rss_kib = vm_rss_kib(pid);
     let written = rt.block_on(metric(server.addr, "rollout_decision_log_written_total "));
     let dropped = rt.block_on(metric(server.addr, "rollout_decision_log_dropped_total{reason=\"queue_full\"} "));
     let (logged, logged_ratio) = (median(logged_rps.clone()), median(logged_ratios.clone()));
+    let (cpu_unlogged, cpu_logged) = (
+        median(cpu_per_decision.iter().map(|c| c.0).collect()),
+        median(cpu_per_decision.iter().map(|c| c.1).collect()),
+    );
+    let cpu_line = format!(
+        "server CPU per decision (user + system, all threads; logged: the slice and the drain after it): unlogged \
+         {cpu_unlogged:.1} µs, logged {cpu_logged:.1} µs (medians over the pairs; logged − unlogged per pair {})",
+        cpu_per_decision.iter().map(|(u, l)| format!("{:.1}", l - u)).collect::<Vec<_>>().join(" / ")
+    );
+    if only_logged {
+        println!(
+            "http route with every decision logged: {} /s (median {logged:.0}); logged ÷ unlogged per pair {} (median \
+             {logged_ratio:.2}); {written:.0} entries written, {dropped:.0} dropped (queue full)",
+            logged_rps.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / "),
+            logged_ratios.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / "),
+        );
+        println!("{cpu_line}");
+        return;
+    }
     let ofrep_median = median(ofrep_rps.clone());
     let per_round = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / ");
     let (shadow, shadow_ratio) = (median(shadow_rps.clone()), median(shadow_ratios.clone()));
@@ -602,6 +648,7 @@ fn main() {
         rounded(&logged_rps),
         logged_ratios.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" / "),
     );
+    println!("{cpu_line}");
     println!(
         "ofrep single evaluations of `{FEATURE}/processor` (same connections, alternating rounds): {} /s (median \
          {ofrep_median:.0})",
