@@ -63,6 +63,13 @@ pub struct PolicyVersion {
     pub sha256: String,
 }
 
+/// A logged decision shares its policy version's sha256 ([`crate::store::PackedDecision`]).
+impl crate::store::PolicySha for PolicyVersion {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
 impl std::fmt::Display for PolicyVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.name, self.version)

@@ -7,12 +7,15 @@ use super::outcomes::OutcomeBuffer;
 use super::Service;
 use crate::input::values::RepositoryUuid;
 use crate::manager::{HealthReport, Manager, Participation};
-use crate::store::{DecisionFields, DecisionKind, PackedDecision};
+use crate::store::{DecisionFields, DecisionKind, PackedDecision, PolicySha};
 use chrono::{DateTime, Utc};
 use rollout_policy::{Eligibility, Job, Repository, RouteDecision};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// The policy sha256 logged for a decision made with no policy loaded (a fallback).
+static NO_POLICY: std::sync::LazyLock<Arc<dyn PolicySha>> = std::sync::LazyLock::new(|| Arc::new("none".to_owned()));
 
 /// One feature being served: its manager and what the service keeps beside it.
 pub struct Feature {
@@ -442,7 +445,6 @@ impl Service {
             kind,
             config_version: traced.config_version,
             overrides: overrides.as_ref(),
-            policy_sha256: policy.as_ref().map_or("none", |p| p.sha256.as_str()),
             repository_id: &repository_id,
             masked,
             category: repo.category.map(|c| c.as_str()),
@@ -459,6 +461,10 @@ impl Service {
             Ok(json) => log.offer_packed(PackedDecision {
                 id,
                 feature: feature.log_name.clone(),
+                policy_sha256: match policy {
+                    Some(version) => version,
+                    None => NO_POLICY.clone(),
+                },
                 repository_id,
                 rule: found_by.map(std::borrow::Cow::Borrowed),
                 json,

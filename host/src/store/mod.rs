@@ -66,7 +66,7 @@ pub use candidate::{CandidateAction, CandidateEvent, NewCandidateEvent};
 pub use change::{plan, Change, ChangeOutcome, ChangeRequest, ConfigPatch, Planned, Skipped};
 pub use decision_log::{
     first_id_at, id_ms, DecisionFields, DecisionFilter, DecisionKind, DecisionOutcome, DecisionRecord,
-    DecisionVersionOutcomes, PackedDecision,
+    DecisionVersionOutcomes, PackedDecision, PolicySha,
 };
 pub use error::{ErrorKind, StoreError, StoreResult};
 pub use listen::ChangeListener;

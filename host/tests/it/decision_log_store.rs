@@ -25,6 +25,7 @@ both_backends!(
     a_repository_is_found_across_days_in_both_orders_and_within_a_window,
     interleaved_segments_read_and_prune_in_id_order,
     the_segments_migration_keeps_every_decision_logged_before_it,
+    a_segment_names_its_policy_once_and_the_view_names_it_for_each_decision,
 );
 
 /// 2025-12-03T00:00:00.123456Z: a time with microseconds, the precision both databases keep.
@@ -368,7 +369,9 @@ async fn a_large_batch_is_inserted_whole(db: &TestDatabase) {
     let batch: Vec<DecisionRecord> = (0..5_000).map(|i| record(i, FEATURE)).collect();
     assert_eq!(store.insert_decisions(&batch).await.unwrap(), 5_000);
     assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions").await, 5_000);
-    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_segments").await, 5, "1,000 decisions a segment");
+    // (the records alternate between two policies: a segment names one)
+    let segments = count(store, "SELECT count(*) FROM rollout_decision_segments").await;
+    assert_eq!(segments, 6, "1,000 decisions a segment, per policy: 2,500 each");
     let last = store.decisions(&DecisionFilter { limit: 1, ..Default::default() }).await.unwrap();
     assert_eq!(last.first(), batch.last());
 
@@ -412,7 +415,8 @@ async fn a_repository_is_found_across_days_in_both_orders_and_within_a_window(db
     for batch in all.chunks(4) {
         assert_eq!(store.insert_decisions(batch).await.unwrap(), batch.len() as u64);
     }
-    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_segments").await, 5);
+    // a segment per batch and policy (each batch holds decisions of both)
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decision_segments").await, 10);
 
     let first = DecisionFilter { repository_id: Some("repo-x".into()), limit: 3, ..Default::default() };
     let (sizes, seen) = pages(store, first.clone(), |f, last| f.before = Some(last)).await;
@@ -570,4 +574,57 @@ async fn the_segments_migration_keeps_every_decision_logged_before_it(db: &TestD
     );
     assert!(!want.is_empty());
     assert_eq!(ids(&store.decisions(&repo).await.unwrap()), want, "found through the segments' repositories and rules");
+}
+
+/// A segment names its policy once (its decisions hold `null` there); the decisions read
+/// back, and the view `rollout_decisions`, name each decision's policy, in segments written
+/// in both formats (before migration `20251208010000_decision_log_segment_policy` each
+/// decision named its own).
+async fn a_segment_names_its_policy_once_and_the_view_names_it_for_each_decision(db: &TestDatabase) {
+    let store = &db.store;
+    let records: Vec<DecisionRecord> = (0..10).map(|i| record(i, FEATURE)).collect();
+    assert_eq!(store.insert_decisions(&records).await.unwrap(), 10);
+    let sha = |i: u32| format!("{:064x}", i % 2);
+    let per_policy =
+        "SELECT count(*) FROM rollout_decision_segments WHERE policy_sha256 = '{}' AND body NOT LIKE '%{}%'";
+    for policy in [sha(0), sha(1)] {
+        let sql = per_policy.replacen("{}", &policy, 1).replacen("{}", &policy, 1);
+        assert_eq!(count(store, &sql).await, 1, "one segment names {policy}, its decisions do not");
+    }
+    // a segment in the format before: no policy of its own, each decision naming one (an
+    // eligibility decision, masked: no optional field)
+    let old = record(21, FEATURE);
+    assert!(old.masked && old.job.is_none());
+    assert_eq!(store.insert_decisions(std::slice::from_ref(&old)).await.unwrap(), 1);
+    let older = format!(
+        "[[\"{}\",{},\"eligibility\",{},null,\"{}\",\"{}\",true,null,null,null,null,{},\"{}\",{},null,{}]]",
+        old.id,
+        old.time.timestamp_micros(),
+        old.config_version,
+        "ab".repeat(32),
+        old.repository_id,
+        old.eligible,
+        old.reason,
+        old.bucket,
+        old.duration_us,
+    );
+    exec(
+        store,
+        &format!(
+            "DELETE FROM rollout_decision_segments WHERE first_id = '{id}'; \
+             INSERT INTO rollout_decision_segments (feature, first_id, last_id, rows, repositories, rules, body) \
+             VALUES ('{FEATURE}', '{id}', '{id}', 1, '\n{repo}\n', '\n{rule}\n', '{older}')",
+            id = old.id,
+            repo = old.repository_id,
+            rule = old.reason,
+        ),
+    )
+    .await;
+    let back = store.decision(old.id).await.unwrap();
+    assert_eq!(back, Some(DecisionRecord { policy_sha256: "ab".repeat(32), ..old }));
+    for (policy, n) in [(sha(0), 5), (sha(1), 5), ("ab".repeat(32), 1)] {
+        let sql = format!("SELECT count(*) FROM rollout_decisions WHERE policy_sha256 = '{policy}'");
+        assert_eq!(count(store, &sql).await, n, "the view names {policy}");
+    }
+    assert_eq!(count(store, "SELECT count(*) FROM rollout_decisions WHERE policy_sha256 IS NULL").await, 0);
 }
