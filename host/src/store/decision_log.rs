@@ -972,10 +972,12 @@ impl Store {
             // the common case: new ids, each once (no set to build, per decision)
             records.iter().collect()
         } else {
-            // a batch overlaps the last one written whenever two threads queued their
-            // decisions out of id order: the ids of a segment whose range holds one of the
-            // batch's are read (one pass over its body; searching the body for each such id
-            // took 5.6 % of the server's CPU with every decision logged)
+            // a batch overlaps one written before when two threads queued their decisions
+            // out of id order across the batches (the background writer waits for that to
+            // settle, `service::decision_log::SETTLE`), or when it is retried or another
+            // writer's: the ids of a segment whose range holds one of the batch's are read
+            // (one pass over its body; searching the body for each such id took 5.6 % of
+            // the server's CPU with every decision logged)
             let mut known: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
             for segment in &overlapping {
                 // (`ids` is sorted: the first at or after the segment's first id)
