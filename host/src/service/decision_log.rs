@@ -9,7 +9,8 @@
 //!   bounded by entries and by bytes, it never waits; a full queue drops the entry and
 //!   counts it (`rollout_decision_log_dropped_total{reason="queue_full"}`);
 //! - the writer ([`DecisionLog::run`]) drains the queue in batches of
-//!   [`DecisionLogOptions::batch`]; a batch the database refuses is put back while it fits
+//!   [`DecisionLogOptions::batch`], taking decisions once they are [`SETTLE`] old, in id
+//!   order (so a batch does not overlap the segment written before it); a batch the database refuses is put back while it fits
 //!   the bounds and retried after a pause, and dropped (counted, `write_failed`) when it
 //!   does not — a database outage costs log entries, never decisions;
 //! - retention: every [`PRUNE_EVERY`] the writer deletes rows older than
