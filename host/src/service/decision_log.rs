@@ -10,8 +10,8 @@
 //!   counts it (`rollout_decision_log_dropped_total{reason="queue_full"}`);
 //! - the writer ([`DecisionLog::run`]) drains the queue in batches of
 //!   [`DecisionLogOptions::batch`], taking decisions once they are [`SETTLE`] old, in id
-//!   order (so a batch does not overlap the segment written before it); a batch the database refuses is put back while it fits
-//!   the bounds and retried after a pause, and dropped (counted, `write_failed`) when it
+//!   order (so a batch does not overlap the segment written before it); a batch the
+//!   database refuses is put back while it fits the bounds and retried after a pause, and dropped (counted, `write_failed`) when it
 //!   does not — a database outage costs log entries, never decisions;
 //! - retention: every [`PRUNE_EVERY`] the writer deletes rows older than
 //!   [`DecisionLogOptions::retention`] and beyond [`DecisionLogOptions::max_rows`].
@@ -467,11 +467,11 @@ impl DecisionLog {
     pub async fn flush(&self, store: &Store) -> Result<u64, crate::store::StoreError> {
         let mut total = 0;
         loop {
-            let batch = self.take(self.options.batch.max(1));
-            if batch.is_empty() {
-                return Ok(total);
+            // (at the end of time every decision is settled)
+            match self.flush_settled(store, i64::MAX).await? {
+                0 => return Ok(total),
+                n => total += n,
             }
-            total += self.write(store, batch).await?;
         }
     }
 

@@ -707,15 +707,14 @@ const SEGMENT_ROWS: usize = 1_000;
 /// The segments of `records`: per feature and policy, in id order, [`SEGMENT_ROWS`] at
 /// most each.
 fn segments_of(records: &[&PackedDecision]) -> StoreResult<Vec<NewSegment>> {
-    let mut by_feature: std::collections::BTreeMap<(&str, &str), Vec<&PackedDecision>> =
-        std::collections::BTreeMap::new();
+    let mut groups: std::collections::BTreeMap<(&str, &str), Vec<&PackedDecision>> = std::collections::BTreeMap::new();
     for r in records {
-        by_feature.entry((&r.feature, r.policy_sha256.sha256())).or_default().push(r);
+        groups.entry((&r.feature, r.policy_sha256.sha256())).or_default().push(r);
     }
     let mut segments = Vec::new();
-    for mut of_feature in by_feature.into_values() {
-        of_feature.sort_by_key(|r| r.id);
-        for chunk in of_feature.chunks(SEGMENT_ROWS) {
+    for mut group in groups.into_values() {
+        group.sort_by_key(|r| r.id);
+        for chunk in group.chunks(SEGMENT_ROWS) {
             segments.push(encode(chunk)?);
         }
     }
